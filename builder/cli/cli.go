@@ -1,0 +1,278 @@
+// Package cli is the mkbinarycache command line: as a derivation builder
+// (no arguments, structured attrs), and outside Nix.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/attrs"
+	"github.com/mkbinarycache/mkbinarycache/builder/cache"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// Version is set at link time (-X .../builder/cli.Version=...).
+var Version = "0.1.0-dev"
+
+const usage = `mkbinarycache: write a flat-file Nix binary cache of a closure.
+
+Usage:
+  mkbinarycache                                   (as a derivation builder: reads structured attrs)
+  mkbinarycache --out DIR --attrs FILE            [options]
+  mkbinarycache --out DIR --closure-info DIR      [options]
+  mkbinarycache --out DIR --graph FILE            [options]
+  mkbinarycache --out DIR STORE-PATH...           [options]  (closure from nix path-info)
+  mkbinarycache --help | --version
+
+Options:
+`
+
+const examples = `
+Examples:
+  # a cache of hello's closure, xz-compressed, outside Nix
+  mkbinarycache --out /tmp/cache --compression xz $(nix-build '<nixpkgs>' -A hello)
+  # substitute from it on another machine
+  nix-build --option substituters file:///tmp/cache --option require-sigs false ...
+  # from a structured-attrs file, as a derivation would
+  mkbinarycache --out /tmp/cache --attrs .attrs.json --jobs 4
+
+Running it again on the same --out adds only the paths that are missing.
+Exit status: 0 success, 1 failure, 2 usage error.
+`
+
+// Env is the process environment the command sees.
+type Env struct {
+	Getenv         func(string) string
+	Stdout, Stderr io.Writer
+}
+
+// Main runs the command with args (without the program name).
+func Main(ctx context.Context, args []string, env Env) int {
+	err := run(ctx, args, env)
+	var ue usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(env.Stderr, "mkbinarycache: %v\nTry 'mkbinarycache --help'.\n", err)
+		return ExitUsage
+	default:
+		fmt.Fprintf(env.Stderr, "mkbinarycache: error: %v\n", err)
+		return ExitFailure
+	}
+}
+
+type usageError struct{ error }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+type buildFlags struct {
+	out, attrsFile, closureInfo, graph string
+	compression                        string
+	level, jobs, threads, priority     int
+	wantMassQuery, quiet, version      bool
+	storeDir                           string
+}
+
+func run(ctx context.Context, args []string, env Env) error {
+	if len(args) == 0 {
+		return runInDerivation(ctx, env)
+	}
+	fs := flag.NewFlagSet("mkbinarycache", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var f buildFlags
+	fs.StringVar(&f.out, "out", "", "the cache `DIR` to write (created, or added to)")
+	fs.StringVar(&f.attrsFile, "attrs", "", "read the closure from a structured-attrs JSON `FILE` (its \"closure\" list)")
+	fs.StringVar(&f.closureInfo, "closure-info", "", "read the closure from a closureInfo output `DIR` (its registration)")
+	fs.StringVar(&f.graph, "graph", "", "read the closure from a legacy exportReferencesGraph `FILE` (NAR hashes are computed)")
+	fs.StringVar(&f.compression, "compression", "", "NAR compression: none, xz, bzip2 or zstd (default zstd)")
+	fs.IntVar(&f.level, "level", compress.DefaultLevel, "compression `LEVEL` (zstd 1-22, xz 0-9, bzip2 1-9; default: the method's)")
+	fs.IntVar(&f.jobs, "jobs", 0, "store paths written at once (`N`, default: the number of CPUs)")
+	fs.IntVar(&f.threads, "threads", 0, "goroutines one NAR's encoder may use (`N`, default: the number of CPUs)")
+	fs.IntVar(&f.priority, "priority", 0, "nix-cache-info Priority (`N`, default: none)")
+	fs.BoolVar(&f.wantMassQuery, "want-mass-query", false, "write WantMassQuery: 1 to nix-cache-info")
+	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
+	fs.BoolVar(&f.quiet, "quiet", false, "print only errors")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), examples)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if f.version {
+		fmt.Fprintf(env.Stdout, "mkbinarycache %s\n", Version)
+		return nil
+	}
+	storeDir := f.storeDir
+	if storeDir == "" {
+		storeDir = storeDirFromEnv(env)
+	}
+	v := closure.Validator{StoreDir: storeDir}
+
+	sources := 0
+	for _, s := range []string{f.attrsFile, f.closureInfo, f.graph} {
+		if s != "" {
+			sources++
+		}
+	}
+	if fs.NArg() > 0 {
+		sources++
+	}
+	if sources != 1 {
+		return usagef("give exactly one of --attrs, --closure-info, --graph or store paths")
+	}
+
+	o := cache.Options{Dir: f.out, StoreDir: storeDir, Level: f.level, Jobs: f.jobs, Threads: f.threads,
+		Priority: f.priority, WantMassQuery: f.wantMassQuery}
+	compression := f.compression
+	var c closure.Closure
+	var err error
+	switch {
+	case f.attrsFile != "":
+		a, err := attrs.Read(f.attrsFile, v)
+		if err != nil {
+			return err
+		}
+		c = a.Closure
+		applyAttrs(&o, &compression, a, f.level == compress.DefaultLevel, f.jobs == 0)
+		if o.Dir == "" {
+			o.Dir = a.Out
+		}
+	case f.closureInfo != "":
+		c, err = readFile(f.closureInfo+"/registration", func(r io.Reader, src string) (closure.Closure, error) {
+			return closure.ParseRegistration(r, v, src)
+		})
+	case f.graph != "":
+		c, err = readFile(f.graph, func(r io.Reader, src string) (closure.Closure, error) {
+			return closure.ParseGraph(r, v, src)
+		})
+	default:
+		c, err = pathInfo(ctx, fs.Args(), v)
+	}
+	if err != nil {
+		return err
+	}
+	if o.Dir == "" {
+		return usagef("--out is required")
+	}
+	if compression == "" {
+		compression = string(compress.Zstd)
+	}
+	if o.Compression, err = compress.Parse(compression); err != nil {
+		return usageError{err}
+	}
+	if err := o.Compression.CheckLevel(o.Level); err != nil {
+		return usageError{err}
+	}
+	if !f.quiet {
+		o.Log = env.Stderr
+	}
+	_, err = cache.Write(ctx, c, o)
+	return err
+}
+
+// applyAttrs takes the options a derivation set, where the command line did
+// not set them.
+func applyAttrs(o *cache.Options, compression *string, a *attrs.Attrs, level, jobs bool) {
+	if *compression == "" {
+		*compression = a.Compression
+	}
+	if level && a.Level != nil {
+		o.Level = *a.Level
+	}
+	if jobs && a.Jobs != nil {
+		o.Jobs = *a.Jobs
+	}
+	if o.Priority == 0 {
+		o.Priority = a.Priority
+	}
+	o.WantMassQuery = o.WantMassQuery || a.WantMassQuery
+	o.Derivers = a.Derivers
+}
+
+// runInDerivation is the builder of mkBinaryCache: everything comes from the
+// structured attrs and the environment Nix sets.
+func runInDerivation(ctx context.Context, env Env) error {
+	name, err := attrs.Find()
+	if err != nil {
+		return usagef("%v (outside a derivation, give --out and a closure; see --help)", err)
+	}
+	storeDir := storeDirFromEnv(env)
+	a, err := attrs.Read(name, closure.Validator{StoreDir: storeDir})
+	if err != nil {
+		return err
+	}
+	if a.Out == "" {
+		return fmt.Errorf("%s: no outputs.out", name)
+	}
+	o := cache.Options{Dir: a.Out, StoreDir: storeDir, Level: compress.DefaultLevel, Log: env.Stderr}
+	compression := ""
+	applyAttrs(&o, &compression, a, true, true)
+	if a.Jobs == nil {
+		// NIX_BUILD_CORES bounds the build's parallelism; 0 means all cores.
+		if n, err := strconv.Atoi(env.Getenv("NIX_BUILD_CORES")); err == nil && n > 0 {
+			o.Jobs, o.Threads = n, n
+		}
+	}
+	if compression == "" {
+		compression = string(compress.Zstd)
+	}
+	if o.Compression, err = compress.Parse(compression); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	_, err = cache.Write(ctx, a.Closure, o)
+	return err
+}
+
+func storeDirFromEnv(env Env) string {
+	if d := env.Getenv("NIX_STORE"); d != "" {
+		return strings.TrimRight(d, "/")
+	}
+	return closure.DefaultStoreDir
+}
+
+func readFile(name string, parse func(io.Reader, string) (closure.Closure, error)) (closure.Closure, error) {
+	fh, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return parse(fh, name)
+}
+
+// pathInfo asks Nix for the closure of paths, with NAR hashes, sizes and
+// derivers.
+func pathInfo(ctx context.Context, paths []string, v closure.Validator) (closure.Closure, error) {
+	args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "--recursive", "--"}, paths...)
+	cmd := exec.CommandContext(ctx, "nix", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nix path-info %s: %w: %s", strings.Join(paths, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return closure.ParsePathInfo(out, v, "nix path-info")
+}

@@ -1,0 +1,25 @@
+// Command mkbinarycache writes a flat-file Nix binary cache of a closure. It
+// is the builder of the mkBinaryCache derivation and a CLI; see --help.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cli"
+)
+
+// version is set by the linker (-X main.version=...) in packaged builds.
+var version string
+
+func main() {
+	if version != "" {
+		cli.Version = version
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := cli.Main(ctx, os.Args[1:], cli.Env{Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr})
+	stop()
+	os.Exit(code)
+}
