@@ -48,10 +48,10 @@ type Options struct {
 
 // Stats sum up a run.
 type Stats struct {
-	Paths, Skipped    int
-	NarBytes          uint64
-	FileBytes         uint64
-	Elapsed           time.Duration
+	Paths, Skipped int
+	NarBytes       uint64
+	FileBytes      uint64
+	Elapsed        time.Duration
 }
 
 func (o *Options) jobs() int {
