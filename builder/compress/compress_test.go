@@ -1,0 +1,135 @@
+package compress
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// sample is compressible but not trivial: text with random runs.
+func sample(n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	words := strings.Fields("nix store path closure narinfo reference deriver hash compression zstd xz bzip2")
+	var b bytes.Buffer
+	for b.Len() < n {
+		b.WriteString(words[r.IntN(len(words))])
+		if r.IntN(10) == 0 {
+			for range 16 {
+				b.WriteByte(byte(r.Uint32()))
+			}
+		}
+		b.WriteByte(' ')
+	}
+	return b.Bytes()[:n]
+}
+
+func encode(t *testing.T, m Method, o Options, data []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, m, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Odd-sized writes, as a NAR dumper makes them.
+	for rest := data; len(rest) > 0; {
+		n := min(len(rest), 12345)
+		if _, err := w.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestRoundTrip(t *testing.T) {
+	data := sample(3 << 20)
+	for _, m := range Methods {
+		t.Run(string(m), func(t *testing.T) {
+			enc := encode(t, m, Options{Level: DefaultLevel, Threads: 2}, data)
+			if m != None && len(enc) >= len(data) {
+				t.Errorf("%s did not compress: %d -> %d bytes", m, len(data), len(enc))
+			}
+			r, err := NewReader(bytes.NewReader(enc), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Errorf("%s round trip changed the data (%d bytes in, %d out)", m, len(data), len(got))
+			}
+		})
+	}
+}
+
+// The cache must be byte-identical whatever the core count.
+func TestDeterministicAcrossThreads(t *testing.T) {
+	data := sample(12 << 20)
+	for _, m := range []Method{Zstd, XZ} {
+		t.Run(string(m), func(t *testing.T) {
+			if m == XZ && testing.Short() {
+				t.Skip("slow")
+			}
+			want := encode(t, m, Options{Level: DefaultLevel, Threads: 1}, data)
+			for _, threads := range []int{2, 8} {
+				if got := encode(t, m, Options{Level: DefaultLevel, Threads: threads}, data); !bytes.Equal(got, want) {
+					t.Errorf("%s with %d threads: %d bytes differ from 1 thread's %d", m, threads, len(got), len(want))
+				}
+			}
+		})
+	}
+}
+
+func TestLevels(t *testing.T) {
+	data := sample(1 << 20)
+	for _, tc := range []struct {
+		m      Method
+		levels []int
+	}{{Zstd, []int{1, 3, 19}}, {XZ, []int{0, 6}}, {Bzip2, []int{1, 9}}} {
+		for _, l := range tc.levels {
+			enc := encode(t, tc.m, Options{Level: l}, data)
+			r, err := NewReader(bytes.NewReader(enc), tc.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s level %d: round trip failed: %v", tc.m, l, err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		m     Method
+		level int
+		want  string
+	}{
+		{Zstd, 0, "compression zstd: level 0 out of range 1..22"},
+		{Zstd, 23, "out of range 1..22"},
+		{XZ, 10, "compression xz: level 10 out of range 0..9"},
+		{Bzip2, 0, "out of range 1..9"},
+		{None, 1, "compression none takes no level"},
+	} {
+		_, err := NewWriter(io.Discard, tc.m, Options{Level: tc.level})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s level %d: error %v, want %q", tc.m, tc.level, err, tc.want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, m := range Methods {
+		if got, err := Parse(string(m)); err != nil || got != m {
+			t.Errorf("Parse(%q) = %q, %v", m, got, err)
+		}
+	}
+	_, err := Parse("gzip")
+	if err == nil || err.Error() != `unsupported compression "gzip" (supported: none, xz, bzip2, zstd)` {
+		t.Errorf("Parse(gzip): %v", err)
+	}
+}
