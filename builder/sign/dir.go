@@ -1,0 +1,274 @@
+package sign
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+)
+
+// DefaultStoreDir is the store directory of caches that do not say.
+const DefaultStoreDir = "/nix/store"
+
+// CacheStoreDir returns the StoreDir of the cache at dir (from its
+// nix-cache-info), or "" when the file does not exist or does not say.
+func CacheStoreDir(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read nix-cache-info: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "StoreDir:"); ok {
+			return strings.TrimRight(strings.TrimSpace(v), "/"), nil
+		}
+	}
+	return "", nil
+}
+
+// ResolveStoreDir picks the store directory of the cache at dir: the one
+// its nix-cache-info names, which flag (when not "") must agree with; else
+// flag; else /nix/store.
+func ResolveStoreDir(dir, flag string) (string, error) {
+	flag = strings.TrimRight(flag, "/")
+	info, err := CacheStoreDir(dir)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case info != "" && flag != "" && info != flag:
+		return "", fmt.Errorf("%s: the cache is for store %s, not %s", filepath.Join(dir, "nix-cache-info"), info, flag)
+	case info != "":
+		return info, nil
+	case flag != "":
+		return flag, nil
+	}
+	return DefaultStoreDir, nil
+}
+
+// NarInfoFiles lists the narinfo files at the top of the cache dir, sorted.
+func NarInfoFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read cache: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".narinfo") && !strings.HasPrefix(n, ".") && !e.IsDir() {
+			names = append(names, filepath.Join(dir, n))
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Outcome is what SignFile did to one narinfo.
+type Outcome int
+
+// The outcomes of SignFile.
+const (
+	Added    Outcome = iota // a signature was added
+	Present                 // a valid signature by the key was there already
+	Replaced                // an invalid signature by the key was replaced
+)
+
+// SignFile adds key's signature to the narinfo file name, unless a valid
+// signature by that key is there already. Other signatures, unknown lines
+// and the field order are kept; an invalid signature with the key's name
+// (one made before the narinfo changed) is replaced. The file is replaced
+// atomically (temporary file and rename), keeping its permissions.
+func SignFile(name string, key signature.SecretKey, storeDir string) (Outcome, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return 0, err
+	}
+	ni, _, err := ParseNarInfo(data)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	sig, err := Sign(ni, key, storeDir)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	pub := key.ToPublicKey()
+	valid, err := Valid(ni, []signature.PublicKey{pub}, storeDir)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(valid) > 0 {
+		return Present, nil
+	}
+	out, replaced := insertSig(data, pub.Name, sig.String())
+	if err := replaceFile(name, out); err != nil {
+		return 0, err
+	}
+	if replaced {
+		return Replaced, nil
+	}
+	return Added, nil
+}
+
+// insertSig returns data with the Sig lines by keyName removed and "Sig:
+// sig" added after the remaining Sig lines, else before CA, else at the end:
+// Nix's field order.
+func insertSig(data []byte, keyName, sig string) ([]byte, bool) {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+		lines = lines[:n-1]
+	}
+	if n := len(lines); n > 0 && !bytes.HasSuffix(lines[n-1], []byte("\n")) {
+		lines[n-1] = append(lines[n-1], '\n')
+	}
+	ours := []byte("Sig: " + keyName + ":")
+	var kept [][]byte
+	replaced := false
+	for _, l := range lines {
+		if bytes.HasPrefix(l, ours) {
+			replaced = true
+			continue
+		}
+		kept = append(kept, l)
+	}
+	at := -1
+	for i, l := range kept {
+		if bytes.HasPrefix(l, []byte("Sig:")) {
+			at = i + 1
+		}
+	}
+	if at < 0 {
+		at = len(kept)
+		for i, l := range kept {
+			if bytes.HasPrefix(l, []byte("CA:")) {
+				at = i
+				break
+			}
+		}
+	}
+	var b bytes.Buffer
+	for _, l := range kept[:at] {
+		b.Write(l)
+	}
+	b.WriteString("Sig: " + sig + "\n")
+	for _, l := range kept[at:] {
+		b.Write(l)
+	}
+	return b.Bytes(), replaced
+}
+
+// replaceFile atomically replaces name with data, keeping its permissions.
+func replaceFile(name string, data []byte) error {
+	mode := os.FileMode(0o644)
+	if st, err := os.Stat(name); err == nil {
+		mode = st.Mode().Perm()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("%s: %w (is the cache a writable copy? cp -r --no-preserve=mode result/ DIR)", name, err)
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), name)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// DirOptions say how to sign a cache.
+type DirOptions struct {
+	Dir      string
+	StoreDir string // "" for the cache's (nix-cache-info), else /nix/store
+	Jobs     int    // narinfos signed at once; 0 for the number of CPUs
+	Log      io.Writer
+}
+
+// DirStats count what SignDir did.
+type DirStats struct {
+	Added, Present, Replaced, Failed int
+}
+
+// SignDir signs every narinfo of the cache at o.Dir with key (SignFile).
+// It goes on past a narinfo it cannot sign and returns every such error.
+func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions) (DirStats, error) {
+	storeDir, err := ResolveStoreDir(o.Dir, o.StoreDir)
+	if err != nil {
+		return DirStats{}, err
+	}
+	files, err := NarInfoFiles(o.Dir)
+	if err != nil {
+		return DirStats{}, err
+	}
+	jobs := o.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	var (
+		mu    sync.Mutex
+		stats DirStats
+		errs  []error
+		wg    sync.WaitGroup
+		work  = make(chan string)
+	)
+	for range min(jobs, max(len(files), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				out, err := SignFile(f, key, storeDir)
+				mu.Lock()
+				switch {
+				case err != nil:
+					stats.Failed++
+					errs = append(errs, err)
+				case out == Added:
+					stats.Added++
+				case out == Present:
+					stats.Present++
+				case out == Replaced:
+					stats.Replaced++
+					if o.Log != nil {
+						fmt.Fprintf(o.Log, "%s: replaced an invalid signature by %s\n", f, KeyName(key))
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for _, f := range files {
+		select {
+		case work <- f:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed\n",
+			len(files), stats.Added, stats.Replaced, stats.Present, KeyName(key), stats.Failed)
+	}
+	return stats, errors.Join(errs...)
+}

@@ -1,0 +1,147 @@
+// Package sign computes, makes and checks the ed25519 signatures of narinfo
+// files exactly as Nix does, and signs every narinfo of a flat-file binary
+// cache in place.
+package sign
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+)
+
+// Fingerprint returns the string Nix signs for a narinfo
+// (ValidPathInfo::fingerprint):
+//
+//	1;<store path>;<NarHash as sha256:nix32>;<NarSize>;<references, full paths, sorted, comma-joined>
+//
+// go-nix's NarInfo.Fingerprint keeps the references in the order given and
+// assumes /nix/store; Nix sorts them and uses its store directory. The
+// store path must be in storeDir, as Nix refuses narinfos for another store.
+func Fingerprint(ni *narinfo.NarInfo, storeDir string) (string, error) {
+	storeDir = strings.TrimRight(storeDir, "/")
+	if ni.StorePath == "" {
+		return "", errors.New("fingerprint: no StorePath")
+	}
+	if path.Dir(ni.StorePath) != storeDir {
+		return "", fmt.Errorf("fingerprint: %s is not in the store directory %s", ni.StorePath, storeDir)
+	}
+	if ni.NarHash == nil {
+		return "", fmt.Errorf("fingerprint of %s: no NarHash", ni.StorePath)
+	}
+	if ni.NarSize == 0 {
+		// Nix: "cannot calculate fingerprint of path '…' because its size is not known".
+		return "", fmt.Errorf("fingerprint of %s: no NarSize", ni.StorePath)
+	}
+	refs := make([]string, 0, len(ni.References))
+	for _, r := range ni.References {
+		if r == "" || strings.Contains(r, "/") {
+			return "", fmt.Errorf("fingerprint of %s: bad reference %q", ni.StorePath, r)
+		}
+		refs = append(refs, storeDir+"/"+r)
+	}
+	sort.Strings(refs)
+	refs = dedup(refs) // a StorePathSet in Nix
+	return "1;" + ni.StorePath + ";" + ni.NarHash.Format(nixhash.NixBase32, true) + ";" +
+		strconv.FormatUint(ni.NarSize, 10) + ";" + strings.Join(refs, ","), nil
+}
+
+func dedup(s []string) []string {
+	out := s[:0]
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Sign returns key's signature of ni.
+func Sign(ni *narinfo.NarInfo, key signature.SecretKey, storeDir string) (signature.Signature, error) {
+	fp, err := Fingerprint(ni, storeDir)
+	if err != nil {
+		return signature.Signature{}, err
+	}
+	// ed25519 ignores rand: signatures are deterministic, like Nix's.
+	s, err := key.Sign(nil, fp)
+	if err != nil {
+		return signature.Signature{}, fmt.Errorf("sign %s: %w", ni.StorePath, err)
+	}
+	return s, nil
+}
+
+// Valid returns the signatures of ni that one of keys verifies (matching key
+// name and valid ed25519 signature of the fingerprint). Nix accepts a path
+// when this is not empty (with require-sigs and the keys trusted).
+func Valid(ni *narinfo.NarInfo, keys []signature.PublicKey, storeDir string) ([]signature.Signature, error) {
+	fp, err := Fingerprint(ni, storeDir)
+	if err != nil {
+		return nil, err
+	}
+	var ok []signature.Signature
+	for _, s := range ni.Signatures {
+		for _, k := range keys {
+			if k.Verify(fp, s) {
+				ok = append(ok, s)
+				break
+			}
+		}
+	}
+	return ok, nil
+}
+
+// KeyName is the name of a secret key (the part before ':').
+func KeyName(key signature.SecretKey) string { return key.ToPublicKey().Name }
+
+// LoadSecretKeyFile reads a secret key file as `nix-store
+// --generate-binary-cache-key` writes it: "name:base64(64 bytes)".
+func LoadSecretKeyFile(name string) (signature.SecretKey, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return signature.SecretKey{}, fmt.Errorf("read secret key: %w", err)
+	}
+	k, err := signature.LoadSecretKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		// Never echo the file's contents: it is a secret.
+		return signature.SecretKey{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return k, nil
+}
+
+// ParsePublicKey accepts a public key as Nix's trusted-public-keys lists it
+// ("name:base64(32 bytes)"), or the name of a file holding one (as
+// `nix-store --generate-binary-cache-key` writes it).
+func ParsePublicKey(s string) (signature.PublicKey, error) {
+	k, err := signature.ParsePublicKey(strings.TrimSpace(s))
+	if err == nil {
+		return k, nil
+	}
+	data, ferr := os.ReadFile(s)
+	if ferr != nil {
+		return signature.PublicKey{}, fmt.Errorf("public key %q: neither a key (%v) nor a readable file (%v)", s, err, ferr)
+	}
+	k, err = signature.ParsePublicKey(strings.TrimSpace(string(data)))
+	if err != nil {
+		return signature.PublicKey{}, fmt.Errorf("public key file %s: %w", s, err)
+	}
+	return k, nil
+}
+
+// GenerateKey makes a new key pair named name, in Nix's formats.
+func GenerateKey(name string) (secret, public string, err error) {
+	if name == "" || strings.Contains(name, ":") || strings.ContainsAny(name, " \t\n") {
+		return "", "", fmt.Errorf("key name %q: must be non-empty, without ':' or white space", name)
+	}
+	sk, pk, err := signature.GenerateKeypair(name, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("generate key: %w", err)
+	}
+	return sk.String(), pk.String(), nil
+}
