@@ -1,0 +1,68 @@
+// Package debuginfo finds the separate debug info files of a NAR and makes
+// the debuginfo/ index entries that Nix writes with ?index-debug-info=1,
+// which debuginfod servers for Nix (dwarffs, nixseparatedebuginfod) read.
+//
+// What Nix 2.8 does (binary-cache-store.cc, checked against `nix copy`):
+// for every regular file lib/debug/.build-id/XX/YYYY….debug of the NAR,
+// with XX matching [0-9a-f]{2} and a directory, and the file name matching
+// [0-9a-f]{38}\.debug (symlinks are not followed), it writes the file
+// debuginfo/XXYYYY….debug (the ".debug" stays in the name) holding
+//
+//	{"archive":"../<narinfo URL>","member":"lib/debug/.build-id/XX/YYYY….debug"}
+//
+// compact, keys sorted, no final newline, and leaves an existing file alone.
+package debuginfo
+
+import (
+	"regexp"
+
+	"github.com/nix-community/go-nix/pkg/nar"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+)
+
+// BuildIDDir is where the debug info files live inside a store path.
+const BuildIDDir = "lib/debug/.build-id"
+
+var (
+	dirRe  = regexp.MustCompile(`^[0-9a-f]{2}$`)
+	fileRe = regexp.MustCompile(`^[0-9a-f]{38}\.debug$`)
+)
+
+// File is one debug info file of a NAR.
+type File struct {
+	Key    string // the index file's name inside debuginfo/: XXYYYY….debug
+	Member string // its path inside the NAR, without a leading slash
+}
+
+// Find returns the debug info files of the NAR whose root is root, in NAR
+// order.
+func Find(root *listing.Node) []File {
+	dir := root.Lookup(BuildIDDir)
+	if dir == nil || dir.Type != nar.TypeDirectory {
+		return nil
+	}
+	var out []File
+	for _, e1 := range dir.Entries {
+		if e1.Node.Type != nar.TypeDirectory || !dirRe.MatchString(e1.Name) {
+			continue
+		}
+		for _, e2 := range e1.Node.Entries {
+			if e2.Node.Type != nar.TypeRegular || !fileRe.MatchString(e2.Name) {
+				continue
+			}
+			out = append(out, File{Key: e1.Name + e2.Name, Member: BuildIDDir + "/" + e1.Name + "/" + e2.Name})
+		}
+	}
+	return out
+}
+
+// JSON is the index entry of f, for a NAR at narURL (the narinfo's URL,
+// relative to the cache).
+func JSON(f File, narURL string) []byte {
+	b := []byte(`{"archive":`)
+	b = listing.AppendString(b, "../"+narURL)
+	b = append(b, `,"member":`...)
+	b = listing.AppendString(b, f.Member)
+	return append(b, '}')
+}
