@@ -1,0 +1,462 @@
+// Package verify checks a flat-file binary cache the way a Nix client
+// would use it, and more: every narinfo parses (as leniently as Nix parses
+// it), its NAR exists with the recorded FileSize and FileHash, decompresses
+// to NarSize bytes hashing to NarHash and is a well-formed NAR, every
+// reference has a narinfo, listings match their NARs, and, when keys are
+// given, each narinfo carries a valid signature by one of them.
+//
+// NARs are streamed (file -> hash -> decompressor -> hash -> NAR parser),
+// never held in memory, and narinfos are checked in parallel.
+package verify
+
+import (
+	"bytes"
+	"context"
+	_ "crypto/md5" // the hash algorithms a narinfo may name
+	_ "crypto/sha1"
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nix-community/go-nix/pkg/nar/ls"
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+	"github.com/nix-community/go-nix/pkg/storepath"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+)
+
+// Options say what to check.
+type Options struct {
+	Dir string
+	// StoreDir is the store the cache is for; "" for the one nix-cache-info
+	// names (else /nix/store). A StoreDir that contradicts it is an error.
+	StoreDir string
+	// PublicKeys, when any, must have made a valid signature of each narinfo.
+	PublicKeys []signature.PublicKey
+	Jobs       int // narinfos checked at once; 0 for the number of CPUs
+}
+
+// Problem is one thing wrong with the cache, found in File (a path under
+// the cache directory).
+type Problem struct {
+	File string
+	Msg  string
+}
+
+func (p Problem) String() string { return p.File + ": " + p.Msg }
+
+// Stats sum up a check.
+type Stats struct {
+	NarInfos  int // narinfos checked
+	Bad       int // files with at least one problem
+	Problems  int
+	NarBytes  uint64 // uncompressed bytes read
+	FileBytes uint64 // compressed bytes read
+}
+
+// Cache checks the cache at o.Dir, calling report for each problem; the
+// problems of one file are reported together, from one goroutine at a time.
+// The error is for what stopped the check itself (an unreadable directory,
+// cancellation), not for problems of the cache.
+func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) {
+	var stats Stats
+	var mu sync.Mutex
+	emit := func(file string, msgs []string) {
+		if len(msgs) == 0 {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		stats.Bad++
+		stats.Problems += len(msgs)
+		for _, m := range msgs {
+			report(Problem{File: file, Msg: m})
+		}
+	}
+
+	storeDir, err := sign.ResolveStoreDir(o.Dir, o.StoreDir)
+	if err != nil {
+		return stats, err
+	}
+	if info, err := sign.CacheStoreDir(o.Dir); err != nil {
+		return stats, err
+	} else if info == "" {
+		emit("nix-cache-info", []string{"missing, or without StoreDir (Nix needs it to use the cache)"})
+	}
+	files, err := sign.NarInfoFiles(o.Dir)
+	if err != nil {
+		return stats, err
+	}
+	have := make(map[string]bool, len(files))
+	for _, f := range files {
+		have[strings.TrimSuffix(filepath.Base(f), ".narinfo")] = true
+	}
+	c := checker{dir: o.Dir, storeDir: storeDir, keys: o.PublicKeys, have: have}
+
+	jobs := o.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	var wg sync.WaitGroup
+	work := make(chan string)
+	for range min(jobs, max(len(files), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				r := c.narInfo(ctx, f)
+				if ctx.Err() != nil {
+					continue // read errors of a cancelled check are no problems
+				}
+				mu.Lock()
+				stats.NarInfos++
+				stats.NarBytes += r.narBytes
+				stats.FileBytes += r.fileBytes
+				mu.Unlock()
+				emit(f, r.problems)
+			}
+		}()
+	}
+feed:
+	for _, f := range files {
+		select {
+		case work <- f:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return stats, err
+	}
+	debugInfo(o.Dir, emit)
+	return stats, nil
+}
+
+type checker struct {
+	dir, storeDir string
+	keys          []signature.PublicKey
+	have          map[string]bool // hash parts with a narinfo
+}
+
+type result struct {
+	problems            []string
+	narBytes, fileBytes uint64
+}
+
+func (r *result) add(format string, a ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, a...))
+}
+
+func (c *checker) narInfo(ctx context.Context, file string) (r result) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		r.add("%v", err)
+		return r
+	}
+	ni, badSigs, err := sign.ParseNarInfo(data)
+	if err != nil {
+		r.add("does not parse: %v", err)
+		return r
+	}
+	for _, s := range badSigs {
+		r.add("malformed signature %q", s)
+	}
+	hashPart := strings.TrimSuffix(filepath.Base(file), ".narinfo")
+	c.storePath(&r, ni, hashPart)
+	c.refs(&r, ni)
+	c.sigs(&r, ni)
+	if ni.URL == "" {
+		r.add("no URL")
+	}
+	if ni.NarHash == nil {
+		r.add("no NarHash")
+	}
+	if ni.NarSize == 0 {
+		r.add("no NarSize (Nix refuses such a narinfo)")
+	}
+	if ni.FileHash == nil {
+		r.add("no FileHash")
+	}
+	if ni.FileSize == 0 {
+		r.add("no FileSize")
+	}
+	if ni.URL != "" {
+		c.nar(ctx, &r, ni, hashPart)
+	}
+	return r
+}
+
+func (c *checker) storePath(r *result, ni *narinfo.NarInfo, hashPart string) {
+	if ni.StorePath == "" {
+		r.add("no StorePath")
+		return
+	}
+	if dir := path.Dir(ni.StorePath); dir != c.storeDir {
+		r.add("StorePath %s is not in the store directory %s", ni.StorePath, c.storeDir)
+	}
+	base := path.Base(ni.StorePath)
+	if _, err := storepath.FromString(base); err != nil {
+		r.add("StorePath %s is not a valid store path: %v", ni.StorePath, err)
+		return
+	}
+	if h, _, _ := strings.Cut(base, "-"); h != hashPart {
+		r.add("StorePath %s does not belong to this narinfo file (hash part %s)", ni.StorePath, hashPart)
+	}
+	if ni.Deriver != "" {
+		if _, err := storepath.FromString(ni.Deriver); err != nil {
+			r.add("Deriver %q is not a valid store path: %v", ni.Deriver, err)
+		}
+	}
+}
+
+func (c *checker) refs(r *result, ni *narinfo.NarInfo) {
+	for _, ref := range ni.References {
+		if _, err := storepath.FromString(ref); err != nil {
+			r.add("reference %q is not a valid store path: %v", ref, err)
+			continue
+		}
+		if h, _, _ := strings.Cut(ref, "-"); !c.have[h] {
+			r.add("reference %s has no narinfo in the cache", ref)
+		}
+	}
+}
+
+func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {
+	if len(c.keys) == 0 {
+		return
+	}
+	valid, err := sign.Valid(ni, c.keys, c.storeDir)
+	if err != nil {
+		r.add("cannot check signatures: %v", err)
+		return
+	}
+	if len(valid) > 0 {
+		return
+	}
+	names := map[string]bool{}
+	for _, k := range c.keys {
+		names[k.Name] = true
+	}
+	var invalid, others []string
+	for _, s := range ni.Signatures {
+		if names[s.Name] {
+			invalid = append(invalid, s.Name)
+		} else {
+			others = append(others, s.Name)
+		}
+	}
+	switch {
+	case len(invalid) > 0:
+		r.add("signature by %s does not verify (narinfo changed after signing, or another key of that name)", strings.Join(invalid, ", "))
+	case len(others) > 0:
+		r.add("no signature by a given key (signed only by %s)", strings.Join(others, ", "))
+	default:
+		r.add("not signed")
+	}
+}
+
+// hasher hashes and counts what is read through it.
+type hasher struct {
+	h hash.Hash
+	n uint64
+}
+
+func newHasher(want *nixhash.HashWithEncoding) (*hasher, nixhash.Algorithm) {
+	algo := nixhash.SHA256
+	if want != nil {
+		algo = want.Algo()
+	}
+	return &hasher{h: algo.Func().New()}, algo
+}
+
+func (h *hasher) Write(p []byte) (int, error) {
+	h.n += uint64(len(p))
+	return h.h.Write(p)
+}
+
+// errReader remembers the error its reader returned, to tell a
+// decompression error from a malformed NAR.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashPart string) {
+	u := ni.URL
+	if strings.Contains(u, "://") || path.IsAbs(u) || path.Clean(u) != u || strings.HasPrefix(u, "../") {
+		r.add("URL %q is not a plain path inside the cache", u)
+		return
+	}
+	m, err := compress.Parse(ni.Compression)
+	if err != nil {
+		r.add("NAR %s not checked: %v", u, err)
+		return
+	}
+	f, err := os.Open(filepath.Join(c.dir, filepath.FromSlash(u)))
+	if errors.Is(err, os.ErrNotExist) {
+		r.add("NAR %s is missing", u)
+		return
+	} else if err != nil {
+		r.add("NAR %s: %v", u, err)
+		return
+	}
+	defer f.Close()
+
+	fileH, fileAlgo := newHasher(ni.FileHash)
+	narH, narAlgo := newHasher(ni.NarHash)
+	file := io.TeeReader(ctxReader{ctx, f}, fileH)
+	dec, err := compress.NewReader(file, m)
+	if err != nil {
+		r.add("NAR %s does not decompress as %s: %v", u, m, err)
+	} else {
+		de := &errReader{r: dec}
+		root, err := listing.Read(io.TeeReader(de, narH))
+		switch {
+		case de.err != nil:
+			r.add("NAR %s does not decompress as %s: %v", u, m, de.err)
+		case err != nil:
+			r.add("NAR %s is not a well-formed NAR: %v", u, err)
+		}
+		if de.err == nil {
+			// Finish the NAR hash past a malformed part.
+			if _, err := io.Copy(narH, de); err != nil && de.err == nil {
+				r.add("NAR %s does not decompress as %s: %v", u, m, err)
+			}
+		}
+		dec.Close()
+		if de.err == nil {
+			r.narBytes = narH.n
+			if ni.NarSize != 0 && narH.n != ni.NarSize {
+				r.add("NarSize is %d, the NAR has %d bytes", ni.NarSize, narH.n)
+			}
+			if got := narH.h.Sum(nil); ni.NarHash != nil && !bytes.Equal(got, ni.NarHash.Digest()) {
+				r.add("NarHash is %s, the NAR hashes to %s", fmtHash(ni.NarHash.Digest(), narAlgo), fmtHash(got, narAlgo))
+			}
+		}
+		if root != nil {
+			c.listing(r, root, hashPart)
+		}
+	}
+	// The file hash covers the whole file, whatever the decompressor read.
+	if _, err := io.Copy(fileH, ctxReader{ctx, f}); err != nil {
+		r.add("NAR %s: %v", u, err)
+		return
+	}
+	r.fileBytes = fileH.n
+	if ni.FileSize != 0 && fileH.n != ni.FileSize {
+		r.add("FileSize is %d, %s has %d bytes", ni.FileSize, u, fileH.n)
+	}
+	if got := fileH.h.Sum(nil); ni.FileHash != nil && !bytes.Equal(got, ni.FileHash.Digest()) {
+		r.add("FileHash is %s, %s hashes to %s", fmtHash(ni.FileHash.Digest(), fileAlgo), u, fmtHash(got, fileAlgo))
+	}
+}
+
+func fmtHash(digest []byte, algo nixhash.Algorithm) string {
+	h, err := nixhash.NewHash(algo, digest)
+	if err != nil {
+		return fmt.Sprintf("%x", digest)
+	}
+	return h.Format(nixhash.NixBase32, true)
+}
+
+// listing compares <hashPart>.ls, when there is one, with the NAR: byte for
+// byte as this tool and Nix 2.8 write it, else as JSON values (other
+// writers may order keys differently).
+func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
+	name := hashPart + ".ls"
+	data, err := os.ReadFile(filepath.Join(c.dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	} else if err != nil {
+		r.add("listing %s: %v", name, err)
+		return
+	}
+	ours := listing.JSON(root)
+	if bytes.Equal(data, ours) {
+		return
+	}
+	theirs, err := ls.ParseLS(bytes.NewReader(data))
+	if err != nil {
+		r.add("listing %s does not parse: %v", name, err)
+		return
+	}
+	want, err := ls.ParseLS(bytes.NewReader(ours))
+	if err != nil {
+		r.add("listing %s: %v", name, err)
+		return
+	}
+	if !cmp.Equal(want, theirs) {
+		r.add("listing %s does not match the NAR", name)
+	}
+}
+
+// debugInfo checks that every debuginfo/ entry names a NAR of the cache.
+func debugInfo(dir string, emit func(string, []string)) {
+	entries, err := os.ReadDir(filepath.Join(dir, "debuginfo"))
+	if err != nil {
+		return // optional
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, e := range entries {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		name := filepath.Join(dir, "debuginfo", e.Name())
+		data, err := os.ReadFile(name)
+		if err != nil {
+			emit(name, []string{err.Error()})
+			continue
+		}
+		var v struct{ Archive, Member string }
+		if err := json.Unmarshal(data, &v); err != nil || v.Archive == "" || v.Member == "" {
+			emit(name, []string{fmt.Sprintf("not a debuginfo entry {\"archive\":…,\"member\":…}: %s", bytes.TrimSpace(data))})
+			continue
+		}
+		target := path.Join("debuginfo", v.Archive)
+		if strings.HasPrefix(target, "../") {
+			emit(name, []string{fmt.Sprintf("archive %q is outside the cache", v.Archive)})
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(target))); err != nil {
+			emit(name, []string{fmt.Sprintf("archive %s is missing", v.Archive)})
+		}
+	}
+}

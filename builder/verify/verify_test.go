@@ -1,0 +1,377 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cache"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+)
+
+const (
+	libHash = "11111111111111111111111111111111"
+	appHash = "22222222222222222222222222222222"
+)
+
+// fakeCache writes a cache of two paths of a store in a temp dir: app
+// refers to lib. It returns the cache dir and the store dir.
+func fakeCache(t *testing.T, m compress.Method) (string, string) {
+	t.Helper()
+	store := filepath.Join(t.TempDir(), "store")
+	lib := filepath.Join(store, libHash+"-lib")
+	app := filepath.Join(store, appHash+"-app")
+	for name, content := range map[string]string{
+		lib + "/lib/libx.so":  strings.Repeat("library ", 5000),
+		lib + "/share/readme": "read me\n",
+		app + "/bin/app":      "#!/bin/sh\nexec " + lib + "/lib/libx.so\n",
+	} {
+		os.MkdirAll(filepath.Dir(name), 0o755)
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := closure.Closure{
+		{StorePath: app, References: []string{app, lib}},
+		{StorePath: lib},
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if _, err := cache.Write(context.Background(), c, cache.Options{
+		Dir: dir, StoreDir: store, Compression: m, Level: compress.DefaultLevel, Jobs: 2,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, store
+}
+
+func check(t *testing.T, o Options) []string {
+	t.Helper()
+	var got []string
+	_, err := Cache(context.Background(), o, func(p Problem) {
+		rel, _ := filepath.Rel(o.Dir, p.File)
+		if rel == "" || strings.HasPrefix(rel, "..") {
+			rel = p.File
+		}
+		got = append(got, rel+": "+p.Msg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(got)
+	return got
+}
+
+func narInfoFile(dir, hash string) string { return filepath.Join(dir, hash+".narinfo") }
+
+func readNarInfo(t *testing.T, dir, hash string) string {
+	t.Helper()
+	b, err := os.ReadFile(narInfoFile(dir, hash))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func field(narinfo, key string) string {
+	for _, l := range strings.Split(narinfo, "\n") {
+		if v, ok := strings.CutPrefix(l, key+": "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func edit(t *testing.T, dir, hash string, f func(string) string) {
+	t.Helper()
+	if err := os.WriteFile(narInfoFile(dir, hash), []byte(f(readNarInfo(t, dir, hash))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGoodCaches(t *testing.T) {
+	for _, m := range compress.Methods {
+		t.Run(string(m), func(t *testing.T) {
+			dir, _ := fakeCache(t, m)
+			if got := check(t, Options{Dir: dir}); len(got) != 0 {
+				t.Errorf("problems in a good cache:\n%s", strings.Join(got, "\n"))
+			}
+		})
+	}
+}
+
+func TestProblems(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		m      compress.Method
+		break_ func(t *testing.T, dir string)
+		want   []string
+	}{{
+		name: "missing NAR",
+		m:    compress.Zstd,
+		break_: func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, field(readNarInfo(t, dir, libHash), "URL")))
+		},
+		want: []string{libHash + ".narinfo: NAR nar/*.nar.zst is missing"},
+	}, {
+		name: "corrupt compressed NAR",
+		m:    compress.Zstd,
+		break_: func(t *testing.T, dir string) {
+			f := filepath.Join(dir, field(readNarInfo(t, dir, libHash), "URL"))
+			b, _ := os.ReadFile(f)
+			b[len(b)/2] ^= 0xff
+			os.WriteFile(f, b, 0o644)
+		},
+		want: []string{
+			libHash + ".narinfo: FileHash is sha256:*, nar/*.nar.zst hashes to sha256:*",
+			libHash + ".narinfo: NAR nar/*.nar.zst does not decompress as zstd: *",
+		},
+	}, {
+		name: "wrong sizes and hash",
+		m:    compress.XZ,
+		break_: func(t *testing.T, dir string) {
+			edit(t, dir, appHash, func(s string) string {
+				s = strings.Replace(s, "NarSize: ", "NarSize: 1", 1)
+				s = strings.Replace(s, "FileSize: ", "FileSize: 9", 1)
+				h := field(s, "NarHash")
+				last := "0"
+				if strings.HasSuffix(h, "0") {
+					last = "1"
+				}
+				return strings.Replace(s, h, h[:len(h)-1]+last, 1)
+			})
+		},
+		want: []string{
+			appHash + ".narinfo: FileSize is 9*, nar/*.nar.xz has * bytes",
+			appHash + ".narinfo: NarHash is sha256:*, the NAR hashes to sha256:*",
+			appHash + ".narinfo: NarSize is 1*, the NAR has * bytes",
+		},
+	}, {
+		name: "dangling reference",
+		m:    compress.None,
+		break_: func(t *testing.T, dir string) {
+			os.Remove(narInfoFile(dir, libHash))
+		},
+		want: []string{appHash + ".narinfo: reference " + libHash + "-lib has no narinfo in the cache"},
+	}, {
+		name: "garbage and misplaced narinfos",
+		m:    compress.None,
+		break_: func(t *testing.T, dir string) {
+			os.WriteFile(narInfoFile(dir, "33333333333333333333333333333333"), []byte("garbage\n"), 0o644)
+			os.WriteFile(narInfoFile(dir, "44444444444444444444444444444444"), []byte(readNarInfo(t, dir, libHash)), 0o644)
+		},
+		want: []string{
+			"33333333333333333333333333333333.narinfo: does not parse: *",
+			"44444444444444444444444444444444.narinfo: StorePath */" + libHash + "-lib does not belong to this narinfo file (hash part 44444444444444444444444444444444)",
+		},
+	}, {
+		name: "missing fields",
+		m:    compress.None,
+		break_: func(t *testing.T, dir string) {
+			edit(t, dir, libHash, func(s string) string {
+				var keep []string
+				for _, l := range strings.Split(s, "\n") {
+					if !strings.HasPrefix(l, "NarSize") && !strings.HasPrefix(l, "FileHash") && !strings.HasPrefix(l, "URL") {
+						keep = append(keep, l)
+					}
+				}
+				return strings.Join(keep, "\n")
+			})
+		},
+		want: []string{
+			libHash + ".narinfo: no FileHash",
+			libHash + ".narinfo: no NarSize (Nix refuses such a narinfo)",
+			libHash + ".narinfo: no URL",
+		},
+	}, {
+		name: "no nix-cache-info, URL outside",
+		m:    compress.None,
+		break_: func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "nix-cache-info"))
+			edit(t, dir, libHash, func(s string) string {
+				return strings.Replace(s, "URL: nar/", "URL: ../nar/", 1)
+			})
+		},
+		want: []string{
+			libHash + ".narinfo: StorePath * is not in the store directory /nix/store",
+			appHash + ".narinfo: StorePath * is not in the store directory /nix/store",
+			libHash + `.narinfo: URL "../nar/*.nar" is not a plain path inside the cache`,
+			"nix-cache-info: missing, or without StoreDir (Nix needs it to use the cache)",
+		},
+	}, {
+		// A NAR truncated, with a narinfo that agrees: only the NAR parser
+		// can tell.
+		name: "truncated NAR, consistent narinfo",
+		m:    compress.None,
+		break_: func(t *testing.T, dir string) {
+			ni := readNarInfo(t, dir, libHash)
+			f := filepath.Join(dir, field(ni, "URL"))
+			b, _ := os.ReadFile(f)
+			b = b[:len(b)-16] // the root's closing token
+			os.WriteFile(f, b, 0o644)
+			h := nixhash.MustNewHash(nixhash.SHA256, sha256sum(b)).Format(nixhash.NixBase32, true)
+			edit(t, dir, libHash, func(s string) string {
+				for _, k := range []string{"FileHash", "NarHash"} {
+					s = strings.Replace(s, k+": "+field(ni, k), k+": "+h, 1)
+				}
+				for _, k := range []string{"FileSize", "NarSize"} {
+					s = strings.Replace(s, k+": "+field(ni, k), k+": "+itoa(len(b)), 1)
+				}
+				return s
+			})
+		},
+		want: []string{libHash + ".narinfo: NAR nar/*.nar is not a well-formed NAR: read NAR: unexpected EOF"},
+	}, {
+		name: "unknown keys, bzip2 without Compression line",
+		m:    compress.Bzip2,
+		break_: func(t *testing.T, dir string) {
+			edit(t, dir, libHash, func(s string) string {
+				s = strings.Replace(s, "Compression: bzip2\n", "", 1)
+				return s + "FutureField: whatever\nSig: broken\n"
+			})
+		},
+		want: []string{libHash + `.narinfo: malformed signature "broken"`},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, _ := fakeCache(t, tc.m)
+			tc.break_(t, dir)
+			got := check(t, Options{Dir: dir})
+			sort.Strings(tc.want)
+			if !matchAll(tc.want, got) {
+				t.Errorf("problems:\n%s\nwant (glob):\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestSignatures(t *testing.T) {
+	dir, store := fakeCache(t, compress.Zstd)
+	sk, pk, _ := signature.GenerateKeypair("test-1", nil)
+	_, other, _ := signature.GenerateKeypair("other-1", nil)
+	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
+		appHash + ".narinfo: not signed", libHash + ".narinfo: not signed",
+	}, got) {
+		t.Errorf("unsigned: %q", got)
+	}
+	if _, err := sign.SignDir(context.Background(), sk, sign.DirOptions{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{other, pk}}); len(got) != 0 {
+		t.Errorf("signed cache: %q", got)
+	}
+	if got := check(t, Options{Dir: dir, StoreDir: store, PublicKeys: []signature.PublicKey{other}}); !matchAll([]string{
+		appHash + ".narinfo: no signature by a given key (signed only by test-1)",
+		libHash + ".narinfo: no signature by a given key (signed only by test-1)",
+	}, got) {
+		t.Errorf("other key: %q", got)
+	}
+	// Dropping a reference keeps the NAR valid but breaks the signature.
+	edit(t, dir, appHash, func(s string) string {
+		return strings.Replace(s, " "+libHash+"-lib", "", 1)
+	})
+	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
+		appHash + ".narinfo: signature by test-1 does not verify (*)",
+	}, got) {
+		t.Errorf("tampered: %q", got)
+	}
+	if _, err := Cache(context.Background(), Options{Dir: dir, StoreDir: "/nix/store"}, func(Problem) {}); err == nil {
+		t.Errorf("a store dir contradicting nix-cache-info was accepted")
+	}
+}
+
+func TestListingsAndDebugInfo(t *testing.T) {
+	dir, store := fakeCache(t, compress.Zstd)
+	var nar bytes.Buffer
+	if err := nardump.Dump(&nar, filepath.Join(store, libHash+"-lib")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := listing.Read(&nar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := listing.JSON(root)
+	os.WriteFile(filepath.Join(dir, libHash+".ls"), good, 0o644)
+	// Same JSON value, other key order and spacing (newer Nix): accepted.
+	os.WriteFile(filepath.Join(dir, appHash+".ls"), []byte(`{"root": {"entries": {"bin": {"entries": {"app": {"narOffset": 0, "size": 0, "type": "regular"}}, "type": "directory"}}, "type": "directory"}, "version": 1}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "debuginfo", "0123456789abcdef0123456789abcdef01234567.debug"),
+		[]byte(`{"archive":"../nar/nothere.nar.zst","member":"lib/debug/.build-id/01/23456789abcdef0123456789abcdef01234567.debug"}`), 0o644)
+	got := check(t, Options{Dir: dir})
+	if !matchAll([]string{
+		appHash + ".narinfo: listing " + appHash + ".ls does not match the NAR",
+		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug: archive ../nar/nothere.nar.zst is missing",
+	}, got) {
+		t.Errorf("problems: %q", got)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	dir, _ := fakeCache(t, compress.Zstd)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Cache(ctx, Options{Dir: dir}, func(p Problem) { t.Errorf("problem reported after cancel: %v", p) }); err == nil {
+		t.Errorf("no error after cancel")
+	}
+}
+
+// matchAll reports whether got matches the glob patterns of want one to one
+// (both sorted by the caller; patterns are matched in any order).
+func matchAll(want, got []string) bool {
+	if len(want) != len(got) {
+		return false
+	}
+	used := make([]bool, len(got))
+	for _, w := range want {
+		found := false
+		for i, g := range got {
+			if !used[i] && glob(w, g) {
+				used[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// glob matches s against a pattern where * is any run of characters.
+func glob(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	for i, p := range parts[1:] {
+		if i == len(parts)-2 {
+			return strings.HasSuffix(s, p)
+		}
+		j := strings.Index(s, p)
+		if j < 0 {
+			return false
+		}
+		s = s[j+len(p):]
+	}
+	return s == ""
+}
+
+func TestGlob(t *testing.T) {
+	for _, tc := range []struct {
+		p, s string
+		want bool
+	}{{"a*c", "abc", true}, {"a*c", "abd", false}, {"abc", "abc", true}, {"a*", "a", true}, {"*b*", "abc", true}, {"a*b*c", "ac", false}} {
+		if got := glob(tc.p, tc.s); got != tc.want {
+			t.Errorf("glob(%q, %q) = %v", tc.p, tc.s, got)
+		}
+	}
+}
