@@ -23,7 +23,6 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
-	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 )
 
 // Dirs are created empty in every cache: Nix creates them when it opens a
@@ -44,6 +43,9 @@ type Options struct {
 	// Derivers adds Deriver lines for paths the closure has none for.
 	Derivers map[string]string
 	Log      io.Writer // per-path lines and the summary; nil for none
+	// NarListing writes <hashpart>.ls listings and IndexDebugInfo the
+	// debuginfo/ index, as Nix's ?write-nar-listing=1 and ?index-debug-info=1.
+	NarListing, IndexDebugInfo bool
 }
 
 // Stats sum up a run.
@@ -245,7 +247,8 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := nardump.Dump(io.MultiWriter(narHash, enc), p.StorePath); err != nil {
+	tree, err := o.dumpNAR(io.MultiWriter(narHash, enc), p.StorePath)
+	if err != nil {
 		enc.Close()
 		return nil, err
 	}
@@ -279,6 +282,11 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
 	}
 	tmp = nil
+	if tree != nil {
+		if err := o.writeIndex(p.StorePath, url, tree); err != nil {
+			return nil, err
+		}
+	}
 
 	ni := &narinfo.NarInfo{
 		StorePath:   p.StorePath,
