@@ -37,6 +37,9 @@ Usage:
   mkbinarycache --out DIR --closure-info DIR      [options]
   mkbinarycache --out DIR --graph FILE            [options]
   mkbinarycache --out DIR STORE-PATH...           [options]  (closure from nix path-info)
+  mkbinarycache sign --key-file FILE CACHE-DIR    sign every narinfo (see sign --help)
+  mkbinarycache verify [--public-key K]... DIR    check a cache (see verify --help)
+  mkbinarycache keygen NAME                       make a signing key pair (see keygen --help)
   mkbinarycache --help | --version
 
 Options:
@@ -89,11 +92,20 @@ type buildFlags struct {
 	level, jobs, threads, priority     int
 	wantMassQuery, quiet, version      bool
 	storeDir                           string
+	narListing, indexDebugInfo         bool
 }
 
 func run(ctx context.Context, args []string, env Env) error {
 	if len(args) == 0 {
 		return runInDerivation(ctx, env)
+	}
+	switch args[0] {
+	case "sign":
+		return runSign(ctx, args[1:], env)
+	case "verify":
+		return runVerify(ctx, args[1:], env)
+	case "keygen":
+		return runKeygen(args[1:], env)
 	}
 	fs := flag.NewFlagSet("mkbinarycache", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
@@ -109,6 +121,8 @@ func run(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&f.priority, "priority", 0, "nix-cache-info Priority (`N`, default: none)")
 	fs.BoolVar(&f.wantMassQuery, "want-mass-query", false, "write WantMassQuery: 1 to nix-cache-info")
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
+	fs.BoolVar(&f.narListing, "nar-listing", false, "write a listing of each NAR's files, <hash>.ls, for nix store ls/cat (as Nix's ?write-nar-listing=1)")
+	fs.BoolVar(&f.indexDebugInfo, "index-debug-info", false, "index lib/debug/.build-id files in debuginfo/ (as Nix's ?index-debug-info=1)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only errors")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
@@ -146,7 +160,8 @@ func run(ctx context.Context, args []string, env Env) error {
 	}
 
 	o := cache.Options{Dir: f.out, StoreDir: storeDir, Level: f.level, Jobs: f.jobs, Threads: f.threads,
-		Priority: f.priority, WantMassQuery: f.wantMassQuery}
+		Priority: f.priority, WantMassQuery: f.wantMassQuery,
+		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo}
 	compression := f.compression
 	var c closure.Closure
 	var err error
@@ -211,6 +226,8 @@ func applyAttrs(o *cache.Options, compression *string, a *attrs.Attrs, level, jo
 	}
 	o.WantMassQuery = o.WantMassQuery || a.WantMassQuery
 	o.Derivers = a.Derivers
+	o.NarListing = o.NarListing || a.NarListing
+	o.IndexDebugInfo = o.IndexDebugInfo || a.IndexDebugInfo
 }
 
 // runInDerivation is the builder of mkBinaryCache: everything comes from the

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+)
+
+const signUsage = `Usage: mkbinarycache sign --key-file FILE [--store-dir DIR] [--jobs N] [--quiet] CACHE-DIR
+
+Adds a signature (a Sig: line) by the secret key in FILE to every narinfo of
+the cache, in place. Narinfos that already carry a valid signature by that
+key are left alone, so running it again is harmless; other signatures are
+kept. Each narinfo is replaced atomically.
+
+Sign a writable copy of the cache, never inside a derivation: a secret key
+given to a build would be copied into the world-readable Nix store.
+  cp -r --no-preserve=mode result/ /tmp/cache
+  mkbinarycache sign --key-file /etc/nix/cache.sec /tmp/cache
+
+Options:
+`
+
+func runSign(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("mkbinarycache sign", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	keyFile := fs.String("key-file", "", "the secret key `FILE` (from mkbinarycache keygen or nix-store --generate-binary-cache-key)")
+	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
+	jobs := fs.Int("jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
+	quiet := fs.Bool("quiet", false, "print only errors")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), signUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("sign: give exactly one cache directory")
+	}
+	if *keyFile == "" {
+		return usagef("sign: --key-file is required")
+	}
+	key, err := sign.LoadSecretKeyFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs}
+	if !*quiet {
+		o.Log = env.Stderr
+	}
+	_, err = sign.SignDir(ctx, key, o)
+	return err
+}
+
+// parseInterspersed parses flags anywhere among the positional arguments,
+// which it returns ("--" ends the flags).
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// stringsFlag is a repeatable flag.
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, " ") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }

@@ -1,0 +1,103 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+)
+
+const verifyUsage = `Usage: mkbinarycache verify [--public-key KEY]... [--jobs N] [--store-dir DIR] [--quiet] CACHE-DIR
+
+Checks a binary cache (written by mkbinarycache, nix copy or others): every
+narinfo parses, its NAR exists with the recorded FileSize and FileHash,
+decompresses to NarSize bytes with the NarHash and is a well-formed NAR,
+every reference has a narinfo, .ls listings match their NARs, debuginfo
+entries point to NARs of the cache, and, with --public-key, every narinfo
+has a valid signature by one of the keys. Prints one line per problem,
+"FILE: problem", and exits 1 if there is any.
+
+Options:
+`
+
+func runVerify(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("mkbinarycache verify", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var keys stringsFlag
+	fs.Var(&keys, "public-key", "require a valid signature by one of the given keys: `KEY` as in trusted-public-keys (name:base64), a file holding one, or several separated by spaces; repeatable")
+	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
+	jobs := fs.Int("jobs", 0, "narinfos checked at once (`N`, default: the number of CPUs)")
+	quiet := fs.Bool("quiet", false, "print only the problems")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), verifyUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("verify: give exactly one cache directory")
+	}
+	o := verify.Options{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs}
+	for _, k := range keys {
+		for _, f := range strings.Fields(k) {
+			pk, err := sign.ParsePublicKey(f)
+			if err != nil {
+				return usageError{err}
+			}
+			o.PublicKeys = append(o.PublicKeys, pk)
+		}
+	}
+	if len(keys) > 0 && len(o.PublicKeys) == 0 {
+		return usagef("verify: --public-key is empty")
+	}
+	stats, err := verify.Cache(ctx, o, func(p verify.Problem) {
+		fmt.Fprintln(env.Stdout, p)
+	})
+	if err != nil {
+		return err
+	}
+	if !*quiet {
+		fmt.Fprintf(env.Stderr, "%d narinfos, NAR %s (%s compressed) checked%s: ",
+			stats.NarInfos, humanBytes(stats.NarBytes), humanBytes(stats.FileBytes), keyNames(o.PublicKeys))
+		if stats.Problems == 0 {
+			fmt.Fprintln(env.Stderr, "no problems")
+		} else {
+			fmt.Fprintf(env.Stderr, "%d problems in %d files\n", stats.Problems, stats.Bad)
+		}
+	}
+	if stats.Problems > 0 {
+		return fmt.Errorf("verify %s: %d problems", o.Dir, stats.Problems)
+	}
+	return nil
+}
+
+func keyNames(keys []signature.PublicKey) string {
+	if len(keys) == 0 {
+		return ""
+	}
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = k.Name
+	}
+	return ", signatures by " + strings.Join(names, " or ")
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
