@@ -1,0 +1,246 @@
+package main_test
+
+// End-to-end tests of the built binary against real Nix: what it writes is
+// compared with `nix copy --to file://` and `nix-store --dump`, and a fresh
+// store substitutes from it.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+)
+
+func binary(t *testing.T) string {
+	return filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
+}
+
+// mkbinarycache runs the binary, failing the test with its output on error.
+func mkbinarycache(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary(t), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mkbinarycache %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// narInfos parses every narinfo of a cache, by store path.
+func narInfos(t *testing.T, dir string) map[string]*narinfo.NarInfo {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]*narinfo.NarInfo{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni, err := narinfo.Parse(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		m[ni.StorePath] = ni
+	}
+	return m
+}
+
+// comparable keeps the fields that must agree between two caches of the
+// same closure, whatever wrote them.
+type comparable struct {
+	NarHash    string
+	NarSize    uint64
+	References []string
+	CA         string
+}
+
+func essence(m map[string]*narinfo.NarInfo) map[string]comparable {
+	out := map[string]comparable{}
+	for p, ni := range m {
+		refs := append([]string(nil), ni.References...)
+		sort.Strings(refs)
+		out[p] = comparable{ni.NarHash.Format(nixhash.NixBase32, true), ni.NarSize, refs, ni.CA}
+	}
+	return out
+}
+
+func TestCacheMatchesNix(t *testing.T) {
+	nixtest.Require(t)
+	fx := nixtest.BuildFixture(t)
+	attrs := nixtest.Attrs(t, nil, fx.Hello)
+	for _, m := range compress.Methods {
+		t.Run(string(m), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			log := mkbinarycache(t, "--out", dir, "--attrs", attrs, "--compression", string(m))
+			for _, p := range fx.Closure {
+				if !strings.Contains(log, p+": NAR ") {
+					t.Errorf("log has no line for %s:\n%s", p, log)
+				}
+			}
+			if !strings.Contains(log, "3 paths (0 already present)") {
+				t.Errorf("log has no summary:\n%s", log)
+			}
+
+			ours := narInfos(t, dir)
+			ref := narInfos(t, nixtest.NixCopy(t, string(m), fx.Hello))
+			if diff := cmp.Diff(essence(ref), essence(ours)); diff != "" {
+				t.Errorf("narinfos differ from nix copy's (-nix +ours):\n%s", diff)
+			}
+			for p, ni := range ours {
+				checkNAR(t, dir, p, ni, m)
+			}
+			if out := mkbinarycache(t, "verify", dir); !strings.Contains(out, "3 narinfos") || !strings.Contains(out, "no problems") {
+				t.Errorf("verify: %s", out)
+			}
+
+			// A fresh host substitutes the whole closure; max-jobs 0 makes
+			// building impossible, so success means substitution.
+			url := "file://" + dir
+			script := "nix-store -r " + fx.Hello + " --option max-jobs 0 " + strings.Join(nixtest.SubstituterOpts(url), " ") +
+				" && nix-store --verify-path " + strings.Join(fx.Closure, " ") + " && " + fx.Hello + "/bin/hello"
+			out, err := nixtest.FreshStore(t, script)
+			if err != nil {
+				t.Fatalf("substitute: %v\n%s", err, out)
+			}
+			for _, want := range []string{"copying path '" + fx.Libgreet + "' from '" + url + "'", "Hello from libgreet!"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("substitution output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+// checkNAR checks the file behind a narinfo: FileHash and FileSize, and that
+// it decompresses to what nix-store --dump writes.
+func checkNAR(t *testing.T, dir, storePath string, ni *narinfo.NarInfo, m compress.Method) {
+	t.Helper()
+	file, err := os.ReadFile(filepath.Join(dir, ni.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(file)
+	if got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, sum[:], nixhash.NixBase32, true).String(); got != ni.FileHash.String() || uint64(len(file)) != ni.FileSize {
+		t.Errorf("%s: FileHash %s FileSize %d, the file has %s %d", storePath, ni.FileHash, ni.FileSize, got, len(file))
+	}
+	if ni.Compression != string(m) || !strings.HasSuffix(ni.URL, ".nar"+m.Ext()) {
+		t.Errorf("%s: Compression %s URL %s for %s", storePath, ni.Compression, ni.URL, m)
+	}
+	r, err := compress.NewReader(bytes.NewReader(file), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nar, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("%s: decompress: %v", storePath, err)
+	}
+	if !bytes.Equal(nar, nixtest.DumpNAR(t, storePath)) {
+		t.Errorf("%s: the NAR differs from nix-store --dump", storePath)
+	}
+}
+
+// Every way of naming the closure yields the same cache; only the
+// path-info form knows derivers, and the line formats have no CA field.
+func TestInputForms(t *testing.T) {
+	nixtest.Require(t)
+	fx := nixtest.BuildFixture(t)
+	base := t.TempDir()
+	cache := func(name string, drop []string, args ...string) map[string]string {
+		dir := filepath.Join(base, name)
+		mkbinarycache(t, append([]string{"--out", dir, "--quiet"}, args...)...)
+		files := map[string]string{}
+		err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+			if err != nil || fi.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			rel, _ := filepath.Rel(dir, p)
+			var kept []string
+			for _, line := range strings.SplitAfter(string(data), "\n") {
+				keep := true
+				for _, key := range drop {
+					keep = keep && !strings.HasPrefix(line, key+": ")
+				}
+				if keep {
+					kept = append(kept, line)
+				}
+			}
+			files[rel] = strings.Join(kept, "")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files
+	}
+	attrs := nixtest.Attrs(t, nil, fx.Hello)
+	noDeriver := []string{"Deriver"}
+	want := cache("attrs", noDeriver, "--attrs", attrs)
+	wantNoCA := cache("attrs-no-ca", []string{"Deriver", "CA"}, "--attrs", attrs)
+
+	// nix-store --dump-db writes the registration format closureInfo has.
+	ci := filepath.Join(base, "closure-info")
+	if err := os.MkdirAll(ci, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	reg := nixtest.Run(t, "nix-store", append([]string{"--dump-db"}, fx.Closure...)...)
+	if err := os.WriteFile(filepath.Join(ci, "registration"), []byte(reg+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		want map[string]string
+		drop []string
+		args []string
+	}{
+		{"graph", wantNoCA, []string{"Deriver", "CA"}, []string{"--graph", fx.LegacyGraph}},
+		{"closure-info", wantNoCA, []string{"Deriver", "CA"}, []string{"--closure-info", ci}},
+		{"paths", want, noDeriver, []string{fx.Hello}},
+	} {
+		name := tc.name
+		if diff := cmp.Diff(tc.want, cache(name+"-out", tc.drop, tc.args...)); diff != "" {
+			t.Errorf("--%s: cache differs from --attrs (-attrs +%s):\n%s", name, name, diff)
+		}
+	}
+	drv := nixtest.Run(t, "nix-store", "--query", "--deriver", fx.Hello)
+	ni := narInfos(t, filepath.Join(base, "paths-out"))[fx.Hello]
+	if ni == nil || ni.Deriver != filepath.Base(drv) {
+		t.Errorf("store-path form: Deriver %+v, want %s", ni, filepath.Base(drv))
+	}
+}
+
+func TestUsage(t *testing.T) {
+	nixtest.Require(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--version"}, 0, "mkbinarycache "},
+		{[]string{"--help"}, 0, "Examples:"},
+		{[]string{"--out", "/tmp/x"}, 2, "give exactly one of --attrs, --closure-info, --graph or store paths"},
+		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"--out", "/tmp/x", "--compression", "gzip", "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"}, 1, "nix path-info"},
+	} {
+		cmd := exec.Command(binary(t), tc.args...)
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("mkbinarycache %s: exit %d, output %q; want exit %d and %q", strings.Join(tc.args, " "), code, out, tc.code, tc.want)
+		}
+	}
+}
