@@ -4,8 +4,12 @@ package nardump
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"strings"
 
 	"github.com/nix-community/go-nix/pkg/nar"
 )
@@ -18,10 +22,34 @@ const bufSize = 256 << 10
 func Dump(w io.Writer, path string) error {
 	bw := bufio.NewWriterSize(w, bufSize)
 	if err := nar.DumpPath(bw, path); err != nil {
-		return fmt.Errorf("dump %s: %w", path, err)
+		return fmt.Errorf("dump %s: %w", path, explain(err))
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("dump %s: %w", path, err)
 	}
 	return nil
+}
+
+// explain turns go-nix's "unknown type for PATH" into an error that says what
+// the file is and why it cannot be dumped, as nix-store --dump refuses it.
+func explain(err error) error {
+	p, ok := strings.CutPrefix(err.Error(), "unknown type for ")
+	if !ok {
+		return err
+	}
+	p = strings.TrimPrefix(p, "file ")
+	kind := "a special file"
+	if fi, lerr := os.Lstat(p); lerr == nil {
+		switch m := fi.Mode(); {
+		case m&fs.ModeNamedPipe != 0:
+			kind = "a named pipe (FIFO)"
+		case m&fs.ModeSocket != 0:
+			kind = "a socket"
+		case m&fs.ModeCharDevice != 0:
+			kind = "a character device"
+		case m&fs.ModeDevice != 0:
+			kind = "a block device"
+		}
+	}
+	return errors.New(p + ": " + kind + ": a NAR holds only regular files, directories and symlinks")
 }
