@@ -73,12 +73,18 @@ func (o *Options) threads() int {
 // Write adds every path of c to the cache at o.Dir. A path whose narinfo
 // exists already is left as it is, so a cache can grow over several runs.
 // Each NAR is complete and renamed into place before its narinfo is written,
-// so an interrupted or failed run never leaves a narinfo without its NAR.
+// so an interrupted or failed run never leaves a narinfo without its NAR;
+// the temporary files of a killed run are removed by the next one.
 func Write(ctx context.Context, c closure.Closure, o Options) (Stats, error) {
 	start := time.Now()
 	if err := o.Compression.CheckLevel(o.Level); err != nil {
 		return Stats{}, err
 	}
+	unlock, err := lockAndClean(o.Dir)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer unlock()
 	if err := Init(o.Dir, o.StoreDir, o.Priority, o.WantMassQuery); err != nil {
 		return Stats{}, err
 	}
