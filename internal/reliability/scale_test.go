@@ -1,0 +1,174 @@
+package reliability
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+)
+
+// ScaleEnv turns on the scale measurements: they take minutes and GiBs of
+// disk, and report figures rather than pass or fail on timings.
+//
+//	MKBINARYCACHE_SCALE=1 go test -run TestScale -v -timeout 60m ./internal/reliability
+//
+// MKBINARYCACHE_SCALE_PATHS (default "1000 2500 5000") sets the closure
+// sizes and MKBINARYCACHE_SCALE_GIB (default 4) the size of the big file.
+const ScaleEnv = "MKBINARYCACHE_SCALE"
+
+type measure struct {
+	wall    time.Duration
+	user    time.Duration
+	sys     time.Duration
+	rssMiB  float64
+	maxFDs  int
+	outSize int64
+}
+
+func (m measure) String() string {
+	return fmt.Sprintf("wall %.2fs, user %.2fs, sys %.2fs, peak RSS %.1f MiB, max open fds %d, cache %.1f MiB",
+		m.wall.Seconds(), m.user.Seconds(), m.sys.Seconds(), m.rssMiB, m.maxFDs, float64(m.outSize)/(1<<20))
+}
+
+// measureRun runs the binary and samples its open file descriptors every
+// 5 ms; peak RSS comes from the kernel (rusage maxrss).
+func measureRun(t *testing.T, bin, out string, args ...string) measure {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var maxFDs atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if ents, err := os.ReadDir(fdDir); err == nil && int64(len(ents)) > maxFDs.Load() {
+				maxFDs.Store(int64(len(ents)))
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	m := measure{
+		wall:   time.Since(start),
+		user:   cmd.ProcessState.UserTime(),
+		sys:    cmd.ProcessState.SystemTime(),
+		rssMiB: float64(ru.Maxrss) / 1024,
+		maxFDs: int(maxFDs.Load()),
+	}
+	filepath.Walk(out, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			m.outSize += fi.Size()
+		}
+		return nil
+	})
+	return m
+}
+
+func scaleOn(t *testing.T) {
+	if os.Getenv(ScaleEnv) != "1" {
+		t.Skipf("scale measurements: set %s=1", ScaleEnv)
+	}
+	nixtest.Require(t)
+}
+
+// TestScaleManyPaths writes caches of closures of 1000 to 5000+ small store
+// paths (from an attrs file, as in a derivation), at the default core count.
+func TestScaleManyPaths(t *testing.T) {
+	scaleOn(t)
+	bin := binary(t)
+	sizes := strings.Fields(os.Getenv("MKBINARYCACHE_SCALE_PATHS"))
+	if len(sizes) == 0 {
+		sizes = []string{"1000", "2500", "5000"}
+	}
+	for _, s := range sizes {
+		var n int
+		fmt.Sscan(s, &n)
+		start := time.Now()
+		paths := smallPaths(t, n)
+		t.Logf("%d paths: nix-store --add took %v", n, time.Since(start).Round(time.Millisecond))
+		pathInfo := nixtest.Run(t, "nix", append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json"}, paths...)...)
+		attrsFile := filepath.Join(t.TempDir(), "attrs.json")
+		if err := os.WriteFile(attrsFile, []byte(`{"closure":`+pathInfo+`}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, comp := range []string{"zstd", "xz"} {
+			out := filepath.Join(t.TempDir(), "cache")
+			m := measureRun(t, bin, out, "--quiet", "--compression", comp, "--attrs", attrsFile, "--out", out)
+			t.Logf("SCALE paths=%d %s: %v (%.2f ms/path)", n, comp, m, float64(m.wall.Microseconds())/1000/float64(n))
+			if p := verifyCache(t, out, false); len(p) > 0 {
+				t.Fatalf("problems: %q", p[:min(len(p), 5)])
+			}
+		}
+	}
+}
+
+// TestScaleBigFile writes the cache of one path holding a multi-GiB file:
+// sparse (zeros: the dump and hash dominate, compression is cheap) and, for
+// comparison, 1 GiB of incompressible data. The store is a fake store dir
+// (--store-dir, --graph): Nix would copy the sparse file densely.
+func TestScaleBigFile(t *testing.T) {
+	scaleOn(t)
+	bin := binary(t)
+	gib := 4
+	if s := os.Getenv("MKBINARYCACHE_SCALE_GIB"); s != "" {
+		fmt.Sscan(s, &gib)
+	}
+	root := t.TempDir()
+	store := filepath.Join(root, "store")
+	sparse := store + "/00000000000000000000000000000000-sparse"
+	dense := store + "/11111111111111111111111111111111-dense"
+	if err := os.MkdirAll(sparse, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(sparse + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(int64(gib) << 30)
+	f.WriteAt([]byte("end"), int64(gib)<<30-3)
+	f.Close()
+	if err := os.MkdirAll(dense, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err = os.Create(dense + "/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 64 {
+		f.Write(pseudoRandom(int64(i), 16<<20))
+	}
+	f.Close()
+
+	for _, c := range []struct{ name, path string }{{fmt.Sprintf("sparse %d GiB", gib), sparse}, {"random 1 GiB", dense}} {
+		graph := filepath.Join(root, filepath.Base(c.path)+".graph")
+		os.WriteFile(graph, []byte(c.path+"\n\n0\n"), 0o644)
+		for _, comp := range []string{"zstd", "none"} {
+			out := filepath.Join(t.TempDir(), "cache")
+			m := measureRun(t, bin, out, "--quiet", "--compression", comp, "--store-dir", store, "--graph", graph, "--out", out)
+			t.Logf("SCALE %s %s: %v", c.name, comp, m)
+			os.RemoveAll(out)
+		}
+	}
+}
