@@ -1,0 +1,701 @@
+// Package vmtests holds the NixOS VM tests of mkBinaryCache (default.nix)
+// and their local twin (this file): the same scenario (scenario.json), with
+// Linux namespaces instead of virtual machines, so that it runs wherever Nix
+// runs as root, without nixpkgs.
+//
+//   - host1 is this machine: its real store builds the caches with
+//     `nix-build --option sandbox true` and runs server.prepare. It serves
+//     the caches over HTTP from a network namespace of its own, so that no
+//     traffic touches the host's network.
+//   - host2 is a fresh machine: a network namespace joined to host1's by a
+//     veth pair, and a private mount namespace with empty tmpfs file systems
+//     on /nix (its own store and database), /tmp, /root and /etc/nix (its
+//     own nix.conf, with max-jobs = 0: it can only substitute).
+//
+// Each compression gets its own pair of hosts. Every namespace, mount and
+// server goes away in t.Cleanup, and host1's store is checked to be
+// untouched by host2.
+package vmtests
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+)
+
+// The test binary doubles as host1's HTTP server: started with serveEnv set
+// (inside host1's network namespace), it serves the directory rootEnv on the
+// address serveEnv until its stdin closes.
+const (
+	serveEnv = "MKBINARYCACHE_TWIN_SERVE"
+	rootEnv  = "MKBINARYCACHE_TWIN_ROOT"
+)
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(serveEnv); addr != "" {
+		os.Exit(serve(addr, os.Getenv(rootEnv)))
+	}
+	os.Exit(m.Run())
+}
+
+func serve(addr, root string) int {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// The parent holds our stdin: when it goes away (even killed), so do we.
+	go func() {
+		io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	fmt.Println("listening on", ln.Addr())
+	srv := &http.Server{Handler: http.FileServer(http.Dir(root)), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintln(os.Stderr, srv.Serve(ln))
+	return 1
+}
+
+// scenario is vmtests/scenario.json; see its "about".
+type scenario struct {
+	Placeholders struct {
+		Server map[string]string `json:"server"`
+		Client map[string]string `json:"client"`
+	} `json:"placeholders"`
+	Server struct {
+		Prepare []step `json:"prepare"`
+	} `json:"server"`
+	Cases []struct {
+		Name       string   `json:"name"`
+		Transports []string `json:"transports"`
+		Steps      []step   `json:"steps"`
+	} `json:"cases"`
+}
+
+type step struct {
+	Name        string   `json:"name"`
+	Run         string   `json:"run"`
+	Expect      string   `json:"expect"`
+	Contains    []string `json:"contains"`
+	ContainsAny []string `json:"containsAny"`
+	LastLine    *string  `json:"lastLine"`
+}
+
+func loadScenario(t *testing.T) *scenario {
+	t.Helper()
+	data, err := os.ReadFile("scenario.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s scenario
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var raw struct {
+		About        []string `json:"about"`
+		Placeholders any      `json:"placeholders"`
+		Server       any      `json:"server"`
+		Cases        []struct {
+			Name       string `json:"name"`
+			About      string `json:"about"`
+			Transports []string
+			Steps      []step `json:"steps"`
+		} `json:"cases"`
+	}
+	// A field the harness does not know is a field it would silently ignore.
+	if err := dec.Decode(&raw); err != nil {
+		t.Fatalf("scenario.json: %v", err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		t.Fatalf("scenario.json: %v", err)
+	}
+	if len(s.Server.Prepare) == 0 || len(s.Cases) == 0 {
+		t.Fatal("scenario.json: no server.prepare steps or no cases")
+	}
+	for _, c := range s.Cases {
+		for _, st := range c.Steps {
+			if st.Expect != "success" && st.Expect != "failure" {
+				t.Fatalf("scenario.json: case %s, step %q: expect is %q", c.Name, st.Name, st.Expect)
+			}
+		}
+	}
+	return &s
+}
+
+var leftover = regexp.MustCompile(`@[A-Z_]+@`)
+
+// subst replaces the placeholders; one left over is a harness bug.
+func subst(t *testing.T, text string, values map[string]string) string {
+	t.Helper()
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		text = strings.ReplaceAll(text, k, values[k])
+	}
+	if left := leftover.FindAllString(text, -1); left != nil {
+		t.Fatalf("placeholders %v left in %q", left, text)
+	}
+	return text
+}
+
+// checkPlaceholders fails if the harness supplies a placeholder that
+// scenario.json does not document (a typo, or a drifted harness).
+func checkPlaceholders(t *testing.T, documented, values map[string]string) {
+	t.Helper()
+	for k := range values {
+		if _, ok := documented[k]; !ok {
+			t.Fatalf("harness supplies %s, which scenario.json does not document", k)
+		}
+	}
+}
+
+// runner runs `sh -c CMD 2>&1` on a host, returning the output and whether
+// it exited 0.
+type runner func(cmd string) (out string, ok bool, err error)
+
+// runStep runs one step and judges it as scenario.json's "about" says.
+func runStep(t *testing.T, host string, run runner, st step, values map[string]string) bool {
+	t.Helper()
+	cmd := subst(t, st.Run, values)
+	start := time.Now()
+	out, ok, err := run(cmd)
+	if err != nil {
+		t.Fatalf("%s: step %q: %v", host, st.Name, err)
+	}
+	var problems []string
+	if ok != (st.Expect == "success") {
+		problems = append(problems, fmt.Sprintf("exit status %s, expected %s", map[bool]string{true: "0", false: "non-zero"}[ok], st.Expect))
+	}
+	for _, w := range st.Contains {
+		if w = subst(t, w, values); !strings.Contains(out, w) {
+			problems = append(problems, fmt.Sprintf("output lacks %q", w))
+		}
+	}
+	if len(st.ContainsAny) > 0 {
+		found := false
+		var any []string
+		for _, w := range st.ContainsAny {
+			w = subst(t, w, values)
+			any = append(any, w)
+			found = found || strings.Contains(out, w)
+		}
+		if !found {
+			problems = append(problems, fmt.Sprintf("output has none of %q", any))
+		}
+	}
+	if st.LastLine != nil {
+		want := subst(t, *st.LastLine, values)
+		if last := lastLine(out); last != want {
+			problems = append(problems, fmt.Sprintf("last line is %q, expected %q", last, want))
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("%s: step %q failed: %s\n$ %s\n%s", host, st.Name, strings.Join(problems, "; "), cmd, out)
+		return false
+	}
+	t.Logf("%s: %s: ok (%v)", host, st.Name, time.Since(start).Round(time.Millisecond))
+	return true
+}
+
+func lastLine(out string) string {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.TrimSpace(lines[i]) != "" {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
+// combined runs cmd and returns its combined output; a non-zero exit is not
+// an error, failing to start is.
+func combined(cmd *exec.Cmd) (string, bool, error) {
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		return string(out), false, err
+	}
+	return string(out), err == nil, nil
+}
+
+// cleanEnv is the environment of the test, less what would make a Nix
+// command look past its own host (NIX_CONFIG, NIX_REMOTE, ...) or share
+// host1's ~/.cache/nix (the narinfo cache of http:// substituters).
+func cleanEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "NIX_") || strings.HasPrefix(kv, "XDG_") || strings.HasPrefix(kv, "HOME=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+// host1Run runs a step on host1: the real host, its store and network.
+func host1Run(cmd string) (string, bool, error) {
+	c := exec.Command("sh", "-c", cmd+" 2>&1")
+	c.Env = cleanEnv("HOME=" + os.Getenv("HOME"))
+	return combined(c)
+}
+
+// namePrefix names this process's namespaces, so that leftovers of a
+// killed run can be told apart and removed by a later one.
+const namePrefix = "mkbc-twin-"
+
+// pruneNetns deletes namespaces left behind by earlier test processes that
+// are gone (e.g. killed by go test's timeout before their cleanups ran).
+func pruneNetns(t *testing.T) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatalf("ip netns list: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], namePrefix) {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(fields[0], namePrefix), "-", 2)[0])
+		if err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			exec.Command("ip", "netns", "del", fields[0]).Run() // best effort
+		}
+	}
+}
+
+func must(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// network makes host1's and host2's network namespaces, joined by a veth
+// pair created inside them (it never exists in the host's namespace), with
+// 10.231.<subnet>.1/30 for host1 and .2 for host2. The namespaces (and with
+// them the veth pair) are deleted at cleanup.
+func network(t *testing.T, tag string, subnet int) (ns1, ns2, addr1 string) {
+	t.Helper()
+	base := fmt.Sprintf("%s%d-%s-", namePrefix, os.Getpid(), tag)
+	ns1, ns2 = base+"host1", base+"host2"
+	for _, ns := range []string{ns1, ns2} {
+		must(t, "ip", "netns", "add", ns)
+		ns := ns
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+			}
+		})
+	}
+	must(t, "ip", "link", "add", "name", "eth-host1", "netns", ns1, "type", "veth", "peer", "name", "eth-host2", "netns", ns2)
+	addr1 = fmt.Sprintf("10.231.%d.1", subnet)
+	for i, ns := range []string{ns1, ns2} {
+		dev := fmt.Sprintf("eth-host%d", i+1)
+		must(t, "ip", "-n", ns, "addr", "add", fmt.Sprintf("10.231.%d.%d/30", subnet, i+1), "dev", dev)
+		must(t, "ip", "-n", ns, "link", "set", dev, "up")
+		must(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	return ns1, ns2, addr1
+}
+
+// startServer serves dir over HTTP on addr:80 from inside ns (host1's
+// network namespace), until cleanup.
+func startServer(t *testing.T, ns, addr, dir string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, self)
+	cmd.Env = append(os.Environ(), serveEnv+"="+net.JoinHostPort(addr, "80"), rootEnv+"="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "listening") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("HTTP server in %s did not start: %q %v\n%s", ns, line, err, stderr.String())
+	}
+}
+
+// host2Setup makes the fresh machine: in network namespace ns, a private
+// mount namespace with its own /nix, /tmp, home and /etc/nix, held by a
+// sleeping process whose namespaces each step then enters.
+const host2Setup = `set -e
+for d in /nix /tmp /root /etc/nix; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
+chmod 1777 /tmp
+mkdir -p /nix/store /nix/var/nix
+cat > /etc/nix/nix.conf <<'EOF'
+build-users-group =
+substituters =
+max-jobs = 0
+EOF
+echo ready
+exec sleep infinity`
+
+type host2 struct {
+	pid int
+}
+
+func startHost2(t *testing.T, ns string) *host2 {
+	t.Helper()
+	if fi, err := os.Stat("/etc/nix"); err != nil || !fi.IsDir() {
+		t.Fatalf("/etc/nix is not a directory (%v): host2 mounts its own nix.conf over it", err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", host2Setup)
+	cmd.Dir = "/"
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// ip, unshare and sh all exec: cmd's process is the sleep that holds
+	// the namespaces, and killing it ends them and their tmpfs mounts.
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host2 setup failed: %q %v\n%s", line, err, stderr.String())
+	}
+	return &host2{pid: cmd.Process.Pid}
+}
+
+func (h *host2) command(name string, args ...string) *exec.Cmd {
+	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--wd", name}, args...)...)
+	c.Dir = "/"
+	c.Env = cleanEnv("HOME=/root")
+	return c
+}
+
+func (h *host2) run(cmd string) (string, bool, error) {
+	return combined(h.command("sh", "-c", cmd+" 2>&1"))
+}
+
+// copyTo copies the directory src of host1 to dst on host2, as `scp -r`
+// does between the VMs.
+func (h *host2) copyTo(t *testing.T, src, dst string) {
+	t.Helper()
+	tar := exec.Command("tar", "-C", src, "-cf", "-", ".")
+	untar := h.command("sh", "-c", `mkdir -p "$1" && tar -C "$1" -xf -`, "sh", dst)
+	pipe, err := tar.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	untar.Stdin = pipe
+	var errs bytes.Buffer
+	tar.Stderr, untar.Stdout, untar.Stderr = &errs, &errs, &errs
+	if err := tar.Start(); err != nil {
+		t.Fatal(err)
+	}
+	uerr := untar.Run()
+	if terr := tar.Wait(); terr != nil || uerr != nil {
+		t.Fatalf("copy %s to host2:%s: tar %v, untar %v\n%s", src, dst, terr, uerr, errs.String())
+	}
+}
+
+// pathState is what host2 must not change in host1's store.
+type pathState struct {
+	ino   uint64
+	valid bool
+}
+
+func storeState(t *testing.T, paths []string) map[string]pathState {
+	t.Helper()
+	st := map[string]pathState{}
+	for _, p := range paths {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatalf("host1: %v", err)
+		}
+		valid := exec.Command("nix-store", "--check-validity", p).Run() == nil
+		st[p] = pathState{ino: fi.Sys().(*syscall.Stat_t).Ino, valid: valid}
+	}
+	return st
+}
+
+var compressions = []string{"none", "xz", "bzip2", "zstd"}
+
+// cachesExpr builds the fixture's hello and one mkBinaryCache of it per
+// compression, exactly as a user of nix/default.nix would.
+const cachesExpr = `{ repo, busybox, builderDir }:
+let
+  fixture = import (repo + "/testdata/fixture.nix") { inherit busybox; };
+  cacheLib = import (repo + "/nix") {
+    builder = builtins.path { path = builderDir; name = "mkbinarycache"; };
+  };
+in
+{
+  inherit (fixture) hello;
+  helloDrv = fixture.hello.drvPath;
+  caches = builtins.listToAttrs (map (compression: {
+    name = compression;
+    value = cacheLib.mkBinaryCache { rootPaths = [ fixture.hello ]; inherit compression; };
+  }) cacheLib.compressions);
+}
+`
+
+func TestTwoHosts(t *testing.T) {
+	nixtest.Require(t)
+	for _, tool := range []string{"ip", "unshare", "nsenter", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found (install iproute2/util-linux): %v", tool, err)
+		}
+	}
+	sc := loadScenario(t)
+	pruneNetns(t)
+
+	// host1 builds everything first: one evaluation, four sandboxed builds.
+	start := time.Now()
+	repo := nixtest.RepoRoot(t)
+	bbDir := nixtest.BusyboxDir(t)
+	binDir := nixtest.BuildBinary(t)
+	fx := nixtest.BuildFixture(t)
+	exprFile := filepath.Join(t.TempDir(), "caches.nix")
+	if err := os.WriteFile(exprFile, []byte(cachesExpr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{exprFile, "--arg", "repo", repo, "--arg", "busybox", bbDir, "--arg", "builderDir", binDir}
+	buildArgs := append(append([]string{}, args...), "--option", "sandbox", "true", "--no-out-link", "-A", "hello")
+	for _, c := range compressions {
+		buildArgs = append(buildArgs, "-A", "caches."+c)
+	}
+	paths := strings.Fields(nixtest.Run(t, "nix-build", buildArgs...))
+	if len(paths) != 1+len(compressions) {
+		t.Fatalf("nix-build printed %q, want hello and %d caches", paths, len(compressions))
+	}
+	root := paths[0]
+	if root != fx.Hello {
+		t.Fatalf("hello is %s here but %s in nixtest's fixture", root, fx.Hello)
+	}
+	drv := nixtest.Run(t, "nix-instantiate", append(append([]string{}, args...), "--eval", "--json", "-A", "helloDrv")...)
+	if err := json.Unmarshal([]byte(drv), &drv); err != nil {
+		t.Fatalf("helloDrv: %v", err)
+	}
+	t.Logf("host1: built hello and %d caches in %v", len(compressions), time.Since(start).Round(time.Millisecond))
+
+	pubkey, err := os.ReadFile("test-key-1.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seckey, err := filepath.Abs("test-key-1.sec")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for i, compression := range compressions {
+		i, compression, cache := i, compression, paths[1+i]
+		t.Run(compression, func(t *testing.T) {
+			t.Parallel()
+			twin(t, sc, twinParams{
+				subnet:      i + 1,
+				root:        root,
+				drv:         drv,
+				closure:     fx.Closure,
+				cache:       cache,
+				compression: compression,
+				pubkey:      strings.TrimSpace(string(pubkey)),
+				seckey:      seckey,
+				mkbinary:    filepath.Join(binDir, "bin", "mkbinarycache"),
+			})
+		})
+	}
+}
+
+type twinParams struct {
+	subnet                        int
+	root, drv, cache, compression string
+	pubkey, seckey, mkbinary      string
+	closure                       []string
+}
+
+func twin(t *testing.T, sc *scenario, p twinParams) {
+	start := time.Now()
+	work1 := t.TempDir()
+	watched := append(append([]string{}, p.closure...), p.cache)
+	before := storeState(t, watched)
+	for _, q := range p.closure {
+		if !before[q].valid {
+			t.Fatalf("host1: %s is not valid before the test", q)
+		}
+	}
+
+	// host1: check the cache and sign a copy.
+	server := map[string]string{
+		"@ROOT@":          p.root,
+		"@CACHE@":         p.cache,
+		"@COMPRESSION@":   p.compression,
+		"@WORK@":          work1,
+		"@SECKEY@":        p.seckey,
+		"@MKBINARYCACHE@": p.mkbinary,
+	}
+	checkPlaceholders(t, sc.Placeholders.Server, server)
+	for _, st := range sc.Server.Prepare {
+		if !runStep(t, "host1", host1Run, st, server) {
+			t.FailNow()
+		}
+	}
+
+	// The machines.
+	ns1, ns2, addr1 := network(t, p.compression, p.subnet)
+	www := t.TempDir()
+	for name, target := range map[string]string{"cache": p.cache, "signed": filepath.Join(work1, "signed")} {
+		if err := os.Symlink(target, filepath.Join(www, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startServer(t, ns1, addr1, www)
+	h2 := startHost2(t, ns2)
+
+	// host2 really is another machine: its /nix is its own, empty tmpfs, and
+	// it reaches host1 only over the veth pair.
+	guard := fmt.Sprintf(`test "$(stat -f -c %%T /nix/store)" = tmpfs && test -z "$(ls -A /nix/store)" && test ! -e %s && echo fresh-host`, p.root)
+	if out, ok, err := h2.run(guard); err != nil || !ok || lastLine(out) != "fresh-host" {
+		t.Fatalf("host2 is not a fresh host (%v):\n%s", err, out)
+	}
+	baseURL := "http://" + addr1
+	if out, ok, err := h2.run("nix-store --version && busybox wget -q -O - " + baseURL + "/cache/nix-cache-info"); err != nil || !ok || !strings.Contains(out, "StoreDir: /nix/store") {
+		t.Fatalf("host2 cannot fetch %s/cache/nix-cache-info (%v):\n%s", baseURL, err, out)
+	}
+
+	// Publish by copying the files, as scp -r does between the VMs.
+	h2.copyTo(t, p.cache, "/tmp/cache")
+	h2.copyTo(t, filepath.Join(work1, "signed"), "/tmp/signed-cache")
+	t.Logf("host1/host2 set up in %v", time.Since(start).Round(time.Millisecond))
+
+	transports := []struct {
+		name string
+		urls map[string]string
+	}{
+		{"file", map[string]string{
+			"@URL@":          "file:///tmp/cache",
+			"@SIGNED_URL@":   "file:///tmp/signed-cache",
+			"@CACHE@":        "/tmp/cache",
+			"@SIGNED_CACHE@": "/tmp/signed-cache",
+		}},
+		{"http", map[string]string{
+			"@URL@":        baseURL + "/cache",
+			"@SIGNED_URL@": baseURL + "/signed",
+		}},
+	}
+	ran := 0
+	for _, tr := range transports {
+		for _, c := range sc.Cases {
+			if !contains(c.Transports, tr.name) {
+				continue
+			}
+			ran++
+			work := fmt.Sprintf("/tmp/work/%s-%s", tr.name, c.Name)
+			t.Run(tr.name+"/"+c.Name, func(t *testing.T) {
+				caseStart := time.Now()
+				if out, ok, err := h2.run("rm -rf " + work + " && mkdir -p " + work); err != nil || !ok {
+					t.Fatalf("host2: make %s: %v\n%s", work, err, out)
+				}
+				client := map[string]string{
+					"@ROOT@":        p.root,
+					"@DRV@":         p.drv,
+					"@COMPRESSION@": p.compression,
+					"@PUBKEY@":      p.pubkey,
+					"@WORK@":        work,
+				}
+				for k, v := range tr.urls {
+					client[k] = v
+				}
+				checkPlaceholders(t, sc.Placeholders.Client, client)
+				for _, st := range c.Steps {
+					if !runStep(t, "host2", h2.run, st, client) {
+						return
+					}
+				}
+				if c.Name == "substitute" {
+					checkClosure(t, h2, p.root, p.closure)
+				}
+				t.Logf("%s/%s: %v", tr.name, c.Name, time.Since(caseStart).Round(time.Millisecond))
+			})
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no case of scenario.json ran")
+	}
+
+	// host2 changed nothing in host1's store.
+	after := storeState(t, watched)
+	for _, q := range watched {
+		if before[q] != after[q] {
+			t.Errorf("host1: %s changed: %+v before, %+v after", q, before[q], after[q])
+		}
+	}
+	t.Logf("%s: %v in all", p.compression, time.Since(start).Round(time.Millisecond))
+}
+
+// checkClosure checks that host2 now has exactly host1's closure of root,
+// valid and intact, and that root's program runs there.
+func checkClosure(t *testing.T, h2 *host2, root string, closure []string) {
+	t.Helper()
+	out, ok, err := h2.run("nix-store --query --requisites " + root)
+	if err != nil || !ok {
+		t.Fatalf("host2: query closure: %v\n%s", err, out)
+	}
+	got := strings.Fields(out)
+	sort.Strings(got)
+	if strings.Join(got, " ") != strings.Join(closure, " ") {
+		t.Errorf("host2's closure of %s is %q, host1's is %q", root, got, closure)
+	}
+	script := "set -e; for p in " + strings.Join(closure, " ") + `; do nix-store --check-validity "$p"; nix-store --verify-path "$p"; done; ` + root + "/bin/hello"
+	out, ok, err = h2.run(script)
+	if err != nil || !ok || !strings.Contains(out, "Hello from libgreet!") {
+		t.Errorf("host2: closure not valid and intact, or hello does not run (%v):\n%s", err, out)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
