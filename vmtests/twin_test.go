@@ -355,9 +355,16 @@ func startServer(t *testing.T, ns, addr, dir string) {
 }
 
 // host2Setup makes the fresh machine: in network namespace ns, a private
-// mount namespace with its own /nix, /tmp, home and /etc/nix, held by a
-// sleeping process whose namespaces each step then enters.
+// mount namespace with its own /nix, /tmp, home and /etc/nix, and a PID
+// namespace with its own /proc, held by a sleeping PID 1 whose namespaces
+// each step then enters. Without its own PID namespace, host2's
+// `nix-store --delete` would see other processes' command lines naming the
+// path (runtime GC roots), e.g. another subtest's `nix-store --realise`.
 const host2Setup = `set -e
+# Our PID as host1 sees it, for nsenter: the redirection makes /proc/self this shell.
+while read -r key outer inner; do [ "$key" = NSpid: ] && hostpid=$outer; done < /proc/self/status
+[ -n "$hostpid" ]
+mount -t proc proc /proc
 for d in /nix /tmp /root /etc/nix; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
 chmod 1777 /tmp
 mkdir -p /nix/store /nix/var/nix
@@ -366,11 +373,11 @@ build-users-group =
 substituters =
 max-jobs = 0
 EOF
-echo ready
+echo "ready $hostpid"
 exec sleep infinity`
 
 type host2 struct {
-	pid int
+	pid int // of host2's PID 1, in host1's PID namespace
 }
 
 func startHost2(t *testing.T, ns string) *host2 {
@@ -378,7 +385,9 @@ func startHost2(t *testing.T, ns string) *host2 {
 	if fi, err := os.Stat("/etc/nix"); err != nil || !fi.IsDir() {
 		t.Fatalf("/etc/nix is not a directory (%v): host2 mounts its own nix.conf over it", err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", host2Setup)
+	cmd := exec.Command("ip", "netns", "exec", ns,
+		"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+		"sh", "-c", host2Setup)
 	cmd.Dir = "/"
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -389,23 +398,28 @@ func startHost2(t *testing.T, ns string) *host2 {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// ip, unshare and sh all exec: cmd's process is the sleep that holds
-	// the namespaces, and killing it ends them and their tmpfs mounts.
+	// ip execs unshare, which waits for host2's PID 1 and takes it along
+	// when killed (--kill-child); with PID 1 go the PID namespace, the mount
+	// namespace and its tmpfs file systems.
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || line != "ready\n" {
+	var pid int
+	if err == nil {
+		_, err = fmt.Sscanf(line, "ready %d\n", &pid)
+	}
+	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatalf("host2 setup failed: %q %v\n%s", line, err, stderr.String())
 	}
-	return &host2{pid: cmd.Process.Pid}
+	return &host2{pid: pid}
 }
 
 func (h *host2) command(name string, args ...string) *exec.Cmd {
-	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--wd", name}, args...)...)
+	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--pid", "--wd", name}, args...)...)
 	c.Dir = "/"
 	c.Env = cleanEnv("HOME=/root")
 	return c
@@ -590,9 +604,9 @@ func twin(t *testing.T, sc *scenario, p twinParams) {
 	startServer(t, ns1, addr1, www)
 	h2 := startHost2(t, ns2)
 
-	// host2 really is another machine: its /nix is its own, empty tmpfs, and
-	// it reaches host1 only over the veth pair.
-	guard := fmt.Sprintf(`test "$(stat -f -c %%T /nix/store)" = tmpfs && test -z "$(ls -A /nix/store)" && test ! -e %s && echo fresh-host`, p.root)
+	// host2 really is another machine: its /nix is its own, empty tmpfs, its
+	// nix.conf says max-jobs = 0, and it reaches host1 over the veth pair.
+	guard := fmt.Sprintf(`test "$(stat -f -c %%T /nix/store)" = tmpfs && test -z "$(ls -A /nix/store)" && test ! -e %s && nix --extra-experimental-features nix-command show-config | grep -qx 'max-jobs = 0' && echo fresh-host`, p.root)
 	if out, ok, err := h2.run(guard); err != nil || !ok || lastLine(out) != "fresh-host" {
 		t.Fatalf("host2 is not a fresh host (%v):\n%s", err, out)
 	}
