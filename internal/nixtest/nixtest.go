@@ -9,13 +9,8 @@
 package nixtest
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"debug/elf"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +18,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/nixenv"
 )
 
 // RequireEnv names the variable that turns Require's skip into a failure,
@@ -65,19 +61,6 @@ func RepoRoot(t testing.TB) string {
 	return root
 }
 
-func findRoot(dir string) (string, error) {
-	for d := dir; ; {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return d, nil
-		}
-		parent := filepath.Dir(d)
-		if parent == d {
-			return "", fmt.Errorf("no go.mod in %s or any parent", dir)
-		}
-		d = parent
-	}
-}
-
 // Run runs a command, failing the test with its combined output on error;
 // returns stdout trimmed.
 func Run(t testing.TB, name string, args ...string) string {
@@ -89,44 +72,6 @@ func Run(t testing.TB, name string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// run returns stdout; its error carries the command line and the combined
-// output, which is what one needs to see when a nix command fails.
-func run(env []string, name string, args ...string) ([]byte, error) {
-	var stdout bytes.Buffer
-	combined := &lockedBuffer{}
-	cmd := exec.Command(name, args...)
-	cmd.Env = env
-	cmd.Stdout = io.MultiWriter(&stdout, combined)
-	cmd.Stderr = combined
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s: %w\n%s", cmdline(name, args), err, combined.Bytes())
-	}
-	return stdout.Bytes(), nil
-}
-
-// lockedBuffer is written by the goroutines that copy a command's stdout
-// and stderr at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Bytes()
-}
-
-func cmdline(name string, args []string) string {
-	return strings.Join(append([]string{name}, args...), " ")
-}
-
 // SubstituterOpts returns the options that make Nix substitute from url
 // alone, unsigned.
 func SubstituterOpts(url string) []string {
@@ -135,82 +80,6 @@ func SubstituterOpts(url string) []string {
 		"--option", "trusted-substituters", url,
 		"--option", "require-sigs", "false",
 	}
-}
-
-// scratch is a per-user directory for artifacts shared by test processes
-// (go test runs packages in parallel, each with its own sync.Onces). A
-// t.TempDir would vanish with the first test that asked for it.
-func scratch() (string, error) {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("mkbinarycache-nixtest-%d", os.Geteuid()))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create scratch dir: %w", err)
-	}
-	return dir, nil
-}
-
-// publish moves the freshly made directory tmp to a name derived from its
-// content, so that concurrent test processes share one copy and reruns
-// reuse it. Entries with prefix older than a day are pruned: each change
-// of the builder's code makes a new binary.
-func publish(tmp, dir, prefix, sum string) (string, error) {
-	final := filepath.Join(dir, prefix+sum[:20])
-	if err := os.Rename(tmp, final); err != nil {
-		// Another process won the race; its copy is identical.
-		if _, statErr := os.Stat(final); statErr != nil {
-			return "", fmt.Errorf("publish %s: %w", final, err)
-		}
-		if err := os.RemoveAll(tmp); err != nil {
-			return "", fmt.Errorf("remove %s: %w", tmp, err)
-		}
-	}
-	// Mark it used so pruning by others spares it.
-	now := time.Now()
-	if err := os.Chtimes(final, now, now); err != nil {
-		return "", fmt.Errorf("touch %s: %w", final, err)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return "", fmt.Errorf("read scratch dir: %w", err)
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if !strings.HasPrefix(e.Name(), prefix) || p == final {
-			continue
-		}
-		if info, err := e.Info(); err == nil && now.Sub(info.ModTime()) > 24*time.Hour {
-			os.RemoveAll(p) // best effort: a leftover is harmless
-		}
-	}
-	return final, nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// checkStatic fails for a dynamically linked ELF file: it would not run
-// inside the sandbox, which holds only the store paths of the closure.
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("open ELF %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked; a static binary is needed in the sandbox", path)
-		}
-	}
-	return nil
 }
 
 var binary struct {
@@ -260,42 +129,6 @@ func trackInputs(root string) error {
 	return nil
 }
 
-// goBuild builds the main package pkg of the module at root as a static
-// binary DIR/bin/name and returns DIR.
-func goBuild(root, pkg, name string) (string, error) {
-	dir, err := scratch()
-	if err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(dir, "tmp-")
-	if err != nil {
-		return "", fmt.Errorf("create build dir: %w", err)
-	}
-	bin := filepath.Join(tmp, "bin", name)
-	// -trimpath and -buildvcs=false keep the binary, and so its store path,
-	// the same across checkouts and commits that do not change the code.
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", bin, pkg)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(tmp)
-		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
-	}
-	if err := checkStatic(bin); err != nil {
-		os.RemoveAll(tmp)
-		return "", err
-	}
-	sum, err := fileSHA256(bin)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return "", err
-	}
-	return publish(tmp, dir, name+"-", sum)
-}
-
-// busyboxCandidates are where Debian's busybox-static puts the binary.
-var busyboxCandidates = []string{"/bin/busybox", "/usr/bin/busybox"}
-
 var busybox struct {
 	once sync.Once
 	dir  string
@@ -306,68 +139,29 @@ var busybox struct {
 // busybox), created once per process.
 func BusyboxDir(t testing.TB) string {
 	t.Helper()
-	busybox.once.Do(func() { busybox.dir, busybox.err = makeBusyboxDir() })
+	busybox.once.Do(func() { busybox.dir, busybox.err = nixenv.MakeBusyboxDir() })
 	if busybox.err != nil {
 		t.Fatal(busybox.err)
 	}
 	return busybox.dir
 }
 
-func makeBusyboxDir() (string, error) {
-	var src string
-	for _, c := range busyboxCandidates {
-		if _, err := os.Stat(c); err == nil {
-			src = c
-			break
-		}
-	}
-	if src == "" {
-		return "", fmt.Errorf("no busybox in %v: install busybox-static", busyboxCandidates)
-	}
-	if err := checkStatic(src); err != nil {
-		return "", fmt.Errorf("%w (install busybox-static)", err)
-	}
-	dir, err := scratch()
-	if err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(dir, "tmp-")
-	if err != nil {
-		return "", fmt.Errorf("create busybox dir: %w", err)
-	}
-	if err := copyFile(src, filepath.Join(tmp, "bin", "busybox"), 0o755); err != nil {
-		os.RemoveAll(tmp)
-		return "", err
-	}
-	sum, err := fileSHA256(src)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return "", err
-	}
-	return publish(tmp, dir, "busybox-", sum)
-}
+// Aliases of the helpers shared with the benchmark (internal/nixenv).
+var (
+	findRoot    = nixenv.FindRoot
+	goBuild     = nixenv.GoBuild
+	checkStatic = nixenv.CheckStatic
+	copyFile    = nixenv.CopyFile
+	nixString   = nixenv.NixString
+	run         = nixenv.Run
+)
 
-func copyFile(src, dst string, perm os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+func attrsExpr(bb string, extra map[string]string, roots []string) string {
+	exprs := make([]string, len(roots))
+	for i, r := range roots {
+		exprs[i] = nixenv.StorePathExpr(r)
 	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
-	}
-	return nil
+	return nixenv.AttrsExpr(bb, extra, exprs)
 }
 
 // Fixture is the built testdata/fixture.nix.
@@ -440,24 +234,6 @@ func buildFixture(root, bb string) (*Fixture, error) {
 	return fx, nil
 }
 
-// nixString quotes s as a Nix string literal.
-func nixString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `${`, `\${`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-	return `"` + r.Replace(s) + `"`
-}
-
-// attrsScript copies .attrs.json to the output. Nix 2.8 neither exports $out
-// nor sets PATH with structured attrs, and in the sandbox NIX_ATTRS_JSON_FILE
-// names a host path: the files are in the working directory (/build).
-// .attrs.sh has the output path on a line of its own.
-// The expression prepends B=<busybox>: attributes are not in the
-// environment either.
-const attrsScript = `set -e
-out=$($B sed -n "s/^declare -A outputs=(\['out'\]='\([^']*\)'.*/\1/p" .attrs.sh)
-[ -n "$out" ] || { $B echo "no outputs.out in .attrs.sh" >&2; $B cat .attrs.sh >&2; exit 1; }
-$B cp .attrs.json "$out"
-`
-
 // Attrs returns the path of a structured-attrs JSON file (.attrs.json)
 // produced by a real derivation with __structuredAttrs = true and
 // exportReferencesGraph.closure = roots, built with --option sandbox true.
@@ -480,38 +256,6 @@ func Attrs(t testing.TB, extra map[string]string, roots ...string) string {
 		t.Fatalf("copy attrs file: %v", err)
 	}
 	return dst
-}
-
-func attrsExpr(bb string, extra map[string]string, roots []string) string {
-	var rootList strings.Builder
-	for _, r := range roots {
-		// builtins.storePath gives the literal path the context that Nix
-		// requires of exportReferencesGraph (it must be an input).
-		fmt.Fprintf(&rootList, " (builtins.storePath %s)", nixString(r))
-	}
-	attrs := map[string]string{
-		"name":                  `"attrs"`,
-		"system":                "builtins.currentSystem",
-		"builder":               `"${bb}/bin/busybox"`,
-		"args":                  `[ "sh" "-c" ("B=${bb}/bin/busybox\n" + ` + nixString(attrsScript) + `) ]`,
-		"__structuredAttrs":     "true",
-		"exportReferencesGraph": "{ closure = [" + rootList.String() + " ]; }",
-	}
-	for k, v := range extra {
-		attrs[k] = v
-	}
-	keys := make([]string, 0, len(attrs))
-	for k := range attrs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	fmt.Fprintf(&b, "let bb = builtins.path { path = %s; name = \"busybox\"; }; in\nderivation {\n", nixString(bb))
-	for _, k := range keys {
-		fmt.Fprintf(&b, "  %s = %s;\n", nixString(k), attrs[k])
-	}
-	b.WriteString("}\n")
-	return b.String()
 }
 
 // NixCopy writes the reference cache with `nix copy --to
