@@ -74,6 +74,7 @@ func serve(addr, root string) int {
 
 // scenario is vmtests/scenario.json; see its "about".
 type scenario struct {
+	About        []string `json:"about"`
 	Placeholders struct {
 		Server map[string]string `json:"server"`
 		Client map[string]string `json:"client"`
@@ -83,6 +84,7 @@ type scenario struct {
 	} `json:"server"`
 	Cases []struct {
 		Name       string   `json:"name"`
+		About      string   `json:"about"`
 		Transports []string `json:"transports"`
 		Steps      []step   `json:"steps"`
 	} `json:"cases"`
@@ -105,23 +107,9 @@ func loadScenario(t *testing.T) *scenario {
 	}
 	var s scenario
 	dec := json.NewDecoder(bytes.NewReader(data))
+	// A field the harness does not know is one it would silently ignore.
 	dec.DisallowUnknownFields()
-	var raw struct {
-		About        []string `json:"about"`
-		Placeholders any      `json:"placeholders"`
-		Server       any      `json:"server"`
-		Cases        []struct {
-			Name       string `json:"name"`
-			About      string `json:"about"`
-			Transports []string
-			Steps      []step `json:"steps"`
-		} `json:"cases"`
-	}
-	// A field the harness does not know is a field it would silently ignore.
-	if err := dec.Decode(&raw); err != nil {
-		t.Fatalf("scenario.json: %v", err)
-	}
-	if err := json.Unmarshal(data, &s); err != nil {
+	if err := dec.Decode(&s); err != nil {
 		t.Fatalf("scenario.json: %v", err)
 	}
 	if len(s.Server.Prepare) == 0 || len(s.Cases) == 0 {
@@ -191,14 +179,14 @@ func runStep(t *testing.T, host string, run runner, st step, values map[string]s
 	}
 	if len(st.ContainsAny) > 0 {
 		found := false
-		var any []string
+		var anyOf []string
 		for _, w := range st.ContainsAny {
 			w = subst(t, w, values)
-			any = append(any, w)
+			anyOf = append(anyOf, w)
 			found = found || strings.Contains(out, w)
 		}
 		if !found {
-			problems = append(problems, fmt.Sprintf("output has none of %q", any))
+			problems = append(problems, fmt.Sprintf("output has none of %q", anyOf))
 		}
 	}
 	if st.LastLine != nil {
@@ -389,6 +377,9 @@ func startHost2(t *testing.T, ns string) *host2 {
 		"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
 		"sh", "-c", host2Setup)
 	cmd.Dir = "/"
+	// Should the test process die before its cleanups, unshare dies too,
+	// and takes host2's PID 1 along.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -440,14 +431,17 @@ func (h *host2) copyTo(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 	untar.Stdin = pipe
-	var errs bytes.Buffer
-	tar.Stderr, untar.Stdout, untar.Stderr = &errs, &errs, &errs
+	// One buffer per command: os/exec copies into a shared writer from one
+	// goroutine only within a Cmd.
+	var tarErr, untarOut bytes.Buffer
+	tar.Stderr = &tarErr
+	untar.Stdout, untar.Stderr = &untarOut, &untarOut
 	if err := tar.Start(); err != nil {
 		t.Fatal(err)
 	}
 	uerr := untar.Run()
 	if terr := tar.Wait(); terr != nil || uerr != nil {
-		t.Fatalf("copy %s to host2:%s: tar %v, untar %v\n%s", src, dst, terr, uerr, errs.String())
+		t.Fatalf("copy %s to host2:%s: tar %v, untar %v\n%s%s", src, dst, terr, uerr, tarErr.String(), untarOut.String())
 	}
 }
 
