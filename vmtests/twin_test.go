@@ -8,9 +8,10 @@
 //     the caches over HTTP from a network namespace of its own, so that no
 //     traffic touches the host's network.
 //   - host2 is a fresh machine: a network namespace joined to host1's by a
-//     veth pair, and a private mount namespace with empty tmpfs file systems
-//     on /nix (its own store and database), /tmp, /root and /etc/nix (its
-//     own nix.conf, with max-jobs = 0: it can only substitute).
+//     veth pair, a private mount namespace with empty tmpfs file systems on
+//     /nix (its own store and database), /tmp, /root and /etc/nix (its own
+//     nix.conf, with max-jobs = 0: it can only substitute), and a PID
+//     namespace with its own /proc.
 //
 // Each compression gets its own pair of hosts. Every namespace, mount and
 // server goes away in t.Cleanup, and host1's store is checked to be
