@@ -38,6 +38,11 @@ type Options struct {
 	// Jobs bounds the paths written at once, and Threads the goroutines one
 	// path's encoder may use; 0 means the number of CPUs.
 	Jobs, Threads int
+	// XZProgram is an external xz(1) to compress xz chunks with, or "" for
+	// the pure Go encoder (compress.Options.XZProgram).
+	XZProgram string
+	// ChunkSize overrides compress.DefaultChunkSize: tests only.
+	ChunkSize     int
 	Priority      int  // nix-cache-info Priority; 0 leaves it out
 	WantMassQuery bool // nix-cache-info WantMassQuery
 	// Derivers adds Deriver lines for paths the closure has none for.
@@ -249,7 +254,8 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 	fileHash := &countingHash{Hash: sha256.New()}
 	narHash := &countingHash{Hash: sha256.New()}
 	fileBuf := bufio.NewWriterSize(io.MultiWriter(tmp, fileHash), 1<<20)
-	enc, err := compress.NewWriter(fileBuf, o.Compression, compress.Options{Level: o.Level, Threads: o.threads()})
+	enc, err := compress.NewWriter(fileBuf, o.Compression, compress.Options{Level: o.Level, Threads: o.threads(),
+		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize})
 	if err != nil {
 		return nil, err
 	}

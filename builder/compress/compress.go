@@ -88,24 +88,38 @@ func (m Method) CheckLevel(level int) error {
 // Options tune an encoder.
 type Options struct {
 	Level int // DefaultLevel or within Levels()
-	// Threads bounds the goroutines one encoder may use for one stream.
-	// The output does not depend on it.
+	// Threads bounds the chunks of one stream compressed at once. The
+	// output does not depend on it.
 	Threads int
+	// ChunkSize is the size of the independently compressed chunks
+	// (DefaultChunkSize when 0). The output depends on it: tests only.
+	ChunkSize int
+	// XZProgram, when set, is an xz(1) (liblzma) that compresses each xz
+	// chunk, at XZProgramLevel unless Level is set: several times faster
+	// than the pure Go encoder for the same ratio. The output then depends
+	// on that program's version.
+	XZProgram string
 }
+
+// XZProgramLevel is the preset an external xz compresses with by default:
+// chosen by measurement on NAR data (docs/benchmarks.md).
+const XZProgramLevel = 6
 
 // xzDictCap follows xz(1)'s presets: -0 .. -9.
 var xzDictCap = [10]int{256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20}
 
 // NewWriter returns an encoder writing to w. Close flushes it; it does not
-// close w.
+// close w, and w is written from another goroutine until Close returns.
 func NewWriter(w io.Writer, m Method, o Options) (io.WriteCloser, error) {
 	if err := m.CheckLevel(o.Level); err != nil {
 		return nil, err
 	}
-	threads := o.Threads
-	if threads < 1 {
-		threads = 1
+	threads := max(o.Threads, 1)
+	size := o.ChunkSize
+	if size <= 0 {
+		size = DefaultChunkSize
 	}
+	var enc chunkFunc
 	switch m {
 	case None:
 		return nopCloser{w}, nil
@@ -114,23 +128,36 @@ func NewWriter(w io.Writer, m Method, o Options) (io.WriteCloser, error) {
 		if o.Level != DefaultLevel {
 			level = zstd.EncoderLevelFromZstd(o.Level)
 		}
-		return zstd.NewWriter(w, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(threads))
+		var err error
+		if enc, err = zstdChunk(level); err != nil {
+			return nil, err
+		}
 	case XZ:
+		if o.XZProgram != "" {
+			level := XZProgramLevel
+			if o.Level != DefaultLevel {
+				level = o.Level
+			}
+			enc = xzProgramChunk(o.XZProgram, level)
+			break
+		}
 		// ulikunitz/xz is much slower with large dictionaries for little gain
 		// on NAR data (DESIGN.md §4): default to xz -1's 1 MiB.
 		dict := xzDictCap[1]
 		if o.Level != DefaultLevel {
 			dict = xzDictCap[o.Level]
 		}
-		return xz.WriterConfig{DictCap: dict}.NewWriter(w)
+		enc = xzChunk(dict)
 	case Bzip2:
 		level := 9 // Nix's and bzip2(1)'s default
 		if o.Level != DefaultLevel {
 			level = o.Level
 		}
-		return bzip2.NewWriter(w, &bzip2.WriterConfig{Level: level})
+		enc = bzip2Chunk(level)
+	default:
+		return nil, fmt.Errorf("unsupported compression %q", m)
 	}
-	return nil, fmt.Errorf("unsupported compression %q", m)
+	return newChunkWriter(w, size, threads, enc), nil
 }
 
 // NewReader returns a decoder reading from r.

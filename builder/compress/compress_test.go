@@ -2,8 +2,10 @@ package compress
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -69,21 +71,83 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// The cache must be byte-identical whatever the core count.
+// The cache must be byte-identical whatever the core count. 12 MiB with the
+// default 16 MiB chunks is one chunk; 1 MiB chunks make 12, compressed in
+// parallel.
 func TestDeterministicAcrossThreads(t *testing.T) {
 	data := sample(12 << 20)
-	for _, m := range []Method{Zstd, XZ} {
-		t.Run(string(m), func(t *testing.T) {
-			if m == XZ && testing.Short() {
-				t.Skip("slow")
-			}
-			want := encode(t, m, Options{Level: DefaultLevel, Threads: 1}, data)
-			for _, threads := range []int{2, 8} {
-				if got := encode(t, m, Options{Level: DefaultLevel, Threads: threads}, data); !bytes.Equal(got, want) {
-					t.Errorf("%s with %d threads: %d bytes differ from 1 thread's %d", m, threads, len(got), len(want))
+	for _, m := range []Method{Zstd, XZ, Bzip2} {
+		for _, chunk := range []int{0, 1 << 20} {
+			t.Run(fmt.Sprintf("%s-%d", m, chunk), func(t *testing.T) {
+				if m != Zstd && testing.Short() {
+					t.Skip("slow")
 				}
+				o := Options{Level: DefaultLevel, Threads: 1, ChunkSize: chunk}
+				want := encode(t, m, o, data)
+				for _, threads := range []int{2, 8} {
+					o.Threads = threads
+					if got := encode(t, m, o, data); !bytes.Equal(got, want) {
+						t.Errorf("%s with %d threads: %d bytes differ from 1 thread's %d", m, threads, len(got), len(want))
+					}
+				}
+			})
+		}
+	}
+}
+
+// Chunked streams decode as one, at every boundary case: empty input, less
+// than a chunk, exactly one and several chunks, and a partial last chunk;
+// each chunk is a complete stream of its own.
+func TestChunks(t *testing.T) {
+	const chunk = 64 << 10
+	data := sample(5*chunk + 123)
+	for _, m := range []Method{Zstd, XZ, Bzip2} {
+		for _, n := range []int{0, 1, chunk - 1, chunk, 2 * chunk, len(data)} {
+			enc := encode(t, m, Options{Level: DefaultLevel, Threads: 3, ChunkSize: chunk}, data[:n])
+			if len(enc) == 0 {
+				t.Errorf("%s, %d bytes: empty output (not a valid stream)", m, n)
 			}
-		})
+			r, err := NewReader(bytes.NewReader(enc), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil || !bytes.Equal(got, data[:n]) {
+				t.Errorf("%s, %d bytes in %d-byte chunks: round trip gave %d bytes, %v", m, n, chunk, len(got), err)
+			}
+		}
+	}
+}
+
+// An external xz makes streams that our decoder (and Nix's) reads, and its
+// output does not depend on the thread count either.
+func TestXZProgram(t *testing.T) {
+	xzPath, err := exec.LookPath("xz")
+	if err != nil {
+		t.Skip("no xz on PATH")
+	}
+	data := sample(3 << 20)
+	o := Options{Level: DefaultLevel, Threads: 1, ChunkSize: 1 << 20, XZProgram: xzPath}
+	want := encode(t, XZ, o, data)
+	o.Threads = 4
+	if got := encode(t, XZ, o, data); !bytes.Equal(got, want) {
+		t.Errorf("xz program: 4 threads differ from 1")
+	}
+	r, err := NewReader(bytes.NewReader(want), XZ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("xz program: round trip failed: %v", err)
+	}
+	o.XZProgram = "/nonexistent/xz"
+	w, err := NewWriter(io.Discard, XZ, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "/nonexistent/xz") {
+		t.Errorf("missing xz program: error %v", err)
 	}
 }
 

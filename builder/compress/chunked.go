@@ -1,0 +1,238 @@
+package compress
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os/exec"
+	"runtime"
+	"sync"
+
+	"github.com/dsnet/compress/bzip2"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// DefaultChunkSize is how much of a NAR one chunk holds. The encoders
+// compress one stream on one core, and one large store path (a 270 MB Go
+// toolchain) would otherwise serialise a run: NARs are cut at fixed offsets
+// into chunks that are compressed independently and in parallel, each into
+// a complete stream (a zstd frame, an xz or bzip2 stream), and the streams
+// are concatenated. Every decoder Nix uses (libarchive's, and zstd, xz and
+// bzip2 themselves) reads concatenated streams as one. Since the cut points
+// depend only on the offset, the output does not depend on the number of
+// threads. With 16 MiB (twice klauspost's default zstd window) chunking costs
+// 0.2% of zstd output on the Go toolchain's NAR (8 MiB: 0.4%), and
+// keeps memory at a few chunks per path.
+const DefaultChunkSize = 16 << 20
+
+// chunkFunc compresses src into a complete stream appended to dst.
+type chunkFunc func(dst, src []byte) ([]byte, error)
+
+// chunkWriter buffers its input into chunks, compresses up to threads of
+// them at once, and writes the results to w in order.
+type chunkWriter struct {
+	w       io.Writer
+	size    int
+	encode  chunkFunc
+	buf     []byte
+	written bool                  // a chunk was submitted
+	queue   chan chan chunkResult // in order, for drain
+	done    chan struct{}         // drain returned
+	sem     chan struct{}         // chunks submitted and not yet written
+
+	mu  sync.Mutex
+	err error
+}
+
+type chunkResult struct {
+	src, out []byte
+	err      error
+}
+
+var bufPool sync.Pool // *[]byte, chunk buffers of any capacity
+
+func getBuf(n int) []byte {
+	if b, ok := bufPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+func putBuf(b []byte) {
+	if cap(b) > 0 {
+		bufPool.Put(&b)
+	}
+}
+
+func newChunkWriter(w io.Writer, size, threads int, encode chunkFunc) *chunkWriter {
+	c := &chunkWriter{w: w, size: size, encode: encode,
+		queue: make(chan chan chunkResult, threads), done: make(chan struct{}), sem: make(chan struct{}, threads)}
+	go c.drain()
+	return c
+}
+
+// drain writes the compressed chunks in order.
+func (c *chunkWriter) drain() {
+	defer close(c.done)
+	for ch := range c.queue {
+		r := <-ch
+		putBuf(r.src)
+		if r.err == nil && c.getErr() == nil {
+			if _, err := c.w.Write(r.out); err != nil {
+				r.err = err
+			}
+		}
+		putBuf(r.out)
+		<-c.sem
+		if r.err != nil {
+			c.setErr(r.err)
+		}
+	}
+}
+
+func (c *chunkWriter) getErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *chunkWriter) setErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		c.err = err
+	}
+}
+
+func (c *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if err := c.getErr(); err != nil {
+			return 0, err
+		}
+		if c.buf == nil {
+			c.buf = getBuf(min(c.size, max(len(p), 64<<10)))
+		}
+		k := min(len(p), c.size-len(c.buf))
+		c.buf = append(c.buf, p[:k]...)
+		p = p[k:]
+		if len(c.buf) == c.size {
+			c.submit()
+		}
+	}
+	return n, nil
+}
+
+func (c *chunkWriter) submit() {
+	src := c.buf
+	c.buf = nil
+	c.written = true
+	ch := make(chan chunkResult, 1)
+	// A slot is freed once the chunk is written: at most threads chunks
+	// and the one being filled are held in memory.
+	c.sem <- struct{}{}
+	c.queue <- ch
+	go func() {
+		out, err := c.encode(getBuf(len(src)/2+1024), src)
+		ch <- chunkResult{src: src, out: out, err: err}
+	}()
+}
+
+// Close compresses what is left (an empty input still makes one stream),
+// waits for every chunk to be written and returns the first error.
+func (c *chunkWriter) Close() error {
+	if c.buf != nil || !c.written {
+		if c.buf == nil {
+			c.buf = getBuf(0)
+		}
+		c.submit()
+	}
+	close(c.queue)
+	<-c.done
+	return c.getErr()
+}
+
+// zstdEncoders are shared by every writer of a level: EncodeAll is safe for
+// concurrent use and an encoder's tables are costly to set up per NAR.
+var zstdEncoders struct {
+	mu sync.Mutex
+	m  map[zstd.EncoderLevel]*zstd.Encoder
+}
+
+func zstdEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
+	zstdEncoders.mu.Lock()
+	defer zstdEncoders.mu.Unlock()
+	if e := zstdEncoders.m[level]; e != nil {
+		return e, nil
+	}
+	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
+		zstd.WithEncoderConcurrency(max(runtime.GOMAXPROCS(0), 2)))
+	if err != nil {
+		return nil, err
+	}
+	if zstdEncoders.m == nil {
+		zstdEncoders.m = map[zstd.EncoderLevel]*zstd.Encoder{}
+	}
+	zstdEncoders.m[level] = e
+	return e, nil
+}
+
+func zstdChunk(level zstd.EncoderLevel) (chunkFunc, error) {
+	e, err := zstdEncoder(level)
+	if err != nil {
+		return nil, err
+	}
+	return func(dst, src []byte) ([]byte, error) { return e.EncodeAll(src, dst), nil }, nil
+}
+
+func xzChunk(dict int) chunkFunc {
+	return func(dst, src []byte) ([]byte, error) {
+		b := bytes.NewBuffer(dst)
+		w, err := xz.WriterConfig{DictCap: dict}.NewWriter(b)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(src); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		return b.Bytes(), nil
+	}
+}
+
+// xzProgramChunk runs an external xz (liblzma) on each chunk: single-threaded,
+// so that its output, like ours, does not depend on the core count.
+func xzProgramChunk(program string, level int) chunkFunc {
+	return func(dst, src []byte) ([]byte, error) {
+		b := bytes.NewBuffer(dst)
+		var stderr bytes.Buffer
+		cmd := exec.Command(program, fmt.Sprintf("-%d", level), "-T1", "--check=crc64", "-c")
+		cmd.Stdin = bytes.NewReader(src)
+		cmd.Stdout = b
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("%s: %w: %s", program, err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return b.Bytes(), nil
+	}
+}
+
+func bzip2Chunk(level int) chunkFunc {
+	return func(dst, src []byte) ([]byte, error) {
+		b := bytes.NewBuffer(dst)
+		w, err := bzip2.NewWriter(b, &bzip2.WriterConfig{Level: level})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(src); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		return b.Bytes(), nil
+	}
+}
