@@ -93,6 +93,8 @@ type buildFlags struct {
 	wantMassQuery, quiet, version      bool
 	storeDir                           string
 	narListing, indexDebugInfo         bool
+	buildClosure                       bool
+	xzProgram                          string
 }
 
 func run(ctx context.Context, args []string, env Env) error {
@@ -118,11 +120,13 @@ func run(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&f.level, "level", compress.DefaultLevel, "compression `LEVEL` (zstd 1-22, xz 0-9, bzip2 1-9; default: the method's)")
 	fs.IntVar(&f.jobs, "jobs", 0, "store paths written at once (`N`, default: the number of CPUs)")
 	fs.IntVar(&f.threads, "threads", 0, "goroutines one NAR's encoder may use (`N`, default: the number of CPUs)")
+	fs.StringVar(&f.xzProgram, "xz-program", "auto", "xz(1) `PATH` to compress xz chunks with (much faster than the built-in encoder, same format); \"auto\": xz from PATH if any; \"none\": the built-in encoder")
 	fs.IntVar(&f.priority, "priority", 0, "nix-cache-info Priority (`N`, default: none)")
 	fs.BoolVar(&f.wantMassQuery, "want-mass-query", false, "write WantMassQuery: 1 to nix-cache-info")
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
 	fs.BoolVar(&f.narListing, "nar-listing", false, "write a listing of each NAR's files, <hash>.ls, for nix store ls/cat (as Nix's ?write-nar-listing=1)")
 	fs.BoolVar(&f.indexDebugInfo, "index-debug-info", false, "index lib/debug/.build-id files in debuginfo/ (as Nix's ?index-debug-info=1)")
+	fs.BoolVar(&f.buildClosure, "build-closure", false, "with store paths: add what building them needs, their derivations' closure with outputs (nix-store -qR --include-outputs)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only errors")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.Usage = func() {
@@ -185,7 +189,13 @@ func run(ctx context.Context, args []string, env Env) error {
 			return closure.ParseGraph(r, v, src)
 		})
 	default:
-		c, err = pathInfo(ctx, fs.Args(), v)
+		paths := fs.Args()
+		if f.buildClosure {
+			paths, err = buildClosure(ctx, paths)
+		}
+		if err == nil {
+			c, err = pathInfo(ctx, paths, v)
+		}
 	}
 	if err != nil {
 		return err
@@ -201,6 +211,18 @@ func run(ctx context.Context, args []string, env Env) error {
 	}
 	if err := o.Compression.CheckLevel(o.Level); err != nil {
 		return usageError{err}
+	}
+	if o.Compression == compress.XZ {
+		switch f.xzProgram {
+		case "none", "":
+			o.XZProgram = ""
+		case "auto":
+			if o.XZProgram == "" { // not set by the attrs
+				o.XZProgram, _ = exec.LookPath("xz")
+			}
+		default:
+			o.XZProgram = f.xzProgram
+		}
 	}
 	if !f.quiet {
 		o.Log = env.Stderr
@@ -228,6 +250,7 @@ func applyAttrs(o *cache.Options, compression *string, a *attrs.Attrs, level, jo
 	o.Derivers = a.Derivers
 	o.NarListing = o.NarListing || a.NarListing
 	o.IndexDebugInfo = o.IndexDebugInfo || a.IndexDebugInfo
+	o.XZProgram = a.XZProgram
 }
 
 // runInDerivation is the builder of mkBinaryCache: everything comes from the
@@ -280,16 +303,79 @@ func readFile(name string, parse func(io.Reader, string) (closure.Closure, error
 	return parse(fh, name)
 }
 
-// pathInfo asks Nix for the closure of paths, with NAR hashes, sizes and
-// derivers.
-func pathInfo(ctx context.Context, paths []string, v closure.Validator) (closure.Closure, error) {
-	args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "--recursive", "--"}, paths...)
-	cmd := exec.CommandContext(ctx, "nix", args...)
+// nixOutput runs a Nix command and returns its standard output; the error
+// carries the command and what Nix said.
+func nixOutput(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("nix path-info %s: %w: %s", strings.Join(paths, " "), err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	return closure.ParsePathInfo(out, v, "nix path-info")
+	return string(out), nil
+}
+
+// buildClosure returns the derivations of paths (a .drv stays itself) with
+// their closures and valid outputs: what a machine needs to rebuild paths
+// from the cache, or to run nix log / nix-store --query --deriver on them.
+func buildClosure(ctx context.Context, paths []string) ([]string, error) {
+	var drvs []string
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".drv") {
+			drvs = append(drvs, p)
+			continue
+		}
+		out, err := nixOutput(ctx, "nix-store", "--query", "--deriver", p)
+		if err != nil {
+			return nil, err
+		}
+		drv := strings.TrimSpace(out)
+		if drv == "unknown-deriver" {
+			return nil, fmt.Errorf("--build-closure: %s has no known deriver", p)
+		}
+		if _, err := os.Stat(drv); err != nil {
+			return nil, fmt.Errorf("--build-closure: the deriver of %s: %w", p, err)
+		}
+		drvs = append(drvs, drv)
+	}
+	out, err := nixOutput(ctx, "nix-store", append([]string{"--query", "--requisites", "--include-outputs", "--"}, drvs...)...)
+	if err != nil {
+		return nil, err
+	}
+	return append(strings.Fields(out), paths...), nil
+}
+
+// pathInfo asks Nix for the closure of paths, with NAR hashes, sizes and
+// derivers. The new CLI takes a .drv as its outputs unless told
+// --derivation, so derivations get a call of their own.
+func pathInfo(ctx context.Context, paths []string, v closure.Validator) (closure.Closure, error) {
+	var drvs, others []string
+	for _, p := range paths {
+		if strings.HasSuffix(p, ".drv") {
+			drvs = append(drvs, p)
+		} else {
+			others = append(others, p)
+		}
+	}
+	var cs []closure.Closure
+	for _, group := range []struct {
+		paths []string
+		flags []string
+	}{{others, nil}, {drvs, []string{"--derivation"}}} {
+		if len(group.paths) == 0 {
+			continue
+		}
+		args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "--recursive"}, group.flags...)
+		out, err := nixOutput(ctx, "nix", append(append(args, "--"), group.paths...)...)
+		if err != nil {
+			return nil, err
+		}
+		c, err := closure.ParsePathInfo([]byte(out), v, "nix path-info")
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, c)
+	}
+	return closure.Merge(cs...)
 }

@@ -235,12 +235,48 @@ func TestUsage(t *testing.T) {
 		{[]string{"--help"}, 0, "Examples:"},
 		{[]string{"--out", "/tmp/x"}, 2, "give exactly one of --attrs, --closure-info, --graph or store paths"},
 		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
-		{[]string{"--out", "/tmp/x", "--compression", "gzip", "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"}, 1, "nix path-info"},
+		{[]string{"--out", "/tmp/x", "--compression", "gzip", "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"}, 1, "path-info --json --recursive -- /nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"},
 	} {
 		cmd := exec.Command(binary(t), tc.args...)
 		out, _ := cmd.CombinedOutput()
 		if code := cmd.ProcessState.ExitCode(); code != tc.code || !strings.Contains(string(out), tc.want) {
 			t.Errorf("mkbinarycache %s: exit %d, output %q; want exit %d and %q", strings.Join(tc.args, " "), code, out, tc.code, tc.want)
 		}
+	}
+}
+
+// --build-closure adds the derivations: a fresh store can then realise
+// hello's .drv from the cache alone, and knows how hello was built.
+func TestBuildClosure(t *testing.T) {
+	nixtest.Require(t)
+	fx := nixtest.BuildFixture(t)
+	drv := nixtest.Run(t, "nix-store", "--query", "--deriver", fx.Hello)
+	dir := filepath.Join(t.TempDir(), "cache")
+	mkbinarycache(t, "--out", dir, "--quiet", "--build-closure", fx.Hello)
+	want := nixtest.Run(t, "nix-store", "--query", "--requisites", "--include-outputs", drv)
+	var got []string
+	for p := range narInfos(t, dir) {
+		got = append(got, p)
+	}
+	wantList := strings.Fields(want)
+	sort.Strings(wantList)
+	sort.Strings(got)
+	if diff := cmp.Diff(wantList, got); diff != "" {
+		t.Errorf("cache paths (-want +got):\n%s", diff)
+	}
+	url := "file://" + dir
+	out, err := nixtest.FreshStore(t, "nix-store -r "+drv+" --option max-jobs 0 "+strings.Join(nixtest.SubstituterOpts(url), " ")+
+		" && nix-store --query --deriver "+fx.Hello+" && "+fx.Hello+"/bin/hello")
+	if err != nil {
+		t.Fatalf("fresh store: %v\n%s", err, out)
+	}
+	for _, w := range []string{"copying path '" + drv + "' from '" + url + "'", drv, "Hello from libgreet!"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("fresh store output lacks %q:\n%s", w, out)
+		}
+	}
+	cmd := exec.Command(binary(t), "--out", dir, "--build-closure", fx.Busybox)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), fx.Busybox+" has no known deriver") {
+		t.Errorf("--build-closure of a path without deriver: %v, %s", err, out)
 	}
 }
