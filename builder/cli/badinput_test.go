@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
@@ -242,6 +243,73 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 			checkNoPartial(t, out)
+		})
+	}
+}
+
+// TestSpecialFilesInCache: verify and sign open what a cache holds; a FIFO
+// there used to block them forever (and a signal could not end the wait).
+// Each must name the file and say what it is.
+func TestSpecialFilesInCache(t *testing.T) {
+	s := newFakeStore(t)
+	for _, where := range []string{"narinfo", "nar", "listing", "nix-cache-info"} {
+		t.Run(where, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			attrsFile := filepath.Join(t.TempDir(), "attrs.json")
+			must(t, os.WriteFile(attrsFile, []byte(attrsJSON(entry(s.good, s.goodHash, s.goodSize))), 0o644))
+			if code, stderr := runCLI("--quiet", "--store-dir", s.dir, "--attrs", attrsFile, "--out", dir, "--nar-listing"); code != 0 {
+				t.Fatalf("write: %s", stderr)
+			}
+			var victim string
+			switch where {
+			case "narinfo":
+				victim = filepath.Join(dir, hOther+".narinfo")
+			case "nar":
+				nars, _ := filepath.Glob(filepath.Join(dir, "nar", "*.nar*"))
+				victim = nars[0]
+			case "listing":
+				victim = filepath.Join(dir, hGood+".ls")
+			case "nix-cache-info":
+				victim = filepath.Join(dir, "nix-cache-info")
+			}
+			os.Remove(victim)
+			must(t, syscall.Mkfifo(victim, 0o644))
+			for _, args := range [][]string{{"verify", "--store-dir", s.dir, dir}, {"sign", "--key-file", "KEY", dir}} {
+				if args[0] == "sign" {
+					if where == "nar" || where == "listing" {
+						continue // sign reads neither
+					}
+					key := filepath.Join(t.TempDir(), "key")
+					if code, stderr := runCLI("keygen", "--secret-key-file", key, "test-1"); code != 0 {
+						t.Skipf("keygen: %s", stderr)
+					}
+					args[2] = key
+				}
+				type res struct {
+					code   int
+					stderr string
+				}
+				done := make(chan res, 1)
+				go func() {
+					var out, errb bytes.Buffer
+					env := cli.Env{Getenv: func(string) string { return "" }, Stdout: &out, Stderr: &errb}
+					code := cli.Main(context.Background(), args, env)
+					done <- res{code, out.String() + errb.String()}
+				}()
+				select {
+				case r := <-done:
+					if r.code == 0 {
+						t.Errorf("%s succeeded with a FIFO at %s:\n%s", args[0], victim, r.stderr)
+					}
+					for _, w := range []string{victim, "named pipe"} {
+						if !strings.Contains(r.stderr, w) {
+							t.Errorf("%s: output lacks %q:\n%s", args[0], w, r.stderr)
+						}
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatalf("%s hangs on a FIFO at %s", args[0], victim)
+				}
+			}
 		})
 	}
 }

@@ -22,7 +22,7 @@ const DefaultStoreDir = "/nix/store"
 // CacheStoreDir returns the StoreDir of the cache at dir (from its
 // nix-cache-info), or "" when the file does not exist or does not say.
 func CacheStoreDir(dir string) (string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "nix-cache-info"))
+	data, err := ReadRegular(filepath.Join(dir, "nix-cache-info"))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -89,7 +89,7 @@ const (
 // (one made before the narinfo changed) is replaced. The file is replaced
 // atomically (temporary file and rename), keeping its permissions.
 func SignFile(name string, key signature.SecretKey, storeDir string) (Outcome, error) {
-	data, err := os.ReadFile(name)
+	data, err := ReadRegular(name)
 	if err != nil {
 		return 0, err
 	}

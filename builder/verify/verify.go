@@ -167,7 +167,7 @@ func (r *result) add(format string, a ...any) {
 }
 
 func (c *checker) narInfo(ctx context.Context, file string) (r result) {
-	data, err := os.ReadFile(file)
+	data, err := sign.ReadRegular(file)
 	if err != nil {
 		r.add("%v", err)
 		return r
@@ -335,7 +335,7 @@ func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashP
 		r.add("NAR %s not checked: %v", u, err)
 		return
 	}
-	f, err := os.Open(filepath.Join(c.dir, filepath.FromSlash(u)))
+	f, err := sign.OpenRegular(filepath.Join(c.dir, filepath.FromSlash(u)))
 	if errors.Is(err, os.ErrNotExist) {
 		r.add("NAR %s is missing", u)
 		return
@@ -407,7 +407,7 @@ func fmtHash(digest []byte, algo nixhash.Algorithm) string {
 // writers may order keys differently).
 func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 	name := hashPart + ".ls"
-	data, err := os.ReadFile(filepath.Join(c.dir, name))
+	data, err := sign.ReadRegular(filepath.Join(c.dir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return
 	} else if err != nil {
@@ -445,7 +445,7 @@ func debugInfo(dir string, emit func(string, []string)) {
 			continue
 		}
 		name := filepath.Join(dir, "debuginfo", e.Name())
-		data, err := os.ReadFile(name)
+		data, err := sign.ReadRegular(name)
 		if err != nil {
 			emit(name, []string{err.Error()})
 			continue
