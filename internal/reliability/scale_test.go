@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,8 +37,8 @@ func (m measure) String() string {
 		m.wall.Seconds(), m.user.Seconds(), m.sys.Seconds(), m.rssMiB, m.maxFDs, float64(m.outSize)/(1<<20))
 }
 
-// measureRun runs the binary and samples its open file descriptors every
-// 5 ms; peak RSS comes from the kernel (rusage maxrss).
+// measureRun runs the binary and samples its open file descriptors and its
+// peak RSS (VmHWM) every 5 ms.
 func measureRun(t *testing.T, bin, out string, args ...string) measure {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -49,18 +48,31 @@ func measureRun(t *testing.T, bin, out string, args ...string) measure {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var maxFDs atomic.Int64
+	var maxFDs, hwmKiB atomic.Int64
 	done := make(chan struct{})
 	go func() {
-		fdDir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+		proc := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
 		for {
 			select {
 			case <-done:
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
-			if ents, err := os.ReadDir(fdDir); err == nil && int64(len(ents)) > maxFDs.Load() {
+			if ents, err := os.ReadDir(proc + "fd"); err == nil && int64(len(ents)) > maxFDs.Load() {
 				maxFDs.Store(int64(len(ents)))
+			}
+			// VmHWM, the peak RSS of the running image. rusage's maxrss
+			// would count the test process's RSS at fork time too.
+			if status, err := os.ReadFile(proc + "status"); err == nil {
+				for _, line := range strings.Split(string(status), "\n") {
+					if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+						var kib int64
+						fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kib)
+						if kib > hwmKiB.Load() {
+							hwmKiB.Store(kib)
+						}
+					}
+				}
 			}
 		}
 	}()
@@ -69,12 +81,11 @@ func measureRun(t *testing.T, bin, out string, args ...string) measure {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	m := measure{
 		wall:   time.Since(start),
 		user:   cmd.ProcessState.UserTime(),
 		sys:    cmd.ProcessState.SystemTime(),
-		rssMiB: float64(ru.Maxrss) / 1024,
+		rssMiB: float64(hwmKiB.Load()) / 1024,
 		maxFDs: int(maxFDs.Load()),
 	}
 	filepath.Walk(out, func(_ string, fi os.FileInfo, err error) error {
