@@ -25,6 +25,9 @@ type Attrs struct {
 	Priority       int
 	WantMassQuery  bool
 	Derivers       map[string]string // store path -> .drv path
+	// XZProgram is an xz(1) to compress xz NARs with (xzProgram, e.g.
+	// "${pkgs.xz}/bin/xz"); "" for the pure Go encoder.
+	XZProgram string
 }
 
 // file mirrors the JSON; unknown attributes are ignored.
@@ -40,6 +43,7 @@ type file struct {
 	Priority              *int                       `json:"priority"`
 	WantMassQuery         *bool                      `json:"wantMassQuery"`
 	Derivers              map[string]string          `json:"derivers"`
+	XZProgram             *string                    `json:"xzProgram"`
 }
 
 // Find returns the structured attrs file of the running build: the file
@@ -80,6 +84,9 @@ func Parse(data []byte, v closure.Validator, source string) (*Attrs, error) {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	a := &Attrs{Out: f.Outputs["out"], Level: f.CompressionLevel, Jobs: f.Jobs, Derivers: f.Derivers}
+	if f.XZProgram != nil {
+		a.XZProgram = *f.XZProgram
+	}
 	if f.Compression != nil {
 		a.Compression = *f.Compression
 	}

@@ -253,9 +253,10 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 
 	fileHash := &countingHash{Hash: sha256.New()}
 	narHash := &countingHash{Hash: sha256.New()}
-	fileBuf := bufio.NewWriterSize(io.MultiWriter(tmp, fileHash), 1<<20)
+	// No larger than the NAR: many small paths would each allocate 1 MiB.
+	fileBuf := bufio.NewWriterSize(io.MultiWriter(tmp, fileHash), int(min(1<<20, max(4<<10, p.NarSize))))
 	enc, err := compress.NewWriter(fileBuf, o.Compression, compress.Options{Level: o.Level, Threads: o.threads(),
-		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize})
+		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize, SizeHint: int64(p.NarSize)})
 	if err != nil {
 		return nil, err
 	}

@@ -21,10 +21,15 @@ import (
 // are concatenated. Every decoder Nix uses (libarchive's, and zstd, xz and
 // bzip2 themselves) reads concatenated streams as one. Since the cut points
 // depend only on the offset, the output does not depend on the number of
-// threads. With 16 MiB (twice klauspost's default zstd window) chunking costs
-// 0.2% of zstd output on the Go toolchain's NAR (8 MiB: 0.4%), and
-// keeps memory at a few chunks per path.
-const DefaultChunkSize = 16 << 20
+// threads. 8 MiB, klauspost's default zstd window, costs 0.4% of zstd
+// output on the Go toolchain's NAR (16 MiB: 0.2%, but twice the memory:
+// over 300 MB of RSS on BIG with Go's GC slack). xz with a large dictionary
+// loses more at chunk boundaries: XZProgramChunkSize.
+const DefaultChunkSize = 8 << 20
+
+// XZProgramChunkSize is the chunk size for an external xz, whose presets
+// use dictionaries of 8 MiB and more: xz -T uses 3 dictionaries per block.
+const XZProgramChunkSize = 24 << 20
 
 // chunkFunc compresses src into a complete stream appended to dst.
 type chunkFunc func(dst, src []byte) ([]byte, error)
@@ -37,6 +42,7 @@ type chunkWriter struct {
 	encode  chunkFunc
 	buf     []byte
 	written bool                  // a chunk was submitted
+	left    int64                 // the input still expected, from Options.SizeHint
 	queue   chan chan chunkResult // in order, for drain
 	done    chan struct{}         // drain returned
 	sem     chan struct{}         // chunks submitted and not yet written
@@ -50,23 +56,42 @@ type chunkResult struct {
 	err      error
 }
 
-var bufPool sync.Pool // *[]byte, chunk buffers of any capacity
+// Chunk buffers are pooled by power-of-two capacity, from 64 KiB up: NARs
+// come in every size, and a pool of mixed sizes would keep dropping the
+// buffers it returns.
+const minBufShift = 16
+
+var bufPools [40]sync.Pool // *[]byte of capacity 1<<i
+
+func bufClass(n int) int {
+	c := minBufShift
+	for 1<<c < n {
+		c++
+	}
+	return c
+}
 
 func getBuf(n int) []byte {
-	if b, ok := bufPool.Get().(*[]byte); ok && cap(*b) >= n {
+	c := bufClass(n)
+	if b, ok := bufPools[c].Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, n)
+	return make([]byte, 0, 1<<c)
 }
 
 func putBuf(b []byte) {
-	if cap(b) > 0 {
-		bufPool.Put(&b)
+	if c := cap(b); c >= 1<<minBufShift && c&(c-1) == 0 {
+		bufPools[bufClass(c)].Put(&b)
 	}
 }
 
-func newChunkWriter(w io.Writer, size, threads int, encode chunkFunc) *chunkWriter {
-	c := &chunkWriter{w: w, size: size, encode: encode,
+// slots bounds the chunks being compressed or waiting to be written across
+// every writer of the process, so that memory stays at a few chunks per
+// core however many paths are written at once.
+var slots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 2))
+
+func newChunkWriter(w io.Writer, size, threads int, hint int64, encode chunkFunc) *chunkWriter {
+	c := &chunkWriter{w: w, size: size, encode: encode, left: hint,
 		queue: make(chan chan chunkResult, threads), done: make(chan struct{}), sem: make(chan struct{}, threads)}
 	go c.drain()
 	return c
@@ -84,6 +109,7 @@ func (c *chunkWriter) drain() {
 			}
 		}
 		putBuf(r.out)
+		<-slots
 		<-c.sem
 		if r.err != nil {
 			c.setErr(r.err)
@@ -112,11 +138,17 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if c.buf == nil {
-			c.buf = getBuf(min(c.size, max(len(p), 64<<10)))
+			// The whole chunk, or what the hint says is left of the NAR.
+			n := c.size
+			if c.left > 0 && c.left < int64(n) {
+				n = int(c.left)
+			}
+			c.buf = getBuf(n)
 		}
 		k := min(len(p), c.size-len(c.buf))
 		c.buf = append(c.buf, p[:k]...)
 		p = p[k:]
+		c.left -= int64(k)
 		if len(c.buf) == c.size {
 			c.submit()
 		}
@@ -132,9 +164,10 @@ func (c *chunkWriter) submit() {
 	// A slot is freed once the chunk is written: at most threads chunks
 	// and the one being filled are held in memory.
 	c.sem <- struct{}{}
+	slots <- struct{}{}
 	c.queue <- ch
 	go func() {
-		out, err := c.encode(getBuf(len(src)/2+1024), src)
+		out, err := c.encode(getBuf(len(src)), src)
 		ch <- chunkResult{src: src, out: out, err: err}
 	}()
 }

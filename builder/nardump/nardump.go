@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/nix-community/go-nix/pkg/nar"
 )
@@ -18,9 +19,18 @@ import (
 // compressor and hasher handle efficiently.
 const bufSize = 256 << 10
 
+// writers are reused: a cache of many small paths would otherwise allocate
+// and clear a buffer per path.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+
 // Dump writes the NAR serialisation of the file system object at path to w.
 func Dump(w io.Writer, path string) error {
-	bw := bufio.NewWriterSize(w, bufSize)
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	defer func() {
+		bw.Reset(nil)
+		writers.Put(bw)
+	}()
 	if err := nar.DumpPath(bw, path); err != nil {
 		return fmt.Errorf("dump %s: %w", path, explain(err))
 	}
