@@ -14,7 +14,7 @@ import (
 )
 
 // TestInterrupted kills the binary with SIGKILL at random moments while it
-// writes a cache (--jobs 2), again and again into the same directory. After
+// writes a cache (--jobs 2, with listings), again and again into the same directory. After
 // every kill, no narinfo may point to a missing or partial NAR; the run
 // after the last kill completes the cache, removes the killed runs'
 // temporary files, and leaves the very bytes an uninterrupted run writes;
@@ -26,7 +26,7 @@ func TestInterrupted(t *testing.T) {
 	paths := append([]string{fx.Hello, blobPath(t, "blob-24m", 24<<20), blobPath(t, "blob-8m", 8<<20)},
 		smallPaths(t, 40)...)
 	args := func(dir string) []string {
-		return append([]string{"--quiet", "--jobs", "2", "--out", dir}, paths...)
+		return append([]string{"--quiet", "--jobs", "2", "--nar-listing", "--out", dir}, paths...)
 	}
 
 	// An uninterrupted run: the reference, and the time a run takes.
