@@ -254,7 +254,12 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 	fileHash := &countingHash{Hash: sha256.New()}
 	narHash := &countingHash{Hash: sha256.New()}
 	// No larger than the NAR: many small paths would each allocate 1 MiB.
-	fileBuf := bufio.NewWriterSize(io.MultiWriter(tmp, fileHash), int(min(1<<20, max(4<<10, p.NarSize))))
+	fileOut := io.MultiWriter(tmp, fileHash)
+	if o.Compression == compress.None {
+		// The file is the NAR: hash it once (see below).
+		fileOut = tmp
+	}
+	fileBuf := bufio.NewWriterSize(fileOut, int(min(1<<20, max(4<<10, p.NarSize))))
 	enc, err := compress.NewWriter(fileBuf, o.Compression, compress.Options{Level: o.Level, Threads: o.threads(),
 		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize, SizeHint: int64(p.NarSize)})
 	if err != nil {
@@ -289,6 +294,9 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 		}
 	}
 
+	if o.Compression == compress.None {
+		fileHash = narHash
+	}
 	fh := nixhash.MustNewHashWithEncoding(nixhash.SHA256, fileHash.Sum(nil), nixhash.NixBase32, true)
 	url := "nar/" + fh.Format(nixhash.NixBase32, false) + ".nar" + o.Compression.Ext()
 	if err := os.Rename(tmp.Name(), filepath.Join(o.Dir, url)); err != nil {
