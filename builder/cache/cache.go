@@ -23,6 +23,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
 
 // Dirs are created empty in every cache: Nix creates them when it opens a
@@ -329,7 +330,23 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 	if deriver != "" {
 		ni.Deriver = filepath.Base(deriver)
 	}
+	if ni.CA == "" && len(ni.References) == 0 {
+		ni.CA = o.inferCA(ni)
+	}
 	return ni, nil
+}
+
+// inferCA recovers the content address of a path imported by
+// builtins.path, nix-store --add or a recursive fixed-output derivation,
+// which the legacy graph and closureInfo formats do not carry: its store
+// path is computed from its NAR hash. Clients accept such paths unsigned.
+func (o *Options) inferCA(ni *narinfo.NarInfo) string {
+	candidate := *ni
+	candidate.CA = "fixed:r:" + ni.NarHash.Format(nixhash.NixBase32, true)
+	if ok, err := sign.ContentAddressed(&candidate, o.StoreDir); err == nil && ok {
+		return candidate.CA
+	}
+	return ""
 }
 
 // writeFileAtomic writes data to a temporary file beside name and renames it,
