@@ -166,7 +166,11 @@ func NewWriter(w io.Writer, m Method, o Options) (io.WriteCloser, error) {
 	default:
 		return nil, fmt.Errorf("unsupported compression %q", m)
 	}
-	return newChunkWriter(w, size, threads, o.SizeHint, enc), nil
+	c := newChunkWriter(w, size, threads, o.SizeHint, enc)
+	if m == XZ {
+		c.outDiv = 4 // xz output is well under a quarter of a NAR; it grows if not
+	}
+	return c, nil
 }
 
 // NewReader returns a decoder reading from r.
