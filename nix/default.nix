@@ -156,6 +156,9 @@ let
       wantMassQuery ? null, # bool: nix-cache-info "WantMassQuery:"
       derivers ? null, # null = computed from rootPaths; { } = no Deriver lines
       jobs ? null, # int >= 1; null = $NIX_BUILD_CORES
+      # An xz(1) binary, e.g. "${pkgs.xz}/bin/xz": liblzma compresses xz NARs
+      # much faster and smaller than the built-in pure Go encoder. null = built-in.
+      xzProgram ? null,
     }:
     let
       roots = checkRootPaths rootPaths;
@@ -205,6 +208,14 @@ let
           check (wantMassQuery == null || builtins.isBool wantMassQuery)
             "`wantMassQuery` must be null or a bool, got ${describe wantMassQuery}"
             wantMassQuery
+        )
+        // optionalAttr "xzProgram" (
+          if xzProgram == null then
+            null
+          else if !(builtins.isString xzProgram || builtins.isPath xzProgram) then
+            fail "`xzProgram` must be null or the path of an xz binary, e.g. \"\${pkgs.xz}/bin/xz\", got ${describe xzProgram}"
+          else
+            "${xzProgram}"
         )
         // optionalAttr "jobs" (
           check (jobs == null || (builtins.isInt jobs && jobs >= 1))

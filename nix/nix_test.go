@@ -115,6 +115,7 @@ func TestEvaluationErrors(t *testing.T) {
 		{`{ rootPaths = null; }`, "the argument `rootPaths` is required"},
 		{`{ compression = "none"; compressionLevel = 3; }`, "`compressionLevel` makes no sense with compression = \"none\""},
 		{`{ compressionLevel = 30; }`, "`compressionLevel` for zstd must be from 1 to 22, got 30"},
+		{`{ compression = "xz"; xzProgram = 3; }`, "`xzProgram` must be null or the path of an xz binary"},
 	} {
 		out, err := exec.Command("nix-instantiate", "-E", expr(t, tc.args)).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "mkBinaryCache: "+tc.want) {
