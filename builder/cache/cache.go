@@ -12,7 +12,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
 
@@ -62,19 +62,7 @@ type Stats struct {
 	Elapsed        time.Duration
 }
 
-func (o *Options) jobs() int {
-	if o.Jobs > 0 {
-		return o.Jobs
-	}
-	return runtime.NumCPU()
-}
-
-func (o *Options) threads() int {
-	if o.Threads > 0 {
-		return o.Threads
-	}
-	return runtime.NumCPU()
-}
+func (o *Options) threads() int { return pool.Jobs(o.Threads) }
 
 // Write adds every path of c to the cache at o.Dir. A path whose narinfo
 // exists already is left as it is, so a cache can grow over several runs.
@@ -106,44 +94,26 @@ func Write(ctx context.Context, c closure.Closure, o Options) (Stats, error) {
 	var (
 		mu    sync.Mutex
 		stats Stats
-		wg    sync.WaitGroup
-		work  = make(chan closure.Path)
 	)
-	for range min(o.jobs(), max(len(order), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range work {
-				r, err := o.addPath(ctx, p)
-				if err != nil {
-					cancel(err)
-					continue
-				}
-				mu.Lock()
-				stats.Paths++
-				if r.skipped {
-					stats.Skipped++
-				} else {
-					stats.NarBytes += r.narSize
-					stats.FileBytes += r.fileSize
-				}
-				if o.Log != nil {
-					o.logPath(p.StorePath, r)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-feed:
-	for _, p := range order {
-		select {
-		case work <- p:
-		case <-ctx.Done():
-			break feed
+	pool.Each(ctx, o.Jobs, order, func(p closure.Path) {
+		r, err := o.addPath(ctx, p)
+		if err != nil {
+			cancel(err)
+			return
 		}
-	}
-	close(work)
-	wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		stats.Paths++
+		if r.skipped {
+			stats.Skipped++
+		} else {
+			stats.NarBytes += r.narSize
+			stats.FileBytes += r.fileSize
+		}
+		if o.Log != nil {
+			o.logPath(p.StorePath, r)
+		}
+	})
 	stats.Elapsed = time.Since(start)
 	if err := context.Cause(ctx); err != nil {
 		return stats, err
@@ -378,7 +348,7 @@ func (o *Options) logPath(storePath string, r result) {
 		fmt.Fprintf(o.Log, "%s: already in the cache\n", storePath)
 		return
 	}
-	fmt.Fprintf(o.Log, "%s: NAR %s, %s %s\n", storePath, humanBytes(r.narSize), o.Compression, humanBytes(r.fileSize))
+	fmt.Fprintf(o.Log, "%s: NAR %s, %s %s\n", storePath, HumanBytes(r.narSize), o.Compression, HumanBytes(r.fileSize))
 }
 
 func (o *Options) logSummary(s Stats) {
@@ -388,11 +358,12 @@ func (o *Options) logSummary(s Stats) {
 	}
 	secs := s.Elapsed.Seconds()
 	fmt.Fprintf(o.Log, "%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s/s\n",
-		s.Paths, s.Skipped, humanBytes(s.NarBytes), o.Compression, humanBytes(s.FileBytes), ratio, secs,
-		humanBytes(uint64(float64(s.NarBytes)/max(secs, 1e-9))))
+		s.Paths, s.Skipped, HumanBytes(s.NarBytes), o.Compression, HumanBytes(s.FileBytes), ratio, secs,
+		HumanBytes(uint64(float64(s.NarBytes)/max(secs, 1e-9))))
 }
 
-func humanBytes(n uint64) string {
+// HumanBytes formats a byte count with binary units, as the logs show them.
+func HumanBytes(n uint64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 )
@@ -65,7 +66,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	}
 	if !*quiet {
 		fmt.Fprintf(env.Stderr, "%d narinfos, NAR %s (%s compressed) checked%s: ",
-			stats.NarInfos, humanBytes(stats.NarBytes), humanBytes(stats.FileBytes), keyNames(o.PublicKeys))
+			stats.NarInfos, cache.HumanBytes(stats.NarBytes), cache.HumanBytes(stats.FileBytes), keyNames(o.PublicKeys))
 		if stats.Problems == 0 {
 			fmt.Fprintln(env.Stderr, "no problems")
 		} else {
@@ -87,17 +88,4 @@ func keyNames(keys []signature.PublicKey) string {
 		names[i] = k.Name
 	}
 	return ", signatures by " + strings.Join(names, " or ")
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

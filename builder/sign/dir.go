@@ -8,12 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 )
 
 // DefaultStoreDir is the store directory of caches that do not say.
@@ -217,52 +218,30 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions) (DirSta
 	if err != nil {
 		return DirStats{}, err
 	}
-	jobs := o.Jobs
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
 	var (
 		mu    sync.Mutex
 		stats DirStats
 		errs  []error
-		wg    sync.WaitGroup
-		work  = make(chan string)
 	)
-	for range min(jobs, max(len(files), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				out, err := SignFile(f, key, storeDir)
-				mu.Lock()
-				switch {
-				case err != nil:
-					stats.Failed++
-					errs = append(errs, err)
-				case out == Added:
-					stats.Added++
-				case out == Present:
-					stats.Present++
-				case out == Replaced:
-					stats.Replaced++
-					if o.Log != nil {
-						fmt.Fprintf(o.Log, "%s: replaced an invalid signature by %s\n", f, KeyName(key))
-					}
-				}
-				mu.Unlock()
+	pool.Each(ctx, o.Jobs, files, func(f string) {
+		out, err := SignFile(f, key, storeDir)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			stats.Failed++
+			errs = append(errs, err)
+		case out == Added:
+			stats.Added++
+		case out == Present:
+			stats.Present++
+		case out == Replaced:
+			stats.Replaced++
+			if o.Log != nil {
+				fmt.Fprintf(o.Log, "%s: replaced an invalid signature by %s\n", f, KeyName(key))
 			}
-		}()
-	}
-feed:
-	for _, f := range files {
-		select {
-		case work <- f:
-		case <-ctx.Done():
-			break feed
 		}
-	}
-	close(work)
-	wg.Wait()
+	})
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}

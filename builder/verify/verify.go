@@ -25,7 +25,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -40,6 +39,8 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 )
 
 // Options say what to check.
@@ -110,40 +111,18 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 	}
 	c := checker{dir: o.Dir, storeDir: storeDir, keys: o.PublicKeys, have: have}
 
-	jobs := o.Jobs
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
-	var wg sync.WaitGroup
-	work := make(chan string)
-	for range min(jobs, max(len(files), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for f := range work {
-				r := c.narInfo(ctx, f)
-				if ctx.Err() != nil {
-					continue // read errors of a cancelled check are no problems
-				}
-				mu.Lock()
-				stats.NarInfos++
-				stats.NarBytes += r.narBytes
-				stats.FileBytes += r.fileBytes
-				mu.Unlock()
-				emit(f, r.problems)
-			}
-		}()
-	}
-feed:
-	for _, f := range files {
-		select {
-		case work <- f:
-		case <-ctx.Done():
-			break feed
+	pool.Each(ctx, o.Jobs, files, func(f string) {
+		r := c.narInfo(ctx, f)
+		if ctx.Err() != nil {
+			return // read errors of a cancelled check are no problems
 		}
-	}
-	close(work)
-	wg.Wait()
+		mu.Lock()
+		stats.NarInfos++
+		stats.NarBytes += r.narBytes
+		stats.FileBytes += r.fileBytes
+		mu.Unlock()
+		emit(f, r.problems)
+	})
 	if err := ctx.Err(); err != nil {
 		return stats, err
 	}
