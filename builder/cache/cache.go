@@ -22,6 +22,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
@@ -148,7 +149,7 @@ func Init(dir, storeDir string, priority int, wantMassQuery bool) error {
 	if priority != 0 {
 		info += fmt.Sprintf("Priority: %d\n", priority)
 	}
-	return writeFileAtomic(infoPath, []byte(info))
+	return atomicfile.Write(infoPath, []byte(info), 0o644)
 }
 
 func cacheInfoStoreDir(info string) string {
@@ -190,7 +191,7 @@ func (o *Options) addPath(ctx context.Context, p closure.Path) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	if err := writeFileAtomic(infoPath, []byte(ni.String())); err != nil {
+	if err := atomicfile.Write(infoPath, []byte(ni.String()), 0o644); err != nil {
 		return result{}, fmt.Errorf("%s: %w", p.StorePath, err)
 	}
 	return result{narSize: ni.NarSize, fileSize: ni.FileSize}, nil
@@ -317,30 +318,6 @@ func (o *Options) inferCA(ni *narinfo.NarInfo) string {
 		return candidate.CA
 	}
 	return ""
-}
-
-// writeFileAtomic writes data to a temporary file beside name and renames it,
-// so readers and interrupted runs see the whole file or none.
-func writeFileAtomic(name string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
 }
 
 func (o *Options) logPath(storePath string, r result) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 )
@@ -61,7 +62,7 @@ func (ix *indexer) wait(dumpErr error) (*listing.Node, error) {
 // alone: the same build ID may come with several store paths.
 func (o *Options) writeIndex(storePath, url string, root *listing.Node) error {
 	if o.NarListing {
-		if err := writeFileAtomic(filepath.Join(o.Dir, hashPart(storePath)+".ls"), listing.JSON(root)); err != nil {
+		if err := atomicfile.Write(filepath.Join(o.Dir, hashPart(storePath)+".ls"), listing.JSON(root), 0o644); err != nil {
 			return fmt.Errorf("%s: %w", storePath, err)
 		}
 	}
@@ -73,7 +74,7 @@ func (o *Options) writeIndex(storePath, url string, root *listing.Node) error {
 			} else if !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("%s: %w", storePath, err)
 			}
-			if err := writeFileAtomic(name, debuginfo.JSON(f, url)); err != nil {
+			if err := atomicfile.Write(name, debuginfo.JSON(f, url), 0o644); err != nil {
 				return fmt.Errorf("%s: %w", storePath, err)
 			}
 		}

@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 )
 
@@ -173,23 +176,11 @@ func replaceFile(name string, data []byte) error {
 	if st, err := os.Stat(name); err == nil {
 		mode = st.Mode().Perm()
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%s: %w (is the cache a writable copy? cp -r --no-preserve=mode result/ DIR)", name, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", name, err)
+	if err := atomicfile.Write(name, data, mode); err != nil {
+		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+			return fmt.Errorf("%w (is the cache a writable copy? cp -r --no-preserve=mode result/ DIR)", err)
+		}
+		return err
 	}
 	return nil
 }
