@@ -226,9 +226,14 @@ func zstdChunk(level zstd.EncoderLevel) (chunkFunc, error) {
 }
 
 func xzChunk(dict int) chunkFunc {
+	return streamChunk(func(w io.Writer) (io.WriteCloser, error) { return xz.WriterConfig{DictCap: dict}.NewWriter(w) })
+}
+
+// streamChunk compresses each chunk as a whole stream of a streaming encoder.
+func streamChunk(newWriter func(io.Writer) (io.WriteCloser, error)) chunkFunc {
 	return func(dst, src []byte) ([]byte, error) {
 		b := bytes.NewBuffer(dst)
-		w, err := xz.WriterConfig{DictCap: dict}.NewWriter(b)
+		w, err := newWriter(b)
 		if err != nil {
 			return nil, err
 		}
@@ -267,18 +272,7 @@ func xzProgramChunk(program string, level int) chunkFunc {
 }
 
 func bzip2Chunk(level int) chunkFunc {
-	return func(dst, src []byte) ([]byte, error) {
-		b := bytes.NewBuffer(dst)
-		w, err := bzip2.NewWriter(b, &bzip2.WriterConfig{Level: level})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Write(src); err != nil {
-			return nil, err
-		}
-		if err := w.Close(); err != nil {
-			return nil, err
-		}
-		return b.Bytes(), nil
-	}
+	return streamChunk(func(w io.Writer) (io.WriteCloser, error) {
+		return bzip2.NewWriter(w, &bzip2.WriterConfig{Level: level})
+	})
 }
