@@ -203,10 +203,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	if o.Dir == "" {
 		return usagef("--out is required")
 	}
-	if compression == "" {
-		compression = string(compress.Zstd)
-	}
-	if o.Compression, err = compress.Parse(compression); err != nil {
+	if o.Compression, err = parseCompression(compression); err != nil {
 		return usageError{err}
 	}
 	if err := o.Compression.CheckLevel(o.Level); err != nil {
@@ -277,14 +274,20 @@ func runInDerivation(ctx context.Context, env Env) error {
 			o.Jobs, o.Threads = n, n
 		}
 	}
-	if compression == "" {
-		compression = string(compress.Zstd)
-	}
-	if o.Compression, err = compress.Parse(compression); err != nil {
+	if o.Compression, err = parseCompression(compression); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	_, err = cache.Write(ctx, a.Closure, o)
 	return err
+}
+
+// parseCompression parses a compression name; none given means zstd, the
+// default of nixpkgs' mkBinaryCache.
+func parseCompression(s string) (compress.Method, error) {
+	if s == "" {
+		return compress.Zstd, nil
+	}
+	return compress.Parse(s)
 }
 
 func storeDirFromEnv(env Env) string {
