@@ -1,65 +1,206 @@
 // Package nardump serialises a store path to the NAR format, byte-identical
 // to `nix-store --dump`.
+//
+// A Dumper walks the tree with directory file descriptors and raw system
+// calls, writing the NAR through one reused buffer: no goroutine, no
+// allocation per file, and file contents are read straight into the output
+// buffer. Sparse files are read with SEEK_DATA/SEEK_HOLE, their holes
+// written as zeros without reading them. The same walk can also return the
+// file tree (as listing.Node, with NAR offsets) and the nesting depth.
 package nardump
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
-	"github.com/nix-community/go-nix/pkg/nar"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 )
 
-// bufSize batches go-nix's many small writes (DESIGN.md §1) into writes a
-// compressor and hasher handle efficiently.
-const bufSize = 256 << 10
+// MaxNixDepth is the deepest NAR that Nix >= 2.34 accepts, in the unit of
+// Info.MaxDepth. Nix's archive.cc (narMaxDepth = 64) gives the root depth
+// 0, adds 1 per directory entry, and refuses any node, file or directory,
+// at depth >= 64 ("bad archive: NAR directory nesting exceeds maximum depth
+// of 64" when reading, "path … exceeds maximum NAR directory depth of 64"
+// when dumping); so a NAR is accepted iff Info.MaxDepth <= MaxNixDepth.
+const MaxNixDepth = 64
 
-// writers are reused: a cache of many small paths would otherwise allocate
-// and clear a buffer per path.
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, bufSize) }}
+// DefaultBufferSize is the size of a Dumper's output buffer, and so of most
+// writes it makes: large enough that a compressor and a hasher work in
+// bulk, small enough to stay in cache.
+const DefaultBufferSize = 256 << 10
+
+// minBufferSize fits every token (names are at most 255 bytes, symlink
+// targets at most 4095) after a flush.
+const minBufferSize = 8 << 10
+
+// Info describes a dumped NAR.
+type Info struct {
+	// Size is the number of bytes of NAR written (the narinfo's NarSize).
+	Size int64
+	// MaxDepth is the number of nodes on the longest chain from the root
+	// down: 1 for a lone file, symlink or empty directory, 2 for a
+	// directory of files, and so on. See MaxNixDepth.
+	MaxDepth int
+	// Tree is the file tree, as listing.Read would read it from the NAR;
+	// nil unless Dumper.Tree is set.
+	Tree *listing.Node
+}
+
+// Dumper serialises file system trees to NAR. Its zero value is ready to
+// use. A Dumper keeps its buffers from one Dump to the next, so reuse one
+// (per goroutine: it is not safe for concurrent use) for many paths.
+type Dumper struct {
+	// Tree asks Dump to return the file tree in Info.Tree.
+	Tree bool
+	// BufferSize is the size of the output buffer (DefaultBufferSize if
+	// 0). Dump writes to w in chunks of this size, then the rest.
+	BufferSize int
+
+	w       io.Writer
+	buf     []byte // output not yet written to w
+	flushed int64  // bytes written to w so far
+	err     error  // first error from w
+	root    string
+	depth   int
+
+	names  []byte  // NUL-terminated names of the directories being walked
+	ents   []entry // their entries, a range per directory, each range sorted
+	chain  []entry // the entries from the root down to the current node
+	dirent []byte  // getdents buffer
+	link   []byte  // readlink buffer
+	st     statBuf
+	slab   []listing.Node // Tree nodes, allocated in bulk
+}
+
+// entry is a name in Dumper.names.
+type entry struct {
+	off  int
+	len  int
+	kind uint8 // the dirent type
+}
+
+// dumpers serve the package-level Dump, whose callers have no Dumper of
+// their own: a pool keeps its buffers from one call to the next.
+var dumpers = sync.Pool{New: func() any { return new(Dumper) }}
 
 // Dump writes the NAR serialisation of the file system object at path to w.
 func Dump(w io.Writer, path string) error {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
-	if err := nar.DumpPath(bw, path); err != nil {
-		return fmt.Errorf("dump %s: %w", path, explain(err))
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("dump %s: %w", path, err)
-	}
-	return nil
+	d := dumpers.Get().(*Dumper)
+	defer dumpers.Put(d)
+	_, err := d.Dump(w, path)
+	return err
 }
 
-// explain turns go-nix's "unknown type for PATH" into an error that says what
-// the file is and why it cannot be dumped, as nix-store --dump refuses it.
-func explain(err error) error {
-	p, ok := strings.CutPrefix(err.Error(), "unknown type for ")
-	if !ok {
-		return err
+// Dump writes the NAR serialisation of the file system object at path to w.
+// On error, part of the NAR may have been written.
+func (d *Dumper) Dump(w io.Writer, path string) (Info, error) {
+	size := max(d.BufferSize, minBufferSize)
+	if d.BufferSize == 0 {
+		size = DefaultBufferSize
 	}
-	p = strings.TrimPrefix(p, "file ")
-	kind := "a special file"
-	if fi, lerr := os.Lstat(p); lerr == nil {
-		switch m := fi.Mode(); {
-		case m&fs.ModeNamedPipe != 0:
-			kind = "a named pipe (FIFO)"
-		case m&fs.ModeSocket != 0:
-			kind = "a socket"
-		case m&fs.ModeCharDevice != 0:
-			kind = "a character device"
-		case m&fs.ModeDevice != 0:
-			kind = "a block device"
-		}
+	if cap(d.buf) != size {
+		d.buf = make([]byte, 0, size)
 	}
-	return errors.New(p + ": " + kind + ": a NAR holds only regular files, directories and symlinks")
+	d.w, d.buf, d.flushed, d.err, d.root, d.depth = w, d.buf[:0], 0, nil, path, 0
+	d.names, d.ents, d.chain, d.slab = d.names[:0], d.ents[:0], d.chain[:0], nil
+	defer func() { d.w = nil }()
+
+	d.str("nix-archive-1")
+	// The root is looked up by its path from the working directory, as an
+	// entry of unknown type.
+	clean := filepath.Clean(path)
+	if strings.IndexByte(clean, 0) >= 0 {
+		return Info{}, fmt.Errorf("dump %q: the path contains a NUL byte", path)
+	}
+	d.names = append(append(d.names, clean...), 0)
+	root, err := d.node(atFDCWD, entry{len: len(clean), kind: dtUnknown}, 1)
+	if err == nil {
+		d.flush()
+		err = d.err
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("dump %s: %w", path, err)
+	}
+	return Info{Size: d.flushed, MaxDepth: d.depth, Tree: root}, nil
 }
+
+// offset is where the next byte goes in the NAR.
+func (d *Dumper) offset() int64 { return d.flushed + int64(len(d.buf)) }
+
+// flush writes out the buffer. After an error from w it discards output:
+// Dump returns that error at the end.
+func (d *Dumper) flush() {
+	if d.err == nil && len(d.buf) > 0 {
+		_, d.err = d.w.Write(d.buf)
+	}
+	d.flushed += int64(len(d.buf))
+	d.buf = d.buf[:0]
+}
+
+// room makes room for n bytes, n <= cap(d.buf).
+func (d *Dumper) room(n int) {
+	if cap(d.buf)-len(d.buf) < n {
+		d.flush()
+	}
+}
+
+// raw writes pre-encoded tokens.
+func (d *Dumper) raw(s string) {
+	d.room(len(s))
+	d.buf = append(d.buf, s...)
+}
+
+// str writes one NAR string: its length as 64-bit little endian, its
+// bytes, and zeros up to a multiple of 8.
+func (d *Dumper) str(s string) {
+	d.room(8 + len(s) + 7)
+	d.buf = appendUint64(d.buf, uint64(len(s)))
+	d.buf = append(d.buf, s...)
+	d.buf = append(d.buf, zeros8[:pad(int64(len(s)))]...)
+}
+
+func (d *Dumper) bytes(s []byte) {
+	d.room(8 + len(s) + 7)
+	d.buf = appendUint64(d.buf, uint64(len(s)))
+	d.buf = append(d.buf, s...)
+	d.buf = append(d.buf, zeros8[:pad(int64(len(s)))]...)
+}
+
+// zeros writes n zero bytes.
+func (d *Dumper) zeros(n int64) {
+	for n > 0 {
+		if len(d.buf) == cap(d.buf) {
+			d.flush()
+		}
+		k := int(min(n, int64(cap(d.buf)-len(d.buf))))
+		l := len(d.buf)
+		d.buf = d.buf[:l+k]
+		clear(d.buf[l:])
+		n -= int64(k)
+	}
+}
+
+const zeros8 = "\x00\x00\x00\x00\x00\x00\x00\x00"
+
+func pad(n int64) int { return int(-n & 7) }
+
+func appendUint64(b []byte, v uint64) []byte {
+	return append(b, byte(v), byte(v>>8), byte(v>>16), byte(v>>24), byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56))
+}
+
+// Runs of tokens, pre-encoded as NAR strings (checked by TestTokens).
+const (
+	tokOpen          = "\x01\x00\x00\x00\x00\x00\x00\x00(\x00\x00\x00\x00\x00\x00\x00"
+	tokClose         = "\x01\x00\x00\x00\x00\x00\x00\x00)\x00\x00\x00\x00\x00\x00\x00"
+	tokTypeRegular   = "\x04\x00\x00\x00\x00\x00\x00\x00type\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00regular\x00"
+	tokExecutable    = "\x0a\x00\x00\x00\x00\x00\x00\x00executable\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	tokContents      = "\x08\x00\x00\x00\x00\x00\x00\x00contents"
+	tokTypeDirectory = "\x04\x00\x00\x00\x00\x00\x00\x00type\x00\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00directory\x00\x00\x00\x00\x00\x00\x00"
+	tokTypeSymlink   = "\x04\x00\x00\x00\x00\x00\x00\x00type\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00symlink\x00\x06\x00\x00\x00\x00\x00\x00\x00target\x00\x00"
+	tokEntryOpenName = "\x05\x00\x00\x00\x00\x00\x00\x00entry\x00\x00\x00" + tokOpen + "\x04\x00\x00\x00\x00\x00\x00\x00name\x00\x00\x00\x00"
+	tokNode          = "\x04\x00\x00\x00\x00\x00\x00\x00node\x00\x00\x00\x00"
+	tokCloseTwice    = tokClose + tokClose
+)
