@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs what mkbinarycache's tests and example need on a Debian machine,
 # as root: Nix 2.8 (nix-bin), a static busybox for test closures, zstd, xz,
-# python3, iproute2; and a nix.conf for a machine without a network.
+# python3, iproute2; and a nix.conf for a machine without a network. Then two
+# Debian root file systems with newer Nix (trixie: 2.26, sid: 2.34) for the
+# tests' Nix version matrix (internal/nixtest).
 # Does nothing that is already done, so every entry point can call it.
+#   bash scripts/setup.sh            # all of it
+#   MKBINARYCACHE_ROOTFS_SUITES= bash scripts/setup.sh   # without the rootfs
 set -euo pipefail
 step() { echo "==> $*"; }
 if [ "$(id -u)" != 0 ]; then
@@ -31,15 +35,134 @@ fi
 # --- Nix -------------------------------------------------------------------
 # Debian's nix.conf (from nix-setup-systemd) has `sandbox = false` and the
 # default substituter, which retries for minutes without a network. Builds
-# run as root in single-user mode, so no build users either (DESIGN.md §3).
+# run as root in single-user mode, so no build users either.
+nix_conf='build-users-group =
+substituters =
+experimental-features = nix-command flakes'
 if ! grep -Eq '^[[:space:]]*substituters[[:space:]]*=[[:space:]]*$' /etc/nix/nix.conf 2>/dev/null; then
 	step "writing /etc/nix/nix.conf"
 	mkdir -p /etc/nix
-	cat >/etc/nix/nix.conf <<'EOF'
-build-users-group =
-substituters =
-experimental-features = nix-command flakes
-EOF
+	printf '%s\n' "$nix_conf" >/etc/nix/nix.conf
 fi
 # Single-user mode: Nix creates its database on first use, but needs these.
 mkdir -p /nix/store /nix/var/nix
+
+# --- newer Nix: Debian root file systems -----------------------------------
+# Each is built in <suite>.tmp and renamed to <suite> once complete, with a
+# marker file holding its `nix --version`: a present rootfs is never
+# downloaded again, and an interrupted run is finished (or, if its
+# debootstrap did not complete, redone) by the next one. The tests run this
+# Nix chrooted, each time on a fresh tmpfs /nix: never on the host's store.
+ROOTFS=${MKBINARYCACHE_ROOTFS:-/var/lib/mkbinarycache/rootfs}
+SUITES=${MKBINARYCACHE_ROOTFS_SUITES-trixie sid}
+MARKER=.mkbinarycache-rootfs
+
+# mirror prints the Debian mirror this machine's apt uses.
+mirror() {
+	local m=""
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		m=$(awk '$1 == "URIs:" { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+		# deb [options] URL suite components
+		m=$(sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]\+\).*/\2/p' /etc/apt/sources.list | head -n 1)
+	fi
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# in_chroot runs a shell command in dir with /proc mounted, in a private
+# mount namespace so that nothing stays mounted afterwards.
+in_chroot() {
+	local dir=$1
+	shift
+	unshare --mount --propagation private sh -c 'mount -t proc proc "$1/proc" && exec chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C sh -c "$2"' sh "$dir" "$*"
+}
+
+# busy tells whether another process works on a rootfs being built: a
+# debootstrap into it, or anything chrooted into it.
+busy() {
+	local suite=$1 dir=$2 p
+	pgrep -f "debootstrap .*$suite\.tmp( |\$)" >/dev/null && return 0
+	for p in /proc/[0-9]*; do
+		case "$(readlink "$p/root" 2>/dev/null)" in
+		"$dir" | "$dir"/*) return 0 ;;
+		esac
+	done
+	return 1
+}
+
+build_rootfs() {
+	local suite=$1 final="$ROOTFS/$1" tmp="$ROOTFS/$1.tmp"
+	# Someone else's debootstrap or apt-get in the same directory (a previous
+	# run in the background): let it finish rather than race it.
+	local waited=0
+	while busy "$suite" "$tmp"; do
+		[ $waited = 0 ] && step "waiting for the processes working in $tmp"
+		waited=$((waited + 1))
+		if [ $waited -gt 900 ]; then
+			echo "error: processes still working in $tmp after 15 minutes" >&2
+			exit 1
+		fi
+		sleep 1
+	done
+	# A rootfs without its marker is unfinished: finish it under the .tmp name.
+	if [ -d "$final" ] && [ ! -d "$tmp" ]; then
+		mv "$final" "$tmp"
+	fi
+	# debootstrap removes its own /debootstrap dir when it completes.
+	if [ -d "$tmp" ] && { [ -d "$tmp/debootstrap" ] || [ ! -x "$tmp/usr/bin/apt-get" ]; }; then
+		step "$tmp: incomplete debootstrap, starting over"
+		rm -rf "$tmp"
+	fi
+	if [ ! -d "$tmp" ]; then
+		local m
+		m=$(mirror)
+		step "debootstrap $suite from $m into $tmp"
+		mkdir -p "$ROOTFS"
+		debootstrap --variant=minbase "$suite" "$tmp" "$m" >"$ROOTFS/$suite.debootstrap.log" 2>&1 || {
+			tail -n 20 "$ROOTFS/$suite.debootstrap.log" >&2
+			echo "error: debootstrap $suite failed; log: $ROOTFS/$suite.debootstrap.log" >&2
+			exit 1
+		}
+	fi
+	if ! in_chroot "$tmp" 'dpkg-query -W -f "\${Status}" nix-bin 2>/dev/null | grep -qx "install ok installed"'; then
+		step "installing nix-bin in $tmp"
+		# The mirror's sid Release file may be past its Valid-Until date.
+		# dpkg --configure -a: finish what an interrupted run unpacked.
+		in_chroot "$tmp" 'dpkg --configure -a &&
+			apt-get -o Acquire::Check-Valid-Until=false update &&
+			apt-get -o Acquire::Check-Valid-Until=false install -y --no-install-recommends nix-bin &&
+			apt-get clean'
+	fi
+	mkdir -p "$tmp/etc/nix" "$tmp/nix"
+	printf '%s\n' "$nix_conf" >"$tmp/etc/nix/nix.conf"
+	local version
+	version=$(in_chroot "$tmp" 'nix --version')
+	echo "$version" >"$tmp/$MARKER"
+	mv "$tmp" "$final"
+	step "$final: $version"
+}
+
+if [ -n "$SUITES" ]; then
+	if ! command -v debootstrap >/dev/null; then
+		step "installing debootstrap"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update
+		apt-get install -y debootstrap
+	fi
+	mkdir -p "$ROOTFS"
+	for suite in $SUITES; do
+		if [ -f "$ROOTFS/$suite/$MARKER" ]; then
+			# Cheap, and keeps an older rootfs in step with this script.
+			if [ "$(cat "$ROOTFS/$suite/etc/nix/nix.conf" 2>/dev/null)" != "$nix_conf" ]; then
+				printf '%s\n' "$nix_conf" >"$ROOTFS/$suite/etc/nix/nix.conf"
+			fi
+			continue
+		fi
+		# One setup at a time per suite (CI and a developer, or two test runs).
+		exec 9>"$ROOTFS/.$suite.lock"
+		flock 9
+		[ -f "$ROOTFS/$suite/$MARKER" ] || build_rootfs "$suite"
+		exec 9>&-
+	done
+fi

@@ -1,8 +1,10 @@
-// Package nixtest is the shared harness of the end-to-end tests: it builds
+// Package nixtest is the harness of the tests against real Nix: it builds
 // the mkbinarycache binary and the test closure (testdata/fixture.nix) with
 // the real Nix, produces structured-attrs files as Nix hands them to a
 // builder, writes reference caches with `nix copy`, and runs scripts on a
-// "fresh host" (an empty /nix in a private mount namespace).
+// "fresh host" (an empty /nix in a private mount namespace), with the
+// host's Nix or, through Versions, with newer Nix versions from Debian root
+// file systems.
 //
 // Every build passes --option sandbox true, which is what real users have:
 // the builder then sees only its own closure.
@@ -18,8 +20,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/mkbinarycache/mkbinarycache/internal/nixenv"
 )
 
 // RequireEnv names the variable that turns Require's skip into a failure,
@@ -54,7 +54,7 @@ func RepoRoot(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("getwd: %v", err)
 	}
-	root, err := findRoot(wd)
+	root, err := FindRoot(wd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func RepoRoot(t testing.TB) string {
 // returns stdout trimmed.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := run(nil, name, args...)
+	out, err := Exec(nil, name, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func BuildBinary(t testing.TB) string {
 	root := RepoRoot(t)
 	binary.once.Do(func() {
 		if binary.err = trackInputs(root); binary.err == nil {
-			binary.dir, binary.err = goBuild(root, "./builder/cmd/mkbinarycache", "mkbinarycache")
+			binary.dir, binary.err = GoBuild(root, "./builder/cmd/mkbinarycache", "mkbinarycache")
 		}
 	})
 	if binary.err != nil {
@@ -139,29 +139,11 @@ var busybox struct {
 // busybox), created once per process.
 func BusyboxDir(t testing.TB) string {
 	t.Helper()
-	busybox.once.Do(func() { busybox.dir, busybox.err = nixenv.MakeBusyboxDir() })
+	busybox.once.Do(func() { busybox.dir, busybox.err = MakeBusyboxDir() })
 	if busybox.err != nil {
 		t.Fatal(busybox.err)
 	}
 	return busybox.dir
-}
-
-// Aliases of the helpers shared with the benchmark (internal/nixenv).
-var (
-	findRoot    = nixenv.FindRoot
-	goBuild     = nixenv.GoBuild
-	checkStatic = nixenv.CheckStatic
-	copyFile    = nixenv.CopyFile
-	nixString   = nixenv.NixString
-	run         = nixenv.Run
-)
-
-func attrsExpr(bb string, extra map[string]string, roots []string) string {
-	exprs := make([]string, len(roots))
-	for i, r := range roots {
-		exprs[i] = nixenv.StorePathExpr(r)
-	}
-	return nixenv.AttrsExpr(bb, extra, exprs)
 }
 
 // Fixture is the built testdata/fixture.nix.
@@ -208,7 +190,7 @@ func buildFixture(root, bb string) (*Fixture, error) {
 	for _, a := range attrs {
 		args = append(args, "-A", a)
 	}
-	out, err := run(nil, "nix-build", args...)
+	out, err := Exec(nil, "nix-build", args...)
 	if err != nil {
 		return nil, fmt.Errorf("build fixture: %w", err)
 	}
@@ -217,7 +199,7 @@ func buildFixture(root, bb string) (*Fixture, error) {
 		return nil, fmt.Errorf("build fixture: want %d store paths, nix-build printed %q", len(attrs), out)
 	}
 	fx := &Fixture{Hello: paths[0], Libgreet: paths[1], LegacyGraph: paths[2]}
-	out, err = run(nil, "nix-store", "--query", "--requisites", fx.Hello)
+	out, err = Exec(nil, "nix-store", "--query", "--requisites", fx.Hello)
 	if err != nil {
 		return nil, fmt.Errorf("query fixture closure: %w", err)
 	}
@@ -245,14 +227,18 @@ func Attrs(t testing.TB, extra map[string]string, roots ...string) string {
 	Require(t)
 	bb := BusyboxDir(t)
 	dir := t.TempDir()
-	expr := attrsExpr(bb, extra, roots)
+	exprs := make([]string, len(roots))
+	for i, r := range roots {
+		exprs[i] = StorePathExpr(r)
+	}
+	expr := AttrsExpr(bb, extra, exprs)
 	exprFile := filepath.Join(dir, "attrs.nix")
 	if err := os.WriteFile(exprFile, []byte(expr), 0o644); err != nil {
 		t.Fatalf("write attrs expression: %v", err)
 	}
 	out := Run(t, "nix-build", exprFile, "--option", "sandbox", "true", "--no-out-link")
 	dst := filepath.Join(dir, "attrs.json")
-	if err := copyFile(out, dst, 0o644); err != nil {
+	if err := CopyFile(out, dst, 0o644); err != nil {
 		t.Fatalf("copy attrs file: %v", err)
 	}
 	return dst
@@ -275,7 +261,7 @@ func NixCopy(t testing.TB, compression string, paths ...string) string {
 func DumpNAR(t testing.TB, path string) []byte {
 	t.Helper()
 	Require(t)
-	out, err := run(nil, "nix-store", "--dump", path)
+	out, err := Exec(nil, "nix-store", "--dump", path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,13 +272,13 @@ func DumpNAR(t testing.TB, path string) []byte {
 // private mount namespace, so the host's store and database stay untouched
 // and nothing leaks out when the namespace goes away.
 const freshStoreWrapper = `set -e
-mount -t tmpfs tmpfs /nix
+mount -t tmpfs -o mode=0755 tmpfs /nix
 mkdir -p /nix/store /nix/var/nix
 exec sh -c "$1"`
 
 // FreshStore runs the shell script (sh -c) in a private mount namespace with
 // an empty tmpfs mounted on /nix, i.e. a fresh host with its own store and
-// database (DESIGN.md §3), returning combined output and the error. The
+// database, returning combined output and the error. The
 // environment is inherited, less NIX_CONFIG (and NIX_REMOTE: a daemon's
 // socket would be hidden by the tmpfs anyway).
 func FreshStore(t testing.TB, script string) (string, error) {

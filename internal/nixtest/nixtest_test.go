@@ -1,7 +1,6 @@
 package nixtest
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -63,123 +62,21 @@ func TestRequireWithoutNix(t *testing.T) {
 	}
 }
 
-func TestRun(t *testing.T) {
-	if got := Run(t, "sh", "-c", "echo '  out  '; echo err >&2"); got != "out" {
-		t.Errorf("Run stdout = %q, want %q", got, "out")
+// A dynamically linked builder or busybox would fail only inside the
+// sandbox, with an obscure "No such file or directory".
+func TestCheckStatic(t *testing.T) {
+	if err := CheckStatic("/bin/sh"); err == nil {
+		t.Error("CheckStatic(/bin/sh) accepted a dynamic binary")
 	}
-	f := call(func(tb testing.TB) { Run(tb, "sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3") })
-	if !f.failed || !strings.Contains(f.msg, "to-stdout") || !strings.Contains(f.msg, "to-stderr") {
-		t.Errorf("failing Run: failed=%v msg=%q; want a failure with the combined output", f.failed, f.msg)
-	}
-}
-
-func TestRepoRoot(t *testing.T) {
-	root := RepoRoot(t)
-	if _, err := os.Stat(filepath.Join(root, "testdata", "fixture.nix")); err != nil {
-		t.Errorf("RepoRoot = %s, which lacks testdata/fixture.nix: %v", root, err)
-	}
-	if _, err := findRoot("/"); err == nil {
-		t.Error("findRoot(/) found a go.mod")
-	}
-}
-
-func TestSubstituterOpts(t *testing.T) {
-	want := []string{"--option", "substituters", "file:///c", "--option", "trusted-substituters", "file:///c",
-		"--option", "require-sigs", "false"}
-	if diff := cmp.Diff(want, SubstituterOpts("file:///c")); diff != "" {
-		t.Errorf("SubstituterOpts (-want +got):\n%s", diff)
-	}
-}
-
-// listTree returns "path mode" for everything under dir.
-func listTree(t *testing.T, dir string) []string {
-	t.Helper()
-	var got []string
-	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		if rel != "." {
-			got = append(got, fmt.Sprintf("%s %v", rel, info.Mode()))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("walk %s: %v", dir, err)
-	}
-	return got
-}
-
-func TestBusyboxDir(t *testing.T) {
-	dir := BusyboxDir(t)
-	if dir2 := BusyboxDir(t); dir2 != dir {
-		t.Errorf("second BusyboxDir = %s, want the same %s", dir2, dir)
-	}
-	want := []string{"bin " + (os.ModeDir | 0o755).String(), "bin/busybox -rwxr-xr-x"}
-	if diff := cmp.Diff(want, listTree(t, dir)); diff != "" {
-		t.Errorf("BusyboxDir content (-want +got):\n%s", diff)
-	}
-	if got := Run(t, filepath.Join(dir, "bin", "busybox"), "echo", "ok"); got != "ok" {
-		t.Errorf("busybox echo ok = %q", got)
-	}
-}
-
-// TestGoBuild checks the build step of BuildBinary on a throwaway module,
-// so it does not depend on the state of the builder's code.
-func TestGoBuild(t *testing.T) {
-	mod := t.TempDir()
-	files := map[string]string{
-		"go.mod":  "module example.com/tool\n\ngo 1.26\n",
-		"main.go": "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"tool ok\") }\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(mod, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dir, err := goBuild(mod, ".", "nixtest-tool")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"bin " + (os.ModeDir | 0o755).String(), "bin/nixtest-tool -rwxr-xr-x"}
-	if diff := cmp.Diff(want, listTree(t, dir)); diff != "" {
-		t.Errorf("build dir content (-want +got):\n%s", diff)
-	}
-	if got := Run(t, filepath.Join(dir, "bin", "nixtest-tool")); got != "tool ok" {
-		t.Errorf("built tool printed %q", got)
-	}
-	dir2, err := goBuild(mod, ".", "nixtest-tool")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dir2 != dir {
-		t.Errorf("rebuilding the same code gave %s, want the same dir %s", dir2, dir)
-	}
-	if err := checkStatic("/bin/sh"); err == nil {
-		t.Error("checkStatic(/bin/sh) accepted a dynamic binary")
-	}
-}
-
-func TestBuildBinary(t *testing.T) {
-	main := filepath.Join(RepoRoot(t), "builder", "cmd", "mkbinarycache")
-	if gofiles, _ := filepath.Glob(filepath.Join(main, "*.go")); len(gofiles) == 0 {
-		t.Skipf("no Go files in %s yet", main)
-	}
-	dir := BuildBinary(t)
-	want := []string{"bin " + (os.ModeDir | 0o755).String(), "bin/mkbinarycache -rwxr-xr-x"}
-	if diff := cmp.Diff(want, listTree(t, dir)); diff != "" {
-		t.Errorf("BuildBinary dir content (-want +got):\n%s", diff)
+	if err := CheckStatic(filepath.Join(BusyboxDir(t), "bin", "busybox")); err != nil {
+		t.Error(err)
 	}
 }
 
 func TestNixString(t *testing.T) {
 	Require(t)
 	s := "a\\b \"q\" ${x} $y\nline\ttab ''"
-	got := Run(t, "nix-instantiate", "--eval", "--json", "--expr", nixString(s))
+	got := Run(t, "nix-instantiate", "--eval", "--json", "--expr", NixString(s))
 	var back string
 	if err := json.Unmarshal([]byte(got), &back); err != nil {
 		t.Fatalf("nix printed %q: %v", got, err)
@@ -322,7 +219,6 @@ func TestAttrs(t *testing.T) {
 			[]string{fx.Hello}, want,
 			map[string]any{"compression": "xz", "n": 3.0, "name": "custom", "list": []any{"a", 1.0}}},
 		{"libgreet and busybox", nil, []string{fx.Libgreet, fx.Busybox}, only(fx.Libgreet, fx.Busybox), nil},
-		{"no roots", nil, nil, []closureEntry{}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -372,7 +268,7 @@ derivation {
   args = [ "sh" "-c" "ls /nix/store > listing && cp listing $out" ];
   PATH = "${bb}/bin";
   hello = builtins.storePath %s;
-}`, nixString(BusyboxDir(t)), nixString(fx.Hello))
+}`, NixString(BusyboxDir(t)), NixString(fx.Hello))
 	file := filepath.Join(dir, "listing.nix")
 	if err := os.WriteFile(file, []byte(expr), 0o644); err != nil {
 		t.Fatal(err)
@@ -393,135 +289,68 @@ derivation {
 	}
 }
 
-// narinfo parses a narinfo file into its fields.
-func narinfo(t *testing.T, file string) map[string]string {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
+func TestMountList(t *testing.T) {
+	got := mountList([]string{"/tmp/a/b", "/work/main/", "/tmp", "/tmp/a", "/work/main2", "/work/main"})
+	if diff := cmp.Diff([]string{"/tmp", "/work/main", "/work/main2"}, got); diff != "" {
+		t.Errorf("mountList (-want +got):\n%s", diff)
 	}
-	fields := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			t.Fatalf("%s: bad line %q", file, line)
-		}
-		fields[k] = v
-	}
-	return fields
 }
 
-func TestNixCopy(t *testing.T) {
-	t.Parallel()
+// A version that is missing must fail CI, not skip it.
+func TestVersionRequire(t *testing.T) {
+	v := Version{Name: "9.9", missing: "no rootfs"}
+	t.Setenv(RequireEnv, "1")
+	f := call(func(tb testing.TB) { v.Require(tb) })
+	if !f.failed || f.skipped || !strings.Contains(f.msg, "Nix 9.9") {
+		t.Errorf("missing version with %s=1: skipped=%v failed=%v msg=%q; want a failure", RequireEnv, f.skipped, f.failed, f.msg)
+	}
+}
+
+// Each version's fresh host starts with an empty store of its own on a
+// tmpfs, really runs that version, builds the fixture sandboxed to the
+// host's store paths, and leaves the host's store untouched.
+func TestFreshStore(t *testing.T) {
 	fx := BuildFixture(t)
-	for _, tc := range []struct{ compression, ext string }{{"zstd", ".nar.zst"}, {"xz", ".nar.xz"}, {"none", ".nar"}} {
-		t.Run(tc.compression, func(t *testing.T) {
+	vs := Versions(t)
+	if len(vs) != 1+len(suites) || !vs[0].Host() {
+		t.Fatalf("Versions = %+v, want the host's and %d more", vs, len(suites))
+	}
+	for _, v := range vs {
+		t.Run("nix-"+v.Name, func(t *testing.T) {
 			t.Parallel()
-			cache := NixCopy(t, tc.compression, fx.Hello)
-			if _, err := os.Stat(filepath.Join(cache, "nix-cache-info")); err != nil {
-				t.Error(err)
+			v.Require(t)
+			out, err := v.FreshStore(t, fmt.Sprintf(`
+				ls -A /nix/store | wc -l
+				ls -A /nix/var/nix | wc -l
+				stat -f -c %%T /nix
+				stat -c %%a /nix
+				if nix-store --check-validity %[1]s 2>/dev/null; then echo valid; else echo invalid; fi
+				nix --version
+				%[2]s && %[1]s/bin/hello`, ShellQuote(fx.Hello), FixtureScript(t)))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
 			}
-			for _, p := range fx.Closure {
-				hash, _, _ := strings.Cut(filepath.Base(p), "-")
-				ni := narinfo(t, filepath.Join(cache, hash+".narinfo"))
-				if ni["StorePath"] != p || ni["Compression"] != tc.compression || !strings.HasSuffix(ni["URL"], tc.ext) {
-					t.Errorf("narinfo of %s: %v", p, ni)
-				}
-				wantHash := Run(t, "nix-store", "--query", "--hash", p)
-				if ni["NarHash"] != wantHash {
-					t.Errorf("narinfo of %s: NarHash %s, want %s", p, ni["NarHash"], wantHash)
-				}
-				nar := filepath.Join(cache, ni["URL"])
-				if _, err := os.Stat(nar); err != nil {
-					t.Error(err)
-				}
-				if tc.compression != "none" {
-					continue
-				}
-				// Uncompressed, the cache's NAR is exactly nix-store --dump.
-				data, err := os.ReadFile(nar)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(data, DumpNAR(t, p)) {
-					t.Errorf("%s differs from nix-store --dump %s", nar, p)
-				}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			want := []string{"0", "0", "tmpfs", "755", "invalid", v.Full}
+			if len(lines) < len(want)+1 {
+				t.Fatalf("fresh store printed:\n%s", out)
+			}
+			if diff := cmp.Diff(want, lines[:len(want)]); diff != "" {
+				t.Errorf("fresh store (-want +got):\n%s", diff)
+			}
+			if last := lines[len(lines)-1]; last != greeting {
+				t.Errorf("hello built in the fresh store printed %q:\n%s", last, out)
 			}
 		})
 	}
-}
-
-func TestDumpNAR(t *testing.T) {
-	t.Parallel()
-	fx := BuildFixture(t)
-	nar := DumpNAR(t, fx.Libgreet)
-	magic := []byte("\x0d\x00\x00\x00\x00\x00\x00\x00nix-archive-1")
-	if !bytes.HasPrefix(nar, magic) {
-		t.Errorf("NAR starts with %q, want the NAR magic", nar[:min(len(nar), 32)])
-	}
-	file := filepath.Join(t.TempDir(), "libgreet.nar")
-	if err := os.WriteFile(file, nar, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got := "sha256:" + Run(t, "nix-hash", "--type", "sha256", "--flat", "--base32", file)
-	if want := Run(t, "nix-store", "--query", "--hash", fx.Libgreet); got != want {
-		t.Errorf("hash of DumpNAR = %s, want NarHash %s", got, want)
-	}
-}
-
-// shellQuote quotes args for sh.
-func shellQuote(args ...string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(q, " ")
-}
-
-func TestFreshStoreIsEmpty(t *testing.T) {
-	t.Parallel()
-	fx := BuildFixture(t)
-	out, err := FreshStore(t, fmt.Sprintf(`
-		ls -A /nix/store | wc -l
-		ls -A /nix/var/nix | wc -l
-		if nix-store --check-validity %s 2>/dev/null; then echo valid; else echo invalid; fi`, shellQuote(fx.Hello)))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if diff := cmp.Diff([]string{"0", "0", "invalid"}, strings.Fields(out)); diff != "" {
-		t.Errorf("fresh store (-want +got):\n%s", diff)
-	}
-	// The host's store is untouched.
-	Run(t, "nix-store", "--check-validity", fx.Hello)
-	if got := Run(t, fx.Hello+"/bin/hello"); got != greeting {
-		t.Errorf("host hello printed %q after FreshStore", got)
-	}
-
+	t.Cleanup(func() {
+		// The host's store is untouched.
+		Run(t, "nix-store", "--check-validity", fx.Hello)
+		if got := Run(t, fx.Hello+"/bin/hello"); got != greeting {
+			t.Errorf("host hello printed %q after the fresh stores", got)
+		}
+	})
 	if _, err := FreshStore(t, "exit 7"); err == nil || !strings.Contains(err.Error(), "exit status 7") {
 		t.Errorf("FreshStore(exit 7) error = %v, want exit status 7", err)
-	}
-}
-
-// TestFreshStoreSubstitutes runs DESIGN.md's second-machine scenario: a
-// fresh host gets the closure from a file:// cache and never builds.
-func TestFreshStoreSubstitutes(t *testing.T) {
-	t.Parallel()
-	fx := BuildFixture(t)
-	cache := NixCopy(t, "zstd", fx.Hello)
-	opts := append(SubstituterOpts("file://"+cache), "--option", "max-jobs", "0")
-	script := fmt.Sprintf(`set -e
-		nix-store --realise %[1]s %[2]s
-		%[1]s/bin/hello
-		nix-build %[3]s --argstr busybox %[4]s -A hello --no-out-link --option sandbox true %[2]s`,
-		shellQuote(fx.Hello), shellQuote(opts...),
-		shellQuote(filepath.Join(RepoRoot(t), "testdata", "fixture.nix")), shellQuote(BusyboxDir(t)))
-	out, err := FreshStore(t, script)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	for _, want := range []string{"copying path '" + fx.Libgreet + "' from 'file://" + cache + "'", greeting, fx.Hello} {
-		if !strings.Contains(out, want) {
-			t.Errorf("fresh store output lacks %q:\n%s", want, out)
-		}
 	}
 }

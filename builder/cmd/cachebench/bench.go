@@ -24,7 +24,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
-	"github.com/mkbinarycache/mkbinarycache/internal/nixenv"
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
 
 // Tools, in table order.
@@ -188,7 +188,7 @@ func newBench(cfg *config, log io.Writer) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := nixenv.FindRoot(wd)
+	root, err := nixtest.FindRoot(wd)
 	if err != nil {
 		return nil, err
 	}
@@ -227,13 +227,13 @@ func (b *bench) logf(format string, args ...any) {
 func (b *bench) setup() error {
 	if slices.Contains(b.cfg.tools, toolOurs) {
 		b.logf("building mkbinarycache (CGO_ENABLED=0)")
-		dir, err := nixenv.GoBuild(b.root, "./builder/cmd/mkbinarycache", "mkbinarycache")
+		dir, err := nixtest.GoBuild(b.root, "./builder/cmd/mkbinarycache", "mkbinarycache")
 		if err != nil {
 			return err
 		}
 		b.ours = filepath.Join(dir, "bin", "mkbinarycache")
 	}
-	bb, err := nixenv.MakeBusyboxDir()
+	bb, err := nixtest.MakeBusyboxDir()
 	if err != nil {
 		return err
 	}
@@ -261,10 +261,10 @@ func (b *bench) buildClosure(name, bb string) (*builtClosure, error) {
 		return nil, err
 	}
 	var expr strings.Builder
-	fmt.Fprintf(&expr, "let bb = builtins.path { path = %s; name = \"busybox\"; };\n  paths = [\n", nixenv.NixString(bb))
+	fmt.Fprintf(&expr, "let bb = builtins.path { path = %s; name = \"busybox\"; };\n  paths = [\n", nixtest.NixString(bb))
 	for _, d := range dirs {
 		n := "bench-" + badNameChars.ReplaceAllString(filepath.Base(d), "_")
-		fmt.Fprintf(&expr, "    (builtins.path { path = %s; name = %s; })\n", nixenv.NixString(d), nixenv.NixString(n))
+		fmt.Fprintf(&expr, "    (builtins.path { path = %s; name = %s; })\n", nixtest.NixString(d), nixtest.NixString(n))
 	}
 	// The root's output names every path, so it references them all.
 	fmt.Fprintf(&expr, `  ];
@@ -273,29 +273,29 @@ in derivation {
   builder = "${bb}/bin/busybox";
   args = [ "sh" "-c" ("echo " + builtins.concatStringsSep " " (map toString paths) + " > $out") ];
 }
-`, nixenv.NixString("bench-"+name))
+`, nixtest.NixString("bench-"+name))
 	exprFile := filepath.Join(dir, "closure.nix")
 	if err := os.WriteFile(exprFile, []byte(expr.String()), 0o644); err != nil {
 		return nil, err
 	}
-	out, err := nixenv.Run(nil, "nix-build", exprFile, "--option", "sandbox", "true", "--no-out-link")
+	out, err := nixtest.Exec(nil, "nix-build", exprFile, "--option", "sandbox", "true", "--no-out-link")
 	if err != nil {
 		return nil, err
 	}
 	c := &builtClosure{name: name, desc: spec.desc, root: strings.TrimSpace(string(out))}
 
-	attrsExpr := nixenv.AttrsExpr(bb, map[string]string{"name": nixenv.NixString("bench-" + name + "-attrs")},
-		[]string{nixenv.StorePathExpr(c.root)})
+	attrsExpr := nixtest.AttrsExpr(bb, map[string]string{"name": nixtest.NixString("bench-" + name + "-attrs")},
+		[]string{nixtest.StorePathExpr(c.root)})
 	attrsFile := filepath.Join(dir, "attrs.nix")
 	if err := os.WriteFile(attrsFile, []byte(attrsExpr), 0o644); err != nil {
 		return nil, err
 	}
-	out, err = nixenv.Run(nil, "nix-build", attrsFile, "--option", "sandbox", "true", "--no-out-link")
+	out, err = nixtest.Exec(nil, "nix-build", attrsFile, "--option", "sandbox", "true", "--no-out-link")
 	if err != nil {
 		return nil, err
 	}
 	c.attrs = filepath.Join(dir, "attrs.json")
-	if err := nixenv.CopyFile(strings.TrimSpace(string(out)), c.attrs, 0o644); err != nil {
+	if err := nixtest.CopyFile(strings.TrimSpace(string(out)), c.attrs, 0o644); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(c.attrs)

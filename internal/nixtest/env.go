@@ -1,10 +1,7 @@
-// Package nixenv holds the helpers that both the end-to-end tests
-// (internal/nixtest) and the benchmark (builder/cmd/cachebench) need to work
-// with the real Nix on a machine without nixpkgs: the repo root, a static
-// busybox in a directory for builtins.path, a static build of a main
-// package, and the structured-attrs derivation of DESIGN.md §2. Nothing here
-// depends on package testing.
-package nixenv
+package nixtest
+
+// The helpers here take no testing.TB: the benchmark
+// (builder/cmd/cachebench) uses them too, outside any test.
 
 import (
 	"bytes"
@@ -18,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -262,10 +260,10 @@ func StorePathExpr(p string) string {
 	return "(builtins.storePath " + NixString(p) + ")"
 }
 
-// Run runs a command and returns its stdout; the error carries the command
+// Exec runs a command and returns its stdout; the error carries the command
 // line and the combined output, which is what one needs to see when a nix
 // command fails.
-func Run(env []string, name string, args ...string) ([]byte, error) {
+func Exec(env []string, name string, args ...string) ([]byte, error) {
 	var stdout bytes.Buffer
 	combined := &lockedBuffer{}
 	cmd := exec.Command(name, args...)
@@ -276,4 +274,23 @@ func Run(env []string, name string, args ...string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w\n%s", strings.Join(append([]string{name}, args...), " "), err, combined.Bytes())
 	}
 	return stdout.Bytes(), nil
+}
+
+// lockedBuffer is written by the goroutines that copy a command's stdout
+// and stderr at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Bytes()
 }
