@@ -4,14 +4,19 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
@@ -40,38 +45,48 @@ func (w *hashWriter) Write(p []byte) (int, error) {
 	return w.h.Write(p)
 }
 
-func dumpGo(t *testing.T, p string, keep *bytes.Buffer) sum {
+func dumpGo(t *testing.T, p string, keep *bytes.Buffer) (sum, nardump.Info) {
 	t.Helper()
 	h := sha256.New()
 	w := &hashWriter{h: h, keep: keep}
-	if err := nardump.Dump(w, p); err != nil {
+	d := nardump.Dumper{Tree: true}
+	info, err := d.Dump(w, p)
+	if err != nil {
 		t.Fatalf("nardump.Dump: %v", err)
 	}
-	return sum{hex.EncodeToString(h.Sum(nil)), w.n}
+	if info.Size != w.n {
+		t.Errorf("Info.Size %d, but %d bytes written", info.Size, w.n)
+	}
+	return sum{hex.EncodeToString(h.Sum(nil)), w.n}, info
 }
 
-func dumpNix(t *testing.T, p string, keep *bytes.Buffer) sum {
+// dumpNix also reads Nix's NAR with the listing package, as it streams.
+func dumpNix(t *testing.T, p string, keep *bytes.Buffer) (sum, *listing.Node) {
 	t.Helper()
 	h := sha256.New()
 	w := &hashWriter{h: h, keep: keep}
 	cmd := exec.Command("nix-store", "--dump", p)
-	cmd.Stdout = w
+	out, err := cmd.StdoutPipe()
+	must(t, err)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
+	must(t, cmd.Start())
+	tree, lerr := listing.Read(io.TeeReader(out, w))
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("nix-store --dump %s: %v\n%s", p, err, stderr.String())
 	}
-	return sum{hex.EncodeToString(h.Sum(nil)), w.n}
+	must(t, lerr)
+	return sum{hex.EncodeToString(h.Sum(nil)), w.n}, tree
 }
 
-func compare(t *testing.T, p string) {
+func compare(t *testing.T, p string) nardump.Info {
 	t.Helper()
 	var goBytes, nixBytes bytes.Buffer
 	start := time.Now()
-	g := dumpGo(t, p, &goBytes)
+	g, info := dumpGo(t, p, &goBytes)
 	goTime := time.Since(start)
 	start = time.Now()
-	n := dumpNix(t, p, &nixBytes)
+	n, tree := dumpNix(t, p, &nixBytes)
 	nixTime := time.Since(start)
 	t.Logf("%d bytes of NAR; nardump %v, nix-store --dump %v", g.n, goTime.Round(time.Millisecond), nixTime.Round(time.Millisecond))
 	if g != n {
@@ -82,6 +97,33 @@ func compare(t *testing.T, p string) {
 		t.Errorf("NARs differ: nardump %d bytes sha256 %s, nix-store %d bytes sha256 %s; first difference at byte %d:\nnardump:   %q\nnix-store: %q",
 			g.n, g.hash, n.n, n.hash, i, around(goBytes.Bytes(), i), around(nixBytes.Bytes(), i))
 	}
+	sameTree(t, tree, info.Tree)
+	if want := depth(tree); info.MaxDepth != want {
+		t.Errorf("Info.MaxDepth = %d, want %d", info.MaxDepth, want)
+	}
+	return info
+}
+
+// sameTree compares trees by their listings, which show every field: go-cmp
+// takes time exponential in the depth of a tree.
+func sameTree(t *testing.T, want, got *listing.Node) {
+	t.Helper()
+	if got == nil {
+		t.Errorf("no tree")
+		return
+	}
+	if d := cmp.Diff(string(listing.JSON(want)), string(listing.JSON(got))); d != "" {
+		t.Errorf("tree differs from that of the NAR (-NAR +Info.Tree):\n%s", d)
+	}
+}
+
+// depth counts the nodes on the longest chain from n down.
+func depth(n *listing.Node) int {
+	d := 0
+	for _, e := range n.Entries {
+		d = max(d, depth(e.Node))
+	}
+	return d + 1
 }
 
 func around(b []byte, i int) []byte {
@@ -97,6 +139,11 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 	type tc struct {
 		name string
 		make func(t *testing.T, root string) string // returns the path to dump
+	}
+	// Info.MaxDepth of some cases, against Nix >= 2.34's limit.
+	wantDepth := map[string]int{
+		"empty file": 1, "empty dir": 1, "empty file in a dir": 2, "top-level dangling symlink": 1,
+		"100 levels deep": 102, "nesting at Nix's limit": nardump.MaxNixDepth, "nesting one beyond Nix's limit": nardump.MaxNixDepth + 1,
 	}
 	file := func(p string, data string, mode os.FileMode) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -191,6 +238,99 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			}
 			return r + "/d"
 		}},
+		{"sparse: data, hole, data, hole to an odd end", func(t *testing.T, r string) string {
+			sparse(t, r+"/d/f", 8<<20+3, map[int64]string{0: "abc", 3<<20 + 5: strings.Repeat("Z", 1<<20)})
+			return r + "/d"
+		}},
+		{"sparse: all hole", func(t *testing.T, r string) string {
+			sparse(t, r+"/d/f", 1<<20+1, nil)
+			sparse(t, r+"/d/g", 1<<20, nil)
+			must(t, os.Chmod(r+"/d/g", 0o755))
+			return r + "/d"
+		}},
+		{"sparse: holes below the seeking threshold", func(t *testing.T, r string) string {
+			sparse(t, r+"/d/f", 40<<10, map[int64]string{20 << 10: "mid"})
+			return r + "/d"
+		}},
+		{"sparse: lone file", func(t *testing.T, r string) string {
+			sparse(t, r+"/f", 4<<20, map[int64]string{1<<20 - 1: "straddles a page"})
+			return r + "/f"
+		}},
+		{"sizes around the buffer", func(t *testing.T, r string) string {
+			for _, n := range []int{8 << 10, 8<<10 - 1, 8<<10 + 1, 256<<10 - 1, 256 << 10, 256<<10 + 1, 1<<20 + 3} {
+				b := make([]byte, n)
+				for i := range b {
+					b[i] = byte(i*7 + n)
+				}
+				file(r+"/d/"+strconv.Itoa(n), string(b), 0o644)
+			}
+			return r + "/d"
+		}},
+		{"exactly 8 KiB, lone", func(t *testing.T, r string) string {
+			file(r+"/f", strings.Repeat("8", 8<<10), 0o755)
+			return r + "/f"
+		}},
+		{"unicode names", func(t *testing.T, r string) string {
+			for _, n := range []string{"ü", "日本語", "😀", "\u00e9", "e\u0301", "Ä", "a", "z", "\u2028", "\ufeffbom"} {
+				file(r+"/d/"+n, n, 0o644)
+			}
+			return r + "/d"
+		}},
+		{"name order: prefixes and high bytes", func(t *testing.T, r string) string {
+			for _, n := range []string{"a", "aa", "a.", "a!", "a~", "\x80", "\xff", "\x7f", " ", "!", "A", "a\xff", "a\x01"} {
+				file(r+"/d/"+n, n, 0o644)
+			}
+			must(t, os.Mkdir(r+"/d/a0", 0o755))
+			file(r+"/d/a0/x", "in a dir", 0o644)
+			return r + "/d"
+		}},
+		{"symlinks to dirs", func(t *testing.T, r string) string {
+			file(r+"/d/real/f", "f", 0o644)
+			must(t, os.Symlink("real", r+"/d/link"))
+			must(t, os.Symlink(".", r+"/d/dot"))
+			must(t, os.Symlink("..", r+"/d/up"))
+			must(t, os.Symlink(r+"/d/real", r+"/d/abs"))
+			must(t, os.Symlink("real/", r+"/d/slash"))
+			return r + "/d"
+		}},
+		{"top-level symlink to a dir", func(t *testing.T, r string) string {
+			file(r+"/d/f", "f", 0o644)
+			must(t, os.Symlink("d", r+"/s"))
+			return r + "/s"
+		}},
+		{"many entries", func(t *testing.T, r string) string {
+			// Many getdents calls, and names the system returns unsorted.
+			for i := range 3000 {
+				file(fmt.Sprintf("%s/d/%s%d", r, strings.Repeat("e", i%150), i), "", 0o644)
+			}
+			return r + "/d"
+		}},
+		{"nesting at Nix's limit", func(t *testing.T, r string) string {
+			// MaxDepth 64: a file below 63 directories.
+			p := r + "/d"
+			for i := 0; i < 62; i++ {
+				p += "/l"
+			}
+			file(p+"/leaf", "64\n", 0o644)
+			return r + "/d"
+		}},
+		{"nesting one beyond Nix's limit", func(t *testing.T, r string) string {
+			p := r + "/d"
+			for i := 0; i < 63; i++ {
+				p += "/l"
+			}
+			file(p+"/leaf", "65\n", 0o644)
+			must(t, os.Mkdir(r+"/d/shallow", 0o755))
+			return r + "/d"
+		}},
+		{"executable files of every size class", func(t *testing.T, r string) string {
+			file(r+"/d/x0", "", 0o100)
+			file(r+"/d/x1", "1", 0o500)
+			file(r+"/d/x8", "12345678", 0o711)
+			file(r+"/d/x9", "123456789", 0o744)
+			file(r+"/d/nx", "123456789", 0o077)
+			return r + "/d"
+		}},
 		{"1 GiB sparse file", func(t *testing.T, r string) string {
 			if testing.Short() {
 				t.Skip("-short")
@@ -207,9 +347,27 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			compare(t, c.make(t, t.TempDir()))
+			info := compare(t, c.make(t, t.TempDir()))
+			if want, ok := wantDepth[c.name]; ok && info.MaxDepth != want {
+				t.Errorf("MaxDepth = %d, want %d", info.MaxDepth, want)
+			}
 		})
 	}
+}
+
+// sparse makes a file of size bytes holding data at the given offsets and
+// holes elsewhere.
+func sparse(t *testing.T, p string, size int64, data map[int64]string) {
+	t.Helper()
+	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	f, err := os.Create(p)
+	must(t, err)
+	must(t, f.Truncate(size))
+	for off, s := range data {
+		_, err := f.WriteAt([]byte(s), off)
+		must(t, err)
+	}
+	must(t, f.Close())
 }
 
 func must(t *testing.T, err error) {
