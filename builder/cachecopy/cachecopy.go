@@ -1,0 +1,377 @@
+// Package cachecopy copies store paths from one flat-file binary cache to
+// another, as files: each NAR byte for byte (no recompression) after
+// checking its FileHash and FileSize, its narinfo as it is (signatures
+// kept), its .ls listing and its debuginfo/ entries.
+//
+// It publishes as the cache writer does: NARs, listings and debuginfo
+// entries first, then (with Options.Durable, after a syncfs) the narinfos
+// layer by layer, references first, with a syncfs after each layer; so the
+// destination is closed and substitutable at every moment, across power
+// cuts too. The source is only read.
+package cachecopy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nix-community/go-nix/pkg/nixhash"
+	"golang.org/x/sys/unix"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/order"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+)
+
+// Options say what to copy where.
+type Options struct {
+	Src, Dst string
+	// Paths are the store paths whose closures are copied; none: all of Src.
+	Paths []string
+	// BuildClosure also copies what rebuilding them needs, from Deriver
+	// lines (cachegraph.Graph.Closure).
+	BuildClosure bool
+	// Durable makes NARs durable before their narinfos, and each layer of
+	// narinfos before the next.
+	Durable bool
+	// LockWait bounds the wait for a gc holding either cache (< 0: forever).
+	LockWait time.Duration
+	Jobs     int // NARs copied at once; 0: the number of CPUs
+}
+
+// ErrSameCache is returned when Src and Dst are the same directory.
+var ErrSameCache = errors.New("the source and the destination are the same cache")
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// The events of a copy.
+const (
+	// Planned: Paths paths of FileBytes bytes of NAR files are to be copied.
+	Planned EventKind = iota
+	// Skipped: Path's narinfo is in Dst already.
+	Skipped
+	// Copied: Path's narinfo is published in Dst, its NAR file FileBytes.
+	Copied
+)
+
+// Event is one step of a copy.
+type Event struct {
+	Kind      EventKind
+	Path      string
+	Paths     int
+	FileBytes uint64
+}
+
+// Stats sum up a copy.
+type Stats struct {
+	Paths, Copied, Skipped int
+	FileBytes              uint64 // NAR bytes copied
+	Syncs                  int
+	Elapsed                time.Duration
+}
+
+// Copy copies the closures of o.Paths (all of o.Src when none) from o.Src
+// to o.Dst, skipping paths whose narinfo Dst has. A new Dst gets Src's
+// nix-cache-info; an existing one must be for the same store. A reference
+// missing from Src is an error naming it, before anything is copied.
+func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
+	start := time.Now()
+	if report == nil {
+		report = func(Event) {}
+	}
+	info, ok, err := cachedir.ReadInfo(o.Src)
+	if err != nil {
+		return Stats{}, fmt.Errorf("%s: %w", o.Src, err)
+	}
+	if !ok {
+		return Stats{}, fmt.Errorf("%s: %w", o.Src, cachegraph.ErrNotCache)
+	}
+	if same, err := sameDir(o.Src, o.Dst); err != nil {
+		return Stats{}, err
+	} else if same {
+		return Stats{}, fmt.Errorf("%s and %s: %w", o.Src, o.Dst, ErrSameCache)
+	}
+	// Two shared locks wait for nothing but a gc, which holds one cache
+	// only: no cycle of waits can form. The source's lock is taken
+	// read-only, without the stale-file cleanup that would change it.
+	unlock, err := lockReadOnly(ctx, o.Src, o.LockWait)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer unlock()
+	lock, err := cachedir.Acquire(ctx, o.Dst, cachedir.Shared, o.LockWait)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer lock.Release()
+
+	g, err := cachegraph.Load(ctx, o.Src, o.Jobs)
+	if err != nil {
+		return Stats{}, err
+	}
+	if info.StoreDir == "" {
+		info.StoreDir = g.StoreDir
+	}
+	roots := o.Paths
+	if len(roots) == 0 {
+		roots = cachegraph.Sorted(keys(g.Paths))
+	}
+	want, missing, err := g.Closure(roots, o.BuildClosure)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(missing) > 0 {
+		var names []string
+		for _, m := range missing {
+			names = append(names, m.String())
+		}
+		return Stats{}, fmt.Errorf("%s is not closed: no narinfo for %s", o.Src, strings.Join(names, ", "))
+	}
+	if err := cachedir.Init(o.Dst, info); err != nil {
+		return Stats{}, err
+	}
+	c := &copier{o: o, g: g, stats: Stats{Paths: len(want)}, report: report}
+	err = c.run(ctx, want)
+	c.stats.Elapsed = time.Since(start)
+	return c.stats, err
+}
+
+type copier struct {
+	o      Options
+	g      *cachegraph.Graph
+	debug  map[string][]cachegraph.DebugEntry // Src's, by NAR URL
+	mu     sync.Mutex
+	stats  Stats
+	report func(Event)
+}
+
+func (c *copier) run(ctx context.Context, want map[string]bool) error {
+	var todo []string
+	var bytes uint64
+	for _, p := range cachegraph.Sorted(want) {
+		if _, err := os.Lstat(cachedir.NarInfoPath(c.o.Dst, p)); err == nil {
+			c.stats.Skipped++
+			c.report(Event{Kind: Skipped, Path: p})
+			continue
+		}
+		todo = append(todo, p)
+		bytes += c.g.Paths[p].Info.FileSize
+	}
+	c.report(Event{Kind: Planned, Paths: len(todo), FileBytes: bytes})
+	if len(todo) == 0 {
+		return nil
+	}
+	entries, err := cachegraph.LoadDebugInfo(c.o.Src)
+	if err != nil {
+		return err
+	}
+	c.debug = map[string][]cachegraph.DebugEntry{}
+	for _, e := range entries {
+		if e.Archive != "" {
+			c.debug[e.Archive] = append(c.debug[e.Archive], e)
+		}
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pool.Each(ctx, c.o.Jobs, todo, func(p string) {
+		if err := c.copyFiles(p); err != nil {
+			cancel(err)
+		}
+	})
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if err := c.sync(); err != nil {
+		return err
+	}
+	layers, err := order.Layers(todo, c.g.Refs)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.o.Src, err)
+	}
+	for _, layer := range layers {
+		for _, p := range layer {
+			e := c.g.Paths[p]
+			if err := cachedir.WriteFile(cachedir.NarInfoPath(c.o.Dst, p), e.Raw, 0o644); err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			c.stats.Copied++
+			c.stats.FileBytes += e.Info.FileSize
+			c.report(Event{Kind: Copied, Path: p, FileBytes: e.Info.FileSize})
+		}
+		if err := c.sync(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *copier) sync() error {
+	if !c.o.Durable {
+		return nil
+	}
+	c.mu.Lock()
+	c.stats.Syncs++
+	c.mu.Unlock()
+	return cachedir.SyncFS(c.o.Dst)
+}
+
+// copyFiles copies everything of p but its narinfo: the NAR, checked, its
+// listing and the debuginfo entries pointing to the NAR that Dst lacks.
+func (c *copier) copyFiles(p string) error {
+	ni := c.g.Paths[p].Info
+	url, err := cachegraph.CleanURL(ni.URL)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.g.Paths[p].File, err)
+	}
+	if err := c.copyNAR(p, url); err != nil {
+		return err
+	}
+	if raw, err := cachedir.ReadRegular(cachedir.ListingPath(c.o.Src, p)); err == nil {
+		if err := cachedir.WriteFile(cachedir.ListingPath(c.o.Dst, p), raw, 0o644); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	for _, e := range c.debug[url] {
+		dst := filepath.Join(c.o.Dst, "debuginfo", e.Name)
+		if _, err := os.Lstat(dst); err == nil {
+			continue // as Nix: the same build ID may come with several paths
+		}
+		raw, err := cachedir.ReadRegular(filepath.Join(c.o.Src, "debuginfo", e.Name))
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if err := cachedir.WriteFile(dst, raw, 0o644); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// copyNAR copies the NAR file at url, checking its size and hash against
+// the narinfo as it streams; a NAR that Dst has with the right size is
+// kept (it is named by its hash, and written atomically).
+func (c *copier) copyNAR(p, url string) error {
+	ni := c.g.Paths[p].Info
+	dst := filepath.Join(c.o.Dst, url)
+	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() && uint64(fi.Size()) == ni.FileSize {
+		return nil
+	}
+	want := ni.FileHash
+	if want == nil && ni.Compression == "none" {
+		want = ni.NarHash // the file is the NAR
+	}
+	if want == nil {
+		return fmt.Errorf("%s: %s: no FileHash to check the NAR against", p, c.g.Paths[p].File)
+	}
+	if want.Algo() != nixhash.SHA256 {
+		return fmt.Errorf("%s: %s: FileHash %s is not sha256", p, c.g.Paths[p].File, want.String())
+	}
+	src := filepath.Join(c.o.Src, url)
+	in, err := cachedir.OpenRegular(src)
+	if err != nil {
+		return fmt.Errorf("%s: NAR: %w", p, err)
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	tmp, err := cachedir.CreateTemp(filepath.Dir(dst))
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), in)
+	if err != nil {
+		return fmt.Errorf("%s: copy %s: %w", p, src, err)
+	}
+	if ni.FileSize != 0 && uint64(n) != ni.FileSize {
+		return fmt.Errorf("%s: %s is %d bytes, its narinfo says FileSize %d", p, src, n, ni.FileSize)
+	}
+	got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, h.Sum(nil), nixhash.NixBase32, true)
+	if string(got.Digest()) != string(want.Digest()) {
+		return fmt.Errorf("%s: %s hashes to %s, its narinfo says %s", p, src, got.String(), want.Format(nixhash.NixBase32, true))
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: write %s: %w", p, dst, err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	tmp = nil
+	return nil
+}
+
+func keys[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
+}
+
+// sameDir reports whether a and b are the same directory (b may not exist).
+func sameDir(a, b string) (bool, error) {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false, err
+	}
+	fb, err := os.Stat(b)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(fa, fb), nil
+}
+
+// lockReadOnly takes a shared flock on the cache at dir, as
+// cachedir.Acquire does but changing nothing: no directory is created and
+// no stale temporary file removed, so a read-only source works.
+func lockReadOnly(ctx context.Context, dir string, wait time.Duration) (func(), error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("lock cache: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+		switch {
+		case err == nil, errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
+			return func() { f.Close() }, nil
+		case !errors.Is(err, unix.EWOULDBLOCK):
+			f.Close()
+			return nil, fmt.Errorf("lock cache %s: %w", dir, err)
+		case wait >= 0 && time.Now().After(deadline):
+			f.Close()
+			return nil, fmt.Errorf("lock cache %s: %w", dir, cachedir.ErrBusy)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachecopy"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+)
+
+const copyUsage = `Usage: mkbinarycache copy --from SRC --to DST [--build-closure] [STORE-PATH...]
+
+Copies the closures of the store paths (all of SRC when none are given)
+from the cache SRC to the cache DST, by SRC's References: NAR files byte for
+byte (checked against their FileHash and FileSize, not recompressed),
+narinfos with their signatures, .ls listings and debuginfo/ entries. Paths
+DST has are skipped. A new DST gets SRC's nix-cache-info; an existing one
+must be for the same store. SRC is only read. DST is written as a cache
+writer does: each narinfo after its NAR and its references, durably.
+
+Options:
+`
+
+func runCopy(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("mkbinarycache copy", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	from := fs.String("from", "", "the source cache `DIR` (read only)")
+	to := fs.String("to", "", "the destination cache `DIR` (created, or added to)")
+	buildClosure := fs.Bool("build-closure", false, "also copy the paths' derivations, their closures and outputs (from Deriver lines)")
+	jobs := fs.Int("jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
+	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding either cache (`DURATION`; negative: as long as it takes)")
+	quiet := fs.Bool("quiet", false, "print only the summary and errors")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), copyUsage)
+		fs.PrintDefaults()
+	}
+	paths, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if *from == "" || *to == "" {
+		return usagef("copy: --from and --to are required")
+	}
+	storeDir, err := cachedir.ResolveStoreDir(*from, "")
+	if err != nil {
+		return err
+	}
+	v := closure.Validator{StoreDir: storeDir}
+	for _, p := range paths {
+		if err := v.CheckPath(p); err != nil {
+			return usagef("copy: %v", err)
+		}
+	}
+	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
+		Durable: true, LockWait: *lockWait, Jobs: *jobs}
+	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
+		if e.Kind == cachecopy.Copied && !*quiet {
+			fmt.Fprintf(env.Stderr, "copied %s (%s)\n", e.Path, humanBytes(e.FileBytes))
+		}
+	})
+	if errors.Is(err, cachecopy.ErrSameCache) {
+		return usagef("copy: %v", err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "copy: %d paths copied (%s), %d already in %s, in %s\n",
+		stats.Copied, humanBytes(stats.FileBytes), stats.Skipped, *to, stats.Elapsed.Round(time.Millisecond))
+	return nil
+}

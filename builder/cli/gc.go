@@ -1,0 +1,126 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/gc"
+)
+
+const gcUsage = `Usage: mkbinarycache gc [--keep STORE-PATH]... [--keep-file FILE] [--build-closure] [--dry-run] DIR
+
+Removes from the cache DIR everything the closures of the kept store paths
+do not need, judged by the cache's own narinfos (no Nix store needed):
+other narinfos, NARs no kept narinfo names, their .ls listings and the
+debuginfo/ entries of removed NARs. With --build-closure it also keeps what
+rebuilding the kept paths needs: the derivations their Deriver lines name,
+those derivations' closures and their outputs.
+
+A kept path without a narinfo in DIR is an error, before anything is
+removed. gc holds the cache alone: hooks and other writers wait for it.
+Removal keeps the cache substitutable at every moment, power cuts included.
+Each removed store path is printed, then a summary.
+
+Options:
+`
+
+func runGC(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("mkbinarycache gc", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	var keep stringsFlag
+	fs.Var(&keep, "keep", "keep the closure of `STORE-PATH` (repeatable; a full store path)")
+	keepFile := fs.String("keep-file", "", "keep the closures of the store paths in `FILE`, one per line (# comments)")
+	buildClosure := fs.Bool("build-closure", false, "also keep the kept paths' derivations, their closures and outputs")
+	dryRun := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
+	lockWait := fs.Duration("lock-wait", -1, "how long to wait for the commands using the cache (`DURATION`; negative: as long as it takes)")
+	quiet := fs.Bool("quiet", false, "print only the summary and errors")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), gcUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("gc: give exactly one cache directory")
+	}
+	if len(keep) == 0 && *keepFile == "" {
+		return usagef("gc: give --keep or --keep-file (gc never empties a cache by default)")
+	}
+	dir := pos[0]
+	if *keepFile != "" {
+		paths, err := readKeepFile(*keepFile)
+		if err != nil {
+			return err
+		}
+		keep = append(keep, paths...)
+	}
+	storeDir, err := cachedir.ResolveStoreDir(dir, "")
+	if err != nil {
+		return err
+	}
+	v := closure.Validator{StoreDir: storeDir}
+	for _, p := range keep {
+		if err := v.CheckPath(p); err != nil {
+			return usagef("gc: --keep: %v", err)
+		}
+	}
+	verb := "removing"
+	if *dryRun {
+		verb = "would remove"
+	}
+	o := gc.Options{Dir: dir, Keep: keep, BuildClosure: *buildClosure, DryRun: *dryRun, Durable: true, LockWait: *lockWait}
+	stats, err := gc.Collect(ctx, o, func(e gc.Event) {
+		switch {
+		case e.Kind == gc.Warning:
+			fmt.Fprintf(env.Stderr, "warning: %s: %s\n", e.Path, e.Msg)
+		case e.Kind == gc.Removed && !*quiet:
+			fmt.Fprintf(env.Stderr, "%s %s\n", verb, e.Path)
+		}
+	})
+	if errors.Is(err, cachegraph.ErrNotCache) {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if err != nil {
+		return err
+	}
+	if *dryRun {
+		verb = "would remove"
+	} else {
+		verb = "removed"
+	}
+	fmt.Fprintf(env.Stderr, "gc: kept %d paths; %s %d paths, %d files, %s, in %s\n",
+		stats.Kept, verb, stats.Paths, stats.Files, humanBytes(uint64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
+	return nil
+}
+
+// readKeepFile reads store paths, one per line; blank lines and lines
+// starting with # are skipped.
+func readKeepFile(name string) ([]string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("gc: --keep-file: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("gc: --keep-file %s: %w", name, err)
+	}
+	return out, nil
+}
