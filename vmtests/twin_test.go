@@ -11,11 +11,13 @@
 //     veth pair, a private mount namespace with empty tmpfs file systems on
 //     /nix (its own store and database), /tmp, /root and /etc/nix (its own
 //     nix.conf, with max-jobs = 0: it can only substitute), and a PID
-//     namespace with its own /proc.
+//     namespace with its own /proc. host2 runs each Nix version of the
+//     matrix (nixtest.Versions): the host's own, or a newer one chrooted
+//     into its Debian root file system.
 //
-// Each compression gets its own pair of hosts. Every namespace, mount and
-// server goes away in t.Cleanup, and host1's store is checked to be
-// untouched by host2.
+// Each version and compression gets its own pair of hosts. Every namespace,
+// mount and server goes away in t.Cleanup, and host1's store is checked to
+// be untouched by host2.
 package vmtests
 
 import (
@@ -179,15 +181,20 @@ func runStep(t *testing.T, host string, run runner, st step, values map[string]s
 		}
 	}
 	if len(st.ContainsAny) > 0 {
-		found := false
+		found := ""
 		var anyOf []string
 		for _, w := range st.ContainsAny {
 			w = subst(t, w, values)
 			anyOf = append(anyOf, w)
-			found = found || strings.Contains(out, w)
+			if found == "" && strings.Contains(out, w) {
+				found = w
+			}
 		}
-		if !found {
+		if found == "" {
 			problems = append(problems, fmt.Sprintf("output has none of %q", anyOf))
+		} else {
+			// Which wording this Nix version uses, for scenario.json's notes.
+			t.Logf("%s: step %q: output has %q", host, st.Name, found)
 		}
 	}
 	if st.LastLine != nil {
@@ -349,34 +356,45 @@ func startServer(t *testing.T, ns, addr, dir string) {
 // each step then enters. Without its own PID namespace, host2's
 // `nix-store --delete` would see other processes' command lines naming the
 // path (runtime GC roots), e.g. another subtest's `nix-store --realise`.
+//
+// With a root file system ($1, for a newer Nix), all of that happens inside
+// it, with /dev and /sys bound from the host, and PID 1 sleeps chrooted
+// there, so that the steps (nsenter --root) run that rootfs's Nix.
 const host2Setup = `set -e
 # Our PID as host1 sees it, for nsenter: the redirection makes /proc/self this shell.
 while read -r key outer inner; do [ "$key" = NSpid: ] && hostpid=$outer; done < /proc/self/status
 [ -n "$hostpid" ]
-mount -t proc proc /proc
-for d in /nix /tmp /root /etc/nix; do mount -t tmpfs -o mode=0755 tmpfs "$d"; done
-chmod 1777 /tmp
-mkdir -p /nix/store /nix/var/nix
-cat > /etc/nix/nix.conf <<'EOF'
+r=$1
+mount -t proc proc "$r/proc"
+if [ -n "$r" ]; then
+	mount --rbind /dev "$r/dev"
+	mount --rbind /sys "$r/sys"
+fi
+# mode 755: Nix 2.34 refuses a world-writable /nix.
+for d in /nix /tmp /root /etc/nix; do mount -t tmpfs -o mode=0755 tmpfs "$r$d"; done
+chmod 1777 "$r/tmp"
+mkdir -p "$r/nix/store" "$r/nix/var/nix"
+cat > "$r/etc/nix/nix.conf" <<'EOF'
 build-users-group =
 substituters =
 max-jobs = 0
 EOF
-echo "ready $hostpid"
-exec sleep infinity`
+# Ready only once chrooted: nsenter --root takes PID 1's root as it is then.
+exec chroot "${r:-/}" sh -c 'echo "ready $0" && exec sleep infinity' "$hostpid"`
 
 type host2 struct {
-	pid int // of host2's PID 1, in host1's PID namespace
+	pid    int  // of host2's PID 1, in host1's PID namespace
+	chroot bool // in a root file system with a newer Nix
 }
 
-func startHost2(t *testing.T, ns string) *host2 {
+func startHost2(t *testing.T, ns, root string) *host2 {
 	t.Helper()
 	if fi, err := os.Stat("/etc/nix"); err != nil || !fi.IsDir() {
 		t.Fatalf("/etc/nix is not a directory (%v): host2 mounts its own nix.conf over it", err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", ns,
 		"unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-		"sh", "-c", host2Setup)
+		"sh", "-c", host2Setup, "sh", root)
 	cmd.Dir = "/"
 	// Should the test process die before its cleanups, unshare dies too,
 	// and takes host2's PID 1 along.
@@ -407,13 +425,18 @@ func startHost2(t *testing.T, ns string) *host2 {
 		cmd.Wait()
 		t.Fatalf("host2 setup failed: %q %v\n%s", line, err, stderr.String())
 	}
-	return &host2{pid: pid}
+	return &host2{pid: pid, chroot: root != ""}
 }
 
 func (h *host2) command(name string, args ...string) *exec.Cmd {
-	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--pid", "--wd", name}, args...)...)
+	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--pid", "--root", "--wd", name}, args...)...)
 	c.Dir = "/"
 	c.Env = cleanEnv("HOME=/root")
+	if h.chroot {
+		// The host's PATH may name directories the rootfs lacks or, worse,
+		// has other programs in.
+		c.Env = append(c.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
 	return c
 }
 
@@ -467,6 +490,11 @@ func storeState(t *testing.T, paths []string) map[string]pathState {
 }
 
 var compressions = []string{"none", "xz", "bzip2", "zstd"}
+
+// newerCompressions are those the newer Nix versions substitute here: the
+// two that matter (zstd, nixpkgs' default; xz, Nix's own), to keep the
+// matrix within CI's time. Every case of scenario.json runs with each.
+var newerCompressions = []string{"xz", "zstd"}
 
 // cachesExpr builds the fixture's hello and one mkBinaryCache of it per
 // compression, exactly as a user of nix/default.nix would.
@@ -535,26 +563,41 @@ func TestTwoHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for i, compression := range compressions {
-		i, compression, cache := i, compression, paths[1+i]
-		t.Run(compression, func(t *testing.T) {
+	cacheOf := map[string]string{}
+	for i, c := range compressions {
+		cacheOf[c] = paths[1+i]
+	}
+	for vi, v := range nixtest.Versions(t) {
+		t.Run("nix-"+v.Name, func(t *testing.T) {
 			t.Parallel()
-			twin(t, sc, twinParams{
-				subnet:      i + 1,
-				root:        root,
-				drv:         drv,
-				closure:     fx.Closure,
-				cache:       cache,
-				compression: compression,
-				pubkey:      strings.TrimSpace(string(pubkey)),
-				seckey:      seckey,
-				mkbinary:    filepath.Join(binDir, "bin", "mkbinarycache"),
-			})
+			v.Require(t)
+			comps := compressions
+			if !v.Host() {
+				comps = newerCompressions
+			}
+			for i, compression := range comps {
+				t.Run(compression, func(t *testing.T) {
+					t.Parallel()
+					twin(t, sc, twinParams{
+						version:     v,
+						subnet:      vi*len(compressions) + i + 1,
+						root:        root,
+						drv:         drv,
+						closure:     fx.Closure,
+						cache:       cacheOf[compression],
+						compression: compression,
+						pubkey:      strings.TrimSpace(string(pubkey)),
+						seckey:      seckey,
+						mkbinary:    filepath.Join(binDir, "bin", "mkbinarycache"),
+					})
+				})
+			}
 		})
 	}
 }
 
 type twinParams struct {
+	version                       nixtest.Version // host2's
 	subnet                        int
 	root, drv, cache, compression string
 	pubkey, seckey, mkbinary      string
@@ -589,7 +632,7 @@ func twin(t *testing.T, sc *scenario, p twinParams) {
 	}
 
 	// The machines.
-	ns1, ns2, addr1 := network(t, p.compression, p.subnet)
+	ns1, ns2, addr1 := network(t, p.version.Name+"-"+p.compression, p.subnet)
 	www := t.TempDir()
 	for name, target := range map[string]string{"cache": p.cache, "signed": filepath.Join(work1, "signed")} {
 		if err := os.Symlink(target, filepath.Join(www, name)); err != nil {
@@ -597,16 +640,19 @@ func twin(t *testing.T, sc *scenario, p twinParams) {
 		}
 	}
 	startServer(t, ns1, addr1, www)
-	h2 := startHost2(t, ns2)
+	h2 := startHost2(t, ns2, p.version.Root)
 
 	// host2 really is another machine: its /nix is its own, empty tmpfs, its
-	// nix.conf says max-jobs = 0, and it reaches host1 over the veth pair.
-	guard := fmt.Sprintf(`test "$(stat -f -c %%T /nix/store)" = tmpfs && test -z "$(ls -A /nix/store)" && test ! -e %s && nix --extra-experimental-features nix-command show-config | grep -qx 'max-jobs = 0' && echo fresh-host`, p.root)
-	if out, ok, err := h2.run(guard); err != nil || !ok || lastLine(out) != "fresh-host" {
-		t.Fatalf("host2 is not a fresh host (%v):\n%s", err, out)
+	// nix.conf says max-jobs = 0, it runs the Nix version under test, and it
+	// reaches host1 over the veth pair.
+	guard := fmt.Sprintf(`test "$(stat -f -c %%T /nix/store)" = tmpfs && test -z "$(ls -A /nix/store)" && test ! -e %s && nix --extra-experimental-features nix-command show-config | grep -qx 'max-jobs = 0' && nix --version && echo fresh-host`, p.root)
+	if out, ok, err := h2.run(guard); err != nil || !ok || lastLine(out) != "fresh-host" || !strings.Contains(out, p.version.Full+"\n") {
+		t.Fatalf("host2 is not a fresh host of %s (%v):\n%s", p.version.Full, err, out)
 	}
 	baseURL := "http://" + addr1
-	if out, ok, err := h2.run("nix-store --version && busybox wget -q -O - " + baseURL + "/cache/nix-cache-info"); err != nil || !ok || !strings.Contains(out, "StoreDir: /nix/store") {
+	// busybox from host1's file system, in host2's network namespace: a
+	// root file system has no HTTP client but Nix.
+	if out, err := exec.Command("ip", "netns", "exec", ns2, "busybox", "wget", "-q", "-O", "-", baseURL+"/cache/nix-cache-info").CombinedOutput(); err != nil || !strings.Contains(string(out), "StoreDir: /nix/store") {
 		t.Fatalf("host2 cannot fetch %s/cache/nix-cache-info (%v):\n%s", baseURL, err, out)
 	}
 
@@ -677,7 +723,7 @@ func twin(t *testing.T, sc *scenario, p twinParams) {
 			t.Errorf("host1: %s changed: %+v before, %+v after", q, before[q], after[q])
 		}
 	}
-	t.Logf("%s: %v in all", p.compression, time.Since(start).Round(time.Millisecond))
+	t.Logf("Nix %s, %s: %v in all", p.version.Name, p.compression, time.Since(start).Round(time.Millisecond))
 }
 
 // checkClosure checks that host2 now has exactly host1's closure of root,
