@@ -18,7 +18,7 @@ const (
 	out  = "/nix/store/33bgd045z0d4icpbc2yyz4gx48ak44la-binary-cache"
 )
 
-var v = closure.Validator{StoreDir: closure.DefaultStoreDir}
+var v = closure.Validator{StoreDir: "/nix/store"}
 
 func entry(p string) string {
 	return `{"path":"` + p + `","narHash":"` + hash + `","narSize":1,"references":[]}`

@@ -20,7 +20,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte(`{"closureAttr":"c","c":[]}`))
 	f.Add([]byte(`{"exportReferencesGraph":{"a":[],"b":[]},"a":[],"b":null}`))
-	v := closure.Validator{StoreDir: closure.DefaultStoreDir}
+	v := closure.Validator{StoreDir: "/nix/store"}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := attrs.Parse(data, v, "attrs.json")
 		if err != nil {

@@ -1,39 +1,36 @@
 // Package cache writes a flat-file Nix binary cache: nix-cache-info, one
 // narinfo per store path and the compressed NARs under nar/.
+//
+// A Writer runs in two parts. Workers dump, hash and compress each path in
+// one pass into a temporary file, renamed to its content address once
+// checked; a publisher writes each narinfo only after its NAR and the
+// narinfos of all its references are in place (and durable, with
+// Options.Durable). So at every moment, even after a SIGKILL or a power
+// cut, every narinfo of the cache can be substituted with its closure.
 package cache
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
-	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
-	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
-
-// Dirs are created empty in every cache: Nix creates them when it opens a
-// file:// store and fails on a read-only cache that lacks them.
-var Dirs = []string{"nar", "realisations", "debuginfo", "log", "build-trace-v2"}
 
 // Options say how to write a cache.
 type Options struct {
-	Dir         string // the cache directory
 	StoreDir    string // the store directory the paths live in
 	Compression compress.Method
 	Level       int // compress.DefaultLevel or a level of Compression
@@ -49,10 +46,19 @@ type Options struct {
 	WantMassQuery bool // nix-cache-info WantMassQuery
 	// Derivers adds Deriver lines for paths the closure has none for.
 	Derivers map[string]string
-	Log      io.Writer // per-path lines and the summary; nil for none
 	// NarListing writes <hashpart>.ls listings and IndexDebugInfo the
 	// debuginfo/ index, as Nix's ?write-nar-listing=1 and ?index-debug-info=1.
 	NarListing, IndexDebugInfo bool
+	// Durable makes each NAR durable before its narinfo is published, and
+	// every file before Write returns (batched syncfs): for caches kept
+	// across power cuts. A derivation's output needs none of it.
+	Durable bool
+	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	LockWait time.Duration
+	// Sign, if not nil, is called with each narinfo before it is written,
+	// so that a signed cache never shows an unsigned narinfo (it adds to
+	// Signatures).
+	Sign func(*narinfo.NarInfo) error
 }
 
 // Stats sum up a run.
@@ -60,141 +66,257 @@ type Stats struct {
 	Paths, Skipped int
 	NarBytes       uint64
 	FileBytes      uint64
+	Syncs          int // syncfs calls (Options.Durable)
 	Elapsed        time.Duration
 }
 
-func (o *Options) threads() int { return pool.Jobs(o.Threads) }
+// EventKind says what an Event reports.
+type EventKind int
 
-// Write adds every path of c to the cache at o.Dir. A path whose narinfo
-// exists already is left as it is, so a cache can grow over several runs.
-// Each NAR is complete and renamed into place before its narinfo is written,
-// so an interrupted or failed run never leaves a narinfo without its NAR;
-// the temporary files of a killed run are removed by the next one.
-func Write(ctx context.Context, c closure.Closure, o Options) (Stats, error) {
-	start := time.Now()
-	if err := o.Compression.CheckLevel(o.Level); err != nil {
-		return Stats{}, err
+// The events of a run, in the order a path goes through them.
+const (
+	// Planned: the run will write Paths paths of NarBytes bytes of NAR
+	// (those not in the cache yet); once, first.
+	Planned EventKind = iota
+	// Skipped: Path's narinfo is in the cache already.
+	Skipped
+	// Started: Path's NAR is being written.
+	Started
+	// Progress: NarBytes more bytes of Path's NAR were dumped.
+	Progress
+	// Warning: Msg is something wrong with Path that does not stop the run.
+	Warning
+	// Written: Path's narinfo is published, its NAR NarBytes bytes,
+	// compressed to FileBytes.
+	Written
+)
+
+// Event is one step of a run, reported to the callback of Write.
+type Event struct {
+	Kind                EventKind
+	Path                string
+	Paths               int
+	NarBytes, FileBytes uint64
+	Msg                 string
+}
+
+// progressStep is how many NAR bytes a Progress event reports at least.
+const progressStep = 4 << 20
+
+// Writer writes closures into one cache directory.
+type Writer struct {
+	dir string
+	o   Options
+	enc *compress.Encoder
+}
+
+// NewWriter checks o and prepares the encoder every path of a run shares.
+func NewWriter(dir string, o Options) (*Writer, error) {
+	enc, err := compress.NewEncoder(o.Compression, compress.Options{Level: o.Level, Threads: pool.Jobs(o.Threads),
+		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize})
+	if err != nil {
+		return nil, err
 	}
-	unlock, err := lockAndClean(o.Dir)
+	return &Writer{dir: dir, o: o, enc: enc}, nil
+}
+
+// Write adds every path of c to the cache. A path whose narinfo exists
+// already is left as it is, so a cache can grow over several runs. report,
+// if not nil, is called with each event, from one goroutine at a time.
+func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event)) (Stats, error) {
+	start := time.Now()
+	lock, err := cachedir.Acquire(ctx, w.dir, cachedir.Shared, w.o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
-	defer unlock()
-	if err := Init(o.Dir, o.StoreDir, o.Priority, o.WantMassQuery); err != nil {
+	defer lock.Release()
+	if err := cachedir.Init(w.dir, cachedir.Info{StoreDir: w.o.StoreDir, Priority: w.o.Priority, WantMassQuery: w.o.WantMassQuery}); err != nil {
 		return Stats{}, err
 	}
+	r := &run{Writer: w, report: report, published: map[string]bool{}}
+	if report == nil {
+		r.report = func(Event) {}
+	}
+	stats, err := r.write(ctx, c)
+	stats.Elapsed = time.Since(start)
+	return stats, err
+}
+
+// run is one Write: the state its workers and publisher share.
+type run struct {
+	*Writer
+	mu        sync.Mutex // report and stats
+	report    func(Event)
+	stats     Stats
+	published map[string]bool // store paths whose narinfo is in place: the publisher's
+}
+
+func (r *run) emit(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.report(e)
+}
+
+// written is a path whose NAR is in place, waiting for its narinfo.
+type written struct {
+	p  closure.Path
+	ni *narinfo.NarInfo
+}
+
+func (r *run) write(ctx context.Context, c closure.Closure) (Stats, error) {
+	var todo closure.Closure
+	var todoBytes uint64
+	for _, p := range c {
+		if _, err := os.Stat(cachedir.NarInfoPath(r.dir, p.StorePath)); err == nil {
+			r.published[p.StorePath] = true
+			r.stats.Paths++
+			r.stats.Skipped++
+			r.report(Event{Kind: Skipped, Path: p.StorePath})
+			continue
+		}
+		todo = append(todo, p)
+		todoBytes += p.NarSize
+	}
+	r.report(Event{Kind: Planned, Paths: len(todo), NarBytes: todoBytes})
 
 	// Largest first, so that one big path does not start last and serialise
 	// the end of the run.
-	order := make([]closure.Path, len(c))
-	copy(order, c)
-	sort.SliceStable(order, func(i, j int) bool { return order[i].NarSize > order[j].NarSize })
+	sort.SliceStable(todo, func(i, j int) bool { return todo[i].NarSize > todo[j].NarSize })
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var (
-		mu    sync.Mutex
-		stats Stats
-	)
-	pool.Each(ctx, o.Jobs, order, func(p closure.Path) {
-		r, err := o.addPath(ctx, p)
-		if err != nil {
-			cancel(err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		stats.Paths++
-		if r.skipped {
-			stats.Skipped++
-		} else {
-			stats.NarBytes += r.narSize
-			stats.FileBytes += r.fileSize
-		}
-		if o.Log != nil {
-			o.logPath(p.StorePath, r)
-		}
-	})
-	stats.Elapsed = time.Since(start)
-	if err := context.Cause(ctx); err != nil {
-		return stats, err
-	}
-	if o.Log != nil {
-		o.logSummary(stats)
-	}
-	return stats, nil
-}
-
-// Init creates the cache layout and nix-cache-info; on an existing cache it
-// checks that the store directory matches.
-func Init(dir, storeDir string, priority int, wantMassQuery bool) error {
-	for _, d := range Dirs {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return fmt.Errorf("create cache: %w", err)
-		}
-	}
-	infoPath := filepath.Join(dir, "nix-cache-info")
-	if old, err := os.ReadFile(infoPath); err == nil {
-		if got := cacheInfoStoreDir(string(old)); got != storeDir {
-			return fmt.Errorf("%s: the cache is for store %q, not %q", infoPath, got, storeDir)
-		}
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", infoPath, err)
-	}
-	info := "StoreDir: " + storeDir + "\n"
-	if wantMassQuery {
-		info += "WantMassQuery: 1\n"
-	}
-	if priority != 0 {
-		info += fmt.Sprintf("Priority: %d\n", priority)
-	}
-	return atomicfile.Write(infoPath, []byte(info), 0o644)
-}
-
-func cacheInfoStoreDir(info string) string {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(line, "StoreDir: "); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// NarInfoPath is the narinfo file of a store path in cache dir.
-func NarInfoPath(dir, storePath string) string {
-	return filepath.Join(dir, hashPart(storePath)+".narinfo")
-}
-
-func hashPart(storePath string) string {
-	base := filepath.Base(storePath)
-	if i := strings.IndexByte(base, '-'); i > 0 {
-		return base[:i]
-	}
-	return base
-}
-
-type result struct {
-	skipped           bool
-	narSize, fileSize uint64
-}
-
-func (o *Options) addPath(ctx context.Context, p closure.Path) (result, error) {
-	if err := ctx.Err(); err != nil {
-		return result{}, err
-	}
-	infoPath := NarInfoPath(o.Dir, p.StorePath)
-	if _, err := os.Stat(infoPath); err == nil {
-		return result{skipped: true}, nil
-	}
-	ni, err := o.writeNAR(p)
+	ready := make(chan written, len(todo))
+	go func() {
+		pool.Each(ctx, r.o.Jobs, todo, func(p closure.Path) {
+			ni, err := r.writeNAR(ctx, p)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			ready <- written{p, ni}
+		})
+		close(ready)
+	}()
+	err := r.publish(ctx, ready, len(todo))
 	if err != nil {
-		return result{}, err
+		cancel(err)
 	}
-	if err := atomicfile.Write(infoPath, []byte(ni.String()), 0o644); err != nil {
-		return result{}, fmt.Errorf("%s: %w", p.StorePath, err)
+	// Let the workers stop before returning: they write into the cache.
+	for range ready {
 	}
-	return result{narSize: ni.NarSize, fileSize: ni.FileSize}, nil
+	if cause := context.Cause(ctx); err == nil && cause != nil {
+		err = cause
+	}
+	return r.stats, err
+}
+
+// publish writes the narinfos of the paths from ready, each once its
+// references' narinfos are in place, in rounds: a round takes every path
+// that arrived since the last one, makes the NARs durable with one syncfs
+// (Options.Durable), and publishes what it can. With durability, a narinfo
+// published in a round counts for its referrers only from the next round,
+// after the syncfs that makes it durable.
+func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
+	var pending []written
+	var fresh []string // published in the last round, not yet durable
+	received := 0
+	for received < n || len(pending) > 0 {
+		if received < n {
+			select {
+			case w, ok := <-ready:
+				if !ok {
+					return context.Cause(ctx)
+				}
+				pending = append(pending, w)
+				received++
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		drain:
+			for received < n {
+				select {
+				case w, ok := <-ready:
+					if !ok {
+						return context.Cause(ctx)
+					}
+					pending = append(pending, w)
+					received++
+				default:
+					break drain
+				}
+			}
+		}
+		if r.o.Durable {
+			if err := r.sync(); err != nil {
+				return err
+			}
+		}
+		for _, p := range fresh {
+			r.published[p] = true
+		}
+		before := len(pending)
+		var err error
+		pending, fresh, err = r.publishReady(pending)
+		if err != nil {
+			return err
+		}
+		if received == n && len(pending) == before && len(fresh) == 0 {
+			return fmt.Errorf("%s: a reference is neither in the closure nor in the cache", pending[0].p.StorePath)
+		}
+	}
+	if r.o.Durable && len(fresh) > 0 {
+		return r.sync()
+	}
+	return nil
+}
+
+func (r *run) sync() error {
+	r.stats.Syncs++
+	return cachedir.SyncFS(r.dir)
+}
+
+// publishReady writes the narinfo of each pending path whose references are
+// published, and returns the rest and those it wrote. Without durability,
+// what it writes counts at once, so a chain is published in one call.
+func (r *run) publishReady(pending []written) (rest []written, fresh []string, err error) {
+	for {
+		progress := false
+		rest = pending[:0:0]
+		for _, w := range pending {
+			if !r.refsPublished(w.p) {
+				rest = append(rest, w)
+				continue
+			}
+			if err := cachedir.WriteFile(cachedir.NarInfoPath(r.dir, w.p.StorePath), []byte(w.ni.String()), 0o644); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", w.p.StorePath, err)
+			}
+			progress = true
+			if r.o.Durable {
+				fresh = append(fresh, w.p.StorePath)
+			} else {
+				r.published[w.p.StorePath] = true
+			}
+			r.mu.Lock()
+			r.stats.Paths++
+			r.stats.NarBytes += w.ni.NarSize
+			r.stats.FileBytes += w.ni.FileSize
+			r.report(Event{Kind: Written, Path: w.p.StorePath, NarBytes: w.ni.NarSize, FileBytes: w.ni.FileSize})
+			r.mu.Unlock()
+		}
+		pending = rest
+		if !progress || r.o.Durable {
+			return rest, fresh, nil
+		}
+	}
+}
+
+func (r *run) refsPublished(p closure.Path) bool {
+	for _, ref := range p.References {
+		if ref != p.StorePath && !r.published[ref] {
+			return false
+		}
+	}
+	return true
 }
 
 // countingHash hashes and counts what is written through it.
@@ -208,54 +330,16 @@ func (h *countingHash) Write(p []byte) (int, error) {
 	return h.Hash.Write(p)
 }
 
-// writeNAR dumps, hashes and compresses p in one pass into a temporary file
-// that is renamed to its content-addressed name once complete and checked.
-func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
-	narDir := filepath.Join(o.Dir, "nar")
-	tmp, err := os.CreateTemp(narDir, ".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
-	}
-	defer func() {
-		if tmp != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
+func newHash() *countingHash { return &countingHash{Hash: sha256.New()} }
 
-	fileHash := &countingHash{Hash: sha256.New()}
-	narHash := &countingHash{Hash: sha256.New()}
-	// No larger than the NAR: many small paths would each allocate 1 MiB.
-	fileOut := io.MultiWriter(tmp, fileHash)
-	if o.Compression == compress.None {
-		// The file is the NAR: hash it once (see below).
-		fileOut = tmp
-	}
-	fileBuf := bufio.NewWriterSize(fileOut, int(min(1<<20, max(4<<10, p.NarSize))))
-	enc, err := compress.NewWriter(fileBuf, o.Compression, compress.Options{Level: o.Level, Threads: o.threads(),
-		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize, SizeHint: int64(p.NarSize)})
-	if err != nil {
-		return nil, err
-	}
-	tree, err := o.dumpNAR(io.MultiWriter(narHash, enc), p.StorePath)
-	if err != nil {
-		enc.Close()
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("%s: compress: %w", p.StorePath, err)
-	}
-	if err := fileBuf.Flush(); err != nil {
-		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
-	}
+func (h *countingHash) nix32() *nixhash.HashWithEncoding {
+	return nixhash.MustNewHashWithEncoding(nixhash.SHA256, h.Sum(nil), nixhash.NixBase32, true)
+}
 
-	gotNar := nixhash.MustNewHashWithEncoding(nixhash.SHA256, narHash.Sum(nil), nixhash.NixBase32, true)
+// narInfo checks what was dumped against what Nix recorded, and describes
+// the NAR stored at url.
+func (r *run) narInfo(p closure.Path, narHash, fileHash *countingHash, url string) (*narinfo.NarInfo, error) {
+	gotNar := narHash.nix32()
 	if p.NarSize != 0 && p.NarSize != narHash.n {
 		return nil, fmt.Errorf("%s: NAR size mismatch: Nix recorded %d bytes, the path dumps to %d (store corrupted or modified?)", p.StorePath, p.NarSize, narHash.n)
 	}
@@ -265,90 +349,46 @@ func (o *Options) writeNAR(p closure.Path) (*narinfo.NarInfo, error) {
 			return nil, fmt.Errorf("%s: NAR hash mismatch: Nix recorded %s, the path dumps to %s (store corrupted or modified?)", p.StorePath, want, gotNar)
 		}
 	}
-
-	if o.Compression == compress.None {
-		fileHash = narHash
-	}
-	fh := nixhash.MustNewHashWithEncoding(nixhash.SHA256, fileHash.Sum(nil), nixhash.NixBase32, true)
-	url := "nar/" + fh.Format(nixhash.NixBase32, false) + ".nar" + o.Compression.Ext()
-	if err := os.Rename(tmp.Name(), filepath.Join(o.Dir, url)); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
-	}
-	tmp = nil
-	if tree != nil {
-		if err := o.writeIndex(p.StorePath, url, tree); err != nil {
-			return nil, err
-		}
-	}
-
 	ni := &narinfo.NarInfo{
 		StorePath:   p.StorePath,
 		URL:         url,
-		Compression: string(o.Compression),
-		FileHash:    fh,
+		Compression: string(r.o.Compression),
+		FileHash:    fileHash.nix32(),
 		FileSize:    fileHash.n,
 		NarHash:     gotNar,
 		NarSize:     narHash.n,
 		CA:          p.CA,
 	}
-	for _, r := range p.References {
-		ni.References = append(ni.References, filepath.Base(r))
+	for _, ref := range p.References {
+		ni.References = append(ni.References, filepath.Base(ref))
 	}
 	deriver := p.Deriver
 	if deriver == "" {
-		deriver = o.Derivers[p.StorePath]
+		deriver = r.o.Derivers[p.StorePath]
 	}
 	if deriver != "" {
 		ni.Deriver = filepath.Base(deriver)
 	}
 	if ni.CA == "" && len(ni.References) == 0 {
-		ni.CA = o.inferCA(ni)
+		ni.CA = inferCA(ni, r.o.StoreDir)
 	}
 	return ni, nil
+}
+
+// narURL is where a NAR with this file hash is stored.
+func (r *run) narURL(fileHash *countingHash) string {
+	return "nar/" + fileHash.nix32().Format(nixhash.NixBase32, false) + ".nar" + r.o.Compression.Ext()
 }
 
 // inferCA recovers the content address of a path imported by
 // builtins.path, nix-store --add or a recursive fixed-output derivation,
 // which the legacy graph and closureInfo formats do not carry: its store
 // path is computed from its NAR hash. Clients accept such paths unsigned.
-func (o *Options) inferCA(ni *narinfo.NarInfo) string {
+func inferCA(ni *narinfo.NarInfo, storeDir string) string {
 	candidate := *ni
 	candidate.CA = "fixed:r:" + ni.NarHash.Format(nixhash.NixBase32, true)
-	if ok, err := sign.ContentAddressed(&candidate, o.StoreDir); err == nil && ok {
+	if ok, err := narinfo.ContentAddressed(&candidate, storeDir); err == nil && ok {
 		return candidate.CA
 	}
 	return ""
-}
-
-func (o *Options) logPath(storePath string, r result) {
-	if r.skipped {
-		fmt.Fprintf(o.Log, "%s: already in the cache\n", storePath)
-		return
-	}
-	fmt.Fprintf(o.Log, "%s: NAR %s, %s %s\n", storePath, HumanBytes(r.narSize), o.Compression, HumanBytes(r.fileSize))
-}
-
-func (o *Options) logSummary(s Stats) {
-	ratio := 0.0
-	if s.NarBytes > 0 {
-		ratio = float64(s.FileBytes) / float64(s.NarBytes)
-	}
-	secs := s.Elapsed.Seconds()
-	fmt.Fprintf(o.Log, "%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s/s\n",
-		s.Paths, s.Skipped, HumanBytes(s.NarBytes), o.Compression, HumanBytes(s.FileBytes), ratio, secs,
-		HumanBytes(uint64(float64(s.NarBytes)/max(secs, 1e-9))))
-}
-
-// HumanBytes formats a byte count with binary units, as the logs show them.
-func HumanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
@@ -52,6 +53,14 @@ func fakeStore(t *testing.T) (storeDir string, c closure.Closure) {
 	return storeDir, c
 }
 
+func write(c closure.Closure, dir string, o Options) (Stats, error) {
+	w, err := NewWriter(dir, o)
+	if err != nil {
+		return Stats{}, err
+	}
+	return w.Write(context.Background(), c, nil)
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -84,23 +93,36 @@ func TestWrite(t *testing.T) {
 		t.Run(string(m), func(t *testing.T) {
 			storeDir, c := fakeStore(t)
 			dir := t.TempDir()
-			var log bytes.Buffer
-			st, err := Write(context.Background(), c, Options{Dir: dir, StoreDir: storeDir, Compression: m, Level: compress.DefaultLevel, Log: &log})
+			w, err := NewWriter(dir, Options{StoreDir: storeDir, Compression: m, Level: compress.DefaultLevel})
+			must(t, err)
+			var events []string
+			st, err := w.Write(context.Background(), c, func(e Event) {
+				if e.Kind != Progress {
+					events = append(events, fmt.Sprintf("%d %s %d %d", e.Kind, filepath.Base(e.Path), e.Paths, e.NarBytes))
+				}
+			})
 			must(t, err)
 			if st.Paths != 2 || st.NarBytes != c[0].NarSize+c[1].NarSize {
 				t.Errorf("stats %+v", st)
 			}
-			for _, want := range []string{c[0].StorePath + ": NAR ", "2 paths (0 already present)"} {
-				if !strings.Contains(log.String(), want) {
-					t.Errorf("log lacks %q:\n%s", want, log.String())
-				}
+			// Planned, then each path started and written; a before b,
+			// which refers to it.
+			a, b := filepath.Base(c[0].StorePath), filepath.Base(c[1].StorePath)
+			want := []string{fmt.Sprintf("%d . 2 %d", Planned, c[0].NarSize+c[1].NarSize),
+				fmt.Sprintf("%d %s 0 0", Started, a), fmt.Sprintf("%d %s 0 0", Started, b),
+				fmt.Sprintf("%d %s 0 %d", Written, a, c[0].NarSize), fmt.Sprintf("%d %s 0 %d", Written, b, c[1].NarSize)}
+			if len(events) == len(want) {
+				sort.Strings(events[1:3]) // started concurrently
+			}
+			if d := cmp.Diff(want, events); d != "" {
+				t.Errorf("events (-want +got):\n%s", d)
 			}
 			info, err := os.ReadFile(filepath.Join(dir, "nix-cache-info"))
 			must(t, err)
 			if string(info) != "StoreDir: "+storeDir+"\n" {
 				t.Errorf("nix-cache-info %q", info)
 			}
-			for _, d := range Dirs {
+			for _, d := range cachedir.Dirs {
 				if fi, err := os.Stat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
 					t.Errorf("no directory %s: %v", d, err)
 				}
@@ -114,7 +136,7 @@ func TestWrite(t *testing.T) {
 				names = append(names, name)
 			}
 			sort.Strings(names)
-			if len(names) != 1+len(Dirs)+1+2*2 {
+			if len(names) != 1+len(cachedir.Dirs)+1+2*2 {
 				t.Errorf("unexpected files: %v", names)
 			}
 		})
@@ -123,7 +145,7 @@ func TestWrite(t *testing.T) {
 
 func checkNarInfo(t *testing.T, dir string, p closure.Path, m compress.Method) {
 	t.Helper()
-	text, err := os.ReadFile(NarInfoPath(dir, p.StorePath))
+	text, err := os.ReadFile(cachedir.NarInfoPath(dir, p.StorePath))
 	must(t, err)
 	ni, err := narinfo.Parse(bytes.NewReader(text))
 	must(t, err)
@@ -174,7 +196,7 @@ func TestDeterministic(t *testing.T) {
 			var first map[string]string
 			for _, jobs := range []int{1, 2, 8} {
 				dir := t.TempDir()
-				_, err := Write(context.Background(), c, Options{Dir: dir, StoreDir: storeDir, Compression: tc.m, Level: compress.DefaultLevel,
+				_, err := write(c, dir, Options{StoreDir: storeDir, Compression: tc.m, Level: compress.DefaultLevel,
 					Jobs: jobs, Threads: jobs, ChunkSize: tc.chunk})
 				must(t, err)
 				for _, p := range c {
@@ -208,11 +230,11 @@ func TestMismatch(t *testing.T) {
 			bad := append(closure.Closure(nil), c...)
 			tc.change(&bad[1])
 			dir := t.TempDir()
-			_, err := Write(context.Background(), bad, Options{Dir: dir, StoreDir: storeDir, Compression: compress.Zstd, Level: compress.DefaultLevel, Jobs: 1})
+			_, err := write(bad, dir, Options{StoreDir: storeDir, Compression: compress.Zstd, Level: compress.DefaultLevel, Jobs: 1})
 			if err == nil || !strings.Contains(err.Error(), bad[1].StorePath+tc.want) {
 				t.Fatalf("error %v, want %q", err, bad[1].StorePath+tc.want)
 			}
-			if _, err := os.Stat(NarInfoPath(dir, bad[1].StorePath)); !os.IsNotExist(err) {
+			if _, err := os.Stat(cachedir.NarInfoPath(dir, bad[1].StorePath)); !os.IsNotExist(err) {
 				t.Errorf("narinfo of the corrupt path exists: %v", err)
 			}
 			nars, _ := os.ReadDir(filepath.Join(dir, "nar"))
@@ -228,11 +250,11 @@ func TestMismatch(t *testing.T) {
 func TestIncremental(t *testing.T) {
 	storeDir, c := fakeStore(t)
 	dir := t.TempDir()
-	o := Options{Dir: dir, StoreDir: storeDir, Compression: compress.Zstd, Level: compress.DefaultLevel}
-	_, err := Write(context.Background(), c[:1], o)
+	o := Options{StoreDir: storeDir, Compression: compress.Zstd, Level: compress.DefaultLevel}
+	_, err := write(c[:1], dir, o)
 	must(t, err)
 	before := tree(t, dir)
-	st, err := Write(context.Background(), c, o)
+	st, err := write(c, dir, o)
 	must(t, err)
 	if st.Paths != 2 || st.Skipped != 1 {
 		t.Errorf("second run: %+v, want 2 paths, 1 skipped", st)
@@ -244,7 +266,7 @@ func TestIncremental(t *testing.T) {
 		}
 	}
 	o.StoreDir = "/other/store"
-	if _, err := Write(context.Background(), c, o); err == nil || !strings.Contains(err.Error(), "the cache is for store") {
+	if _, err := write(c, dir, o); err == nil || !strings.Contains(err.Error(), "the cache is for store") {
 		t.Errorf("store dir mismatch: error %v", err)
 	}
 }
@@ -252,7 +274,7 @@ func TestIncremental(t *testing.T) {
 func TestMissingPath(t *testing.T) {
 	storeDir, c := fakeStore(t)
 	must(t, os.RemoveAll(c[0].StorePath))
-	_, err := Write(context.Background(), c, Options{Dir: t.TempDir(), StoreDir: storeDir, Compression: compress.None, Level: compress.DefaultLevel})
+	_, err := write(c, t.TempDir(), Options{StoreDir: storeDir, Compression: compress.None, Level: compress.DefaultLevel})
 	if err == nil || !strings.Contains(err.Error(), "dump "+c[0].StorePath) {
 		t.Errorf("error %v, want one naming %s", err, c[0].StorePath)
 	}

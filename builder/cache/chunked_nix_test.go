@@ -64,10 +64,12 @@ func TestMultiChunkNARSubstitutes(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "cache")
-			_, err := cache.Write(context.Background(), closure.Closure{{StorePath: tree}}, cache.Options{
-				Dir: dir, StoreDir: "/nix/store", Compression: v.m, Level: compress.DefaultLevel,
+			w, err := cache.NewWriter(dir, cache.Options{StoreDir: "/nix/store", Compression: v.m, Level: compress.DefaultLevel,
 				Threads: 2, ChunkSize: 1 << 20, XZProgram: v.program})
 			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(context.Background(), closure.Closure{{StorePath: tree}}, nil); err != nil {
 				t.Fatal(err)
 			}
 			nars, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))

@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
-	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 )
@@ -25,8 +25,8 @@ type indexer struct {
 
 // startIndex returns nil when neither a listing nor a debug info index is
 // wanted.
-func (o *Options) startIndex() *indexer {
-	if !o.NarListing && !o.IndexDebugInfo {
+func (r *run) startIndex() *indexer {
+	if !r.o.NarListing && !r.o.IndexDebugInfo {
 		return nil
 	}
 	pr, pw := io.Pipe()
@@ -60,21 +60,21 @@ func (ix *indexer) wait(dumpErr error) (*listing.Node, error) {
 // a NAR stored at url, as Nix does with ?write-nar-listing=1 and
 // ?index-debug-info=1. Like Nix, it leaves an existing debuginfo entry
 // alone: the same build ID may come with several store paths.
-func (o *Options) writeIndex(storePath, url string, root *listing.Node) error {
-	if o.NarListing {
-		if err := atomicfile.Write(filepath.Join(o.Dir, hashPart(storePath)+".ls"), listing.JSON(root), 0o644); err != nil {
+func (r *run) writeIndex(storePath, url string, root *listing.Node) error {
+	if r.o.NarListing {
+		if err := cachedir.WriteFile(cachedir.ListingPath(r.dir, storePath), listing.JSON(root), 0o644); err != nil {
 			return fmt.Errorf("%s: %w", storePath, err)
 		}
 	}
-	if o.IndexDebugInfo {
+	if r.o.IndexDebugInfo {
 		for _, f := range debuginfo.Find(root) {
-			name := filepath.Join(o.Dir, "debuginfo", f.Key)
+			name := filepath.Join(r.dir, "debuginfo", f.Key)
 			if _, err := os.Lstat(name); err == nil {
 				continue
 			} else if !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("%s: %w", storePath, err)
 			}
-			if err := atomicfile.Write(name, debuginfo.JSON(f, url), 0o644); err != nil {
+			if err := cachedir.WriteFile(name, debuginfo.JSON(f, url), 0o644); err != nil {
 				return fmt.Errorf("%s: %w", storePath, err)
 			}
 		}
@@ -85,8 +85,8 @@ func (o *Options) writeIndex(storePath, url string, root *listing.Node) error {
 // dumpNAR dumps the store path into w and, when a listing or debug info
 // index is wanted, also into an indexer; it returns the NAR's tree, or nil
 // when none is wanted.
-func (o *Options) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
-	ix := o.startIndex()
+func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
+	ix := r.startIndex()
 	if ix == nil {
 		return nil, nardump.Dump(w, storePath)
 	}

@@ -10,10 +10,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 )
 
@@ -37,9 +39,9 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 	const kept = `{"archive":"../nar/kept.nar","member":"lib/debug/.build-id/cd/0123456789abcdef0123456789abcdef012345.debug"}`
 	os.WriteFile(filepath.Join(dir, "debuginfo", "cd0123456789abcdef0123456789abcdef012345.debug"), []byte(kept), 0o644)
 
-	o := Options{Dir: dir, StoreDir: store, Compression: compress.XZ, Level: compress.DefaultLevel,
+	o := Options{StoreDir: store, Compression: compress.XZ, Level: compress.DefaultLevel,
 		NarListing: true, IndexDebugInfo: true}
-	if _, err := Write(context.Background(), closure.Closure{{StorePath: withDebug}, {StorePath: plain}}, o); err != nil {
+	if _, err := write(closure.Closure{{StorePath: withDebug}, {StorePath: plain}}, dir, o); err != nil {
 		t.Fatal(err)
 	}
 
@@ -52,7 +54,7 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join(dir, hashPart(p)+".ls"))
+		got, err := os.ReadFile(filepath.Join(dir, narinfo.HashPart(p)+".ls"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +63,7 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 		}
 	}
 
-	ni, err := os.ReadFile(NarInfoPath(dir, withDebug))
+	ni, err := os.ReadFile(cachedir.NarInfoPath(dir, withDebug))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +105,13 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 func TestNarListingDumpError(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	os.MkdirAll(store, 0o755)
-	o := Options{Dir: t.TempDir(), StoreDir: store, Compression: compress.Zstd, Level: compress.DefaultLevel, NarListing: true}
+	dir := t.TempDir()
+	o := Options{StoreDir: store, Compression: compress.Zstd, Level: compress.DefaultLevel, NarListing: true}
 	missing := filepath.Join(store, "11111111111111111111111111111111-missing")
-	if _, err := Write(context.Background(), closure.Closure{{StorePath: missing}}, o); err == nil {
+	if _, err := write(closure.Closure{{StorePath: missing}}, dir, o); err == nil {
 		t.Fatal("a missing store path was written")
 	}
-	if _, err := os.Stat(filepath.Join(o.Dir, "11111111111111111111111111111111.ls")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "11111111111111111111111111111111.ls")); err == nil {
 		t.Errorf("listing written for a failed path")
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/attrs"
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 )
@@ -40,6 +41,9 @@ Usage:
   mkbinarycache sign --key-file FILE CACHE-DIR    sign every narinfo (see sign --help)
   mkbinarycache verify [--public-key K]... DIR    check a cache (see verify --help)
   mkbinarycache keygen NAME                       make a signing key pair (see keygen --help)
+  mkbinarycache hook --out DIR [options]          Nix's post-build-hook: add what was built (see hook --help)
+  mkbinarycache gc --keep STORE-PATH... DIR       remove all but the closures of kept paths (see gc --help)
+  mkbinarycache copy --from SRC --to DST [PATH]...  copy closures between caches (see copy --help)
   mkbinarycache --help | --version
 
 Options:
@@ -108,6 +112,12 @@ func run(ctx context.Context, args []string, env Env) error {
 		return runVerify(ctx, args[1:], env)
 	case "keygen":
 		return runKeygen(args[1:], env)
+	case "hook":
+		return runHook(ctx, args[1:], env)
+	case "gc":
+		return runGC(ctx, args[1:], env)
+	case "copy":
+		return runCopy(ctx, args[1:], env)
 	}
 	fs := flag.NewFlagSet("mkbinarycache", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
@@ -163,9 +173,11 @@ func run(ctx context.Context, args []string, env Env) error {
 		return usagef("give exactly one of --attrs, --closure-info, --graph or store paths")
 	}
 
-	o := cache.Options{Dir: f.out, StoreDir: storeDir, Level: f.level, Jobs: f.jobs, Threads: f.threads,
+	o := cache.Options{StoreDir: storeDir, Level: f.level, Jobs: f.jobs, Threads: f.threads,
 		Priority: f.priority, WantMassQuery: f.wantMassQuery,
-		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo}
+		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
+		Durable: true, LockWait: -1}
+	out := f.out
 	compression := f.compression
 	var c closure.Closure
 	var err error
@@ -177,8 +189,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		}
 		c = a.Closure
 		applyAttrs(&o, &compression, a, f.level == compress.DefaultLevel, f.jobs == 0)
-		if o.Dir == "" {
-			o.Dir = a.Out
+		if out == "" {
+			out = a.Out
 		}
 	case f.closureInfo != "":
 		c, err = readFile(f.closureInfo+"/registration", func(r io.Reader, src string) (closure.Closure, error) {
@@ -200,7 +212,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	if o.Dir == "" {
+	if out == "" {
 		return usagef("--out is required")
 	}
 	if o.Compression, err = parseCompression(compression); err != nil {
@@ -221,11 +233,23 @@ func run(ctx context.Context, args []string, env Env) error {
 			o.XZProgram = f.xzProgram
 		}
 	}
-	if !f.quiet {
-		o.Log = env.Stderr
+	return writeCache(ctx, out, c, o, env.Stderr, f.quiet)
+}
+
+// writeCache runs a cache.Writer, rendering its progress on stderr.
+func writeCache(ctx context.Context, dir string, c closure.Closure, o cache.Options, stderr io.Writer, quiet bool) error {
+	w, err := cache.NewWriter(dir, o)
+	if err != nil {
+		return err
 	}
-	_, err = cache.Write(ctx, c, o)
-	return err
+	pr := newProgress(stderr, quiet, o.Compression)
+	stats, err := w.Write(ctx, c, pr.event)
+	if err != nil {
+		pr.clear()
+		return err
+	}
+	pr.summary(stats)
+	return nil
 }
 
 // applyAttrs takes the options a derivation set, where the command line did
@@ -265,7 +289,7 @@ func runInDerivation(ctx context.Context, env Env) error {
 	if a.Out == "" {
 		return fmt.Errorf("%s: no outputs.out", name)
 	}
-	o := cache.Options{Dir: a.Out, StoreDir: storeDir, Level: compress.DefaultLevel, Log: env.Stderr}
+	o := cache.Options{StoreDir: storeDir, Level: compress.DefaultLevel, LockWait: -1}
 	compression := ""
 	applyAttrs(&o, &compression, a, true, true)
 	if a.Jobs == nil {
@@ -277,8 +301,7 @@ func runInDerivation(ctx context.Context, env Env) error {
 	if o.Compression, err = parseCompression(compression); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	_, err = cache.Write(ctx, a.Closure, o)
-	return err
+	return writeCache(ctx, a.Out, a.Closure, o, env.Stderr, false)
 }
 
 // parseCompression parses a compression name; none given means zstd, the
@@ -294,7 +317,7 @@ func storeDirFromEnv(env Env) string {
 	if d := env.Getenv("NIX_STORE"); d != "" {
 		return strings.TrimRight(d, "/")
 	}
-	return closure.DefaultStoreDir
+	return cachedir.DefaultStoreDir
 }
 
 func readFile(name string, parse func(io.Reader, string) (closure.Closure, error)) (closure.Closure, error) {
@@ -309,7 +332,9 @@ func readFile(name string, parse func(io.Reader, string) (closure.Closure, error
 // nixOutput runs a Nix command and returns its standard output; the error
 // carries the command and what Nix said.
 func nixOutput(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
+	// Not from PATH alone: a post-build-hook under nix-daemon gets a
+	// minimal environment.
+	cmd := exec.CommandContext(ctx, nixTool(os.Getenv, name), args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

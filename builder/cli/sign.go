@@ -50,11 +50,17 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs}
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs, LockWait: -1, Durable: true}
+	keyName := sign.KeyName(key)
+	stats, err := sign.SignDir(ctx, key, o, func(file string, out sign.Outcome, err error) {
+		if out == sign.Replaced && err == nil && !*quiet {
+			fmt.Fprintf(env.Stderr, "%s: replaced an invalid signature by %s\n", file, keyName)
+		}
+	})
 	if !*quiet {
-		o.Log = env.Stderr
+		fmt.Fprintf(env.Stderr, "%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed\n",
+			stats.Files, stats.Added, stats.Replaced, stats.Present, keyName, stats.Failed)
 	}
-	_, err = sign.SignDir(ctx, key, o)
 	return err
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 )
@@ -66,7 +65,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	}
 	if !*quiet {
 		fmt.Fprintf(env.Stderr, "%d narinfos, NAR %s (%s compressed) checked%s: ",
-			stats.NarInfos, cache.HumanBytes(stats.NarBytes), cache.HumanBytes(stats.FileBytes), keyNames(o.PublicKeys))
+			stats.NarInfos, humanBytes(stats.NarBytes), humanBytes(stats.FileBytes), keyNames(o.PublicKeys))
 		if stats.Problems == 0 {
 			fmt.Fprintln(env.Stderr, "no problems")
 		} else {

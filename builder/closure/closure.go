@@ -14,9 +14,6 @@ import (
 	"github.com/nix-community/go-nix/pkg/storepath"
 )
 
-// DefaultStoreDir is the store directory when NIX_STORE does not say otherwise.
-const DefaultStoreDir = "/nix/store"
-
 // Path describes one store path of a closure.
 type Path struct {
 	StorePath  string        // absolute store path

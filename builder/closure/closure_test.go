@@ -17,7 +17,7 @@ const (
 	hSRI    = "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
 )
 
-var v = Validator{StoreDir: DefaultStoreDir}
+var v = Validator{StoreDir: "/nix/store"}
 
 func nix32(t *testing.T, h *nixhash.Hash) string {
 	t.Helper()

@@ -16,7 +16,7 @@ import (
 // (testdata/seed): `nix-store --dump-db`, a legacy exportReferencesGraph
 // file and `nix path-info --json --recursive`.
 
-var fuzzV = closure.Validator{StoreDir: closure.DefaultStoreDir}
+var fuzzV = closure.Validator{StoreDir: "/nix/store"}
 
 func addSeeds(f *testing.F, names ...string) {
 	f.Helper()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"runtime"
 	"sync"
 
 	"github.com/dsnet/compress/bzip2"
@@ -41,12 +40,10 @@ type chunkFunc func(dst, src []byte) ([]byte, error)
 // them at once, and writes the results to w in order.
 type chunkWriter struct {
 	w       io.Writer
-	size    int
-	encode  chunkFunc
+	e       *Encoder
 	buf     []byte
 	written bool                  // a chunk was submitted
 	left    int64                 // the input still expected, from Options.SizeHint
-	outDiv  int                   // output buffers start at 1/outDiv of a chunk
 	queue   chan chan chunkResult // in order, for drain
 	done    chan struct{}         // drain returned
 	sem     chan struct{}         // chunks submitted and not yet written
@@ -60,43 +57,9 @@ type chunkResult struct {
 	err      error
 }
 
-// Chunk buffers are pooled by power-of-two capacity, from 64 KiB up: NARs
-// come in every size, and a pool of mixed sizes would keep dropping the
-// buffers it returns.
-const minBufShift = 16
-
-var bufPools [40]sync.Pool // *[]byte of capacity 1<<i
-
-func bufClass(n int) int {
-	c := minBufShift
-	for 1<<c < n {
-		c++
-	}
-	return c
-}
-
-func getBuf(n int) []byte {
-	c := bufClass(n)
-	if b, ok := bufPools[c].Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, 1<<c)
-}
-
-func putBuf(b []byte) {
-	if c := cap(b); c >= 1<<minBufShift && c&(c-1) == 0 {
-		bufPools[bufClass(c)].Put(&b)
-	}
-}
-
-// slots bounds the chunks being compressed or waiting to be written across
-// every writer of the process, so that memory stays at a few chunks per
-// core however many paths are written at once.
-var slots = make(chan struct{}, max(runtime.GOMAXPROCS(0), 2))
-
-func newChunkWriter(w io.Writer, size, threads int, hint int64, encode chunkFunc) *chunkWriter {
-	c := &chunkWriter{w: w, size: size, encode: encode, left: hint, outDiv: 1,
-		queue: make(chan chan chunkResult, threads), done: make(chan struct{}), sem: make(chan struct{}, threads)}
+func newChunkWriter(w io.Writer, e *Encoder, hint int64) *chunkWriter {
+	c := &chunkWriter{w: w, e: e, left: hint,
+		queue: make(chan chan chunkResult, e.threads), done: make(chan struct{}), sem: make(chan struct{}, e.threads)}
 	go c.drain()
 	return c
 }
@@ -106,14 +69,14 @@ func (c *chunkWriter) drain() {
 	defer close(c.done)
 	for ch := range c.queue {
 		r := <-ch
-		putBuf(r.src)
+		c.e.budget.put(r.src)
 		if r.err == nil && c.getErr() == nil {
 			if _, err := c.w.Write(r.out); err != nil {
 				r.err = err
 			}
 		}
-		putBuf(r.out)
-		<-slots
+		c.e.budget.put(r.out)
+		<-c.e.budget.slots
 		<-c.sem
 		if r.err != nil {
 			c.setErr(r.err)
@@ -143,17 +106,17 @@ func (c *chunkWriter) Write(p []byte) (int, error) {
 		}
 		if c.buf == nil {
 			// The whole chunk, or what the hint says is left of the NAR.
-			n := c.size
+			n := c.e.size
 			if c.left > 0 && c.left < int64(n) {
 				n = int(c.left)
 			}
-			c.buf = getBuf(n)
+			c.buf = c.e.budget.get(n)
 		}
-		k := min(len(p), c.size-len(c.buf))
+		k := min(len(p), c.e.size-len(c.buf))
 		c.buf = append(c.buf, p[:k]...)
 		p = p[k:]
 		c.left -= int64(k)
-		if len(c.buf) == c.size {
+		if len(c.buf) == c.e.size {
 			c.submit()
 		}
 	}
@@ -168,10 +131,10 @@ func (c *chunkWriter) submit() {
 	// A slot is freed once the chunk is written: at most threads chunks
 	// and the one being filled are held in memory.
 	c.sem <- struct{}{}
-	slots <- struct{}{}
+	c.e.budget.slots <- struct{}{}
 	c.queue <- ch
 	go func() {
-		out, err := c.encode(getBuf(len(src)/c.outDiv), src)
+		out, err := c.e.Append(nil, src)
 		ch <- chunkResult{src: src, out: out, err: err}
 	}()
 }
@@ -181,7 +144,7 @@ func (c *chunkWriter) submit() {
 func (c *chunkWriter) Close() error {
 	if c.buf != nil || !c.written {
 		if c.buf == nil {
-			c.buf = getBuf(0)
+			c.buf = c.e.budget.get(0)
 		}
 		c.submit()
 	}
@@ -190,35 +153,13 @@ func (c *chunkWriter) Close() error {
 	return c.getErr()
 }
 
-// zstdEncoders are shared by every writer of a level: EncodeAll is safe for
-// concurrent use and an encoder's tables are costly to set up per NAR.
-var zstdEncoders struct {
-	mu sync.Mutex
-	m  map[zstd.EncoderLevel]*zstd.Encoder
-}
-
-func zstdEncoder(level zstd.EncoderLevel) (*zstd.Encoder, error) {
-	zstdEncoders.mu.Lock()
-	defer zstdEncoders.mu.Unlock()
-	if e := zstdEncoders.m[level]; e != nil {
-		return e, nil
-	}
+func zstdChunk(level zstd.EncoderLevel, concurrency int) (chunkFunc, error) {
 	// No frame checksums, as Nix's own zstd NARs: FileHash and NarHash
 	// cover the file and its content, and xxhash cost 4% of the CPU.
+	// EncodeAll is safe for concurrent use: one encoder serves every chunk
+	// of a run, since its tables are costly to set up.
 	e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
-		zstd.WithEncoderConcurrency(max(runtime.GOMAXPROCS(0), 2)))
-	if err != nil {
-		return nil, err
-	}
-	if zstdEncoders.m == nil {
-		zstdEncoders.m = map[zstd.EncoderLevel]*zstd.Encoder{}
-	}
-	zstdEncoders.m[level] = e
-	return e, nil
-}
-
-func zstdChunk(level zstd.EncoderLevel) (chunkFunc, error) {
-	e, err := zstdEncoder(level)
+		zstd.WithEncoderConcurrency(concurrency))
 	if err != nil {
 		return nil, err
 	}

@@ -95,7 +95,7 @@ type Options struct {
 	// (DefaultChunkSize when 0). The output depends on it: tests only.
 	ChunkSize int
 	// SizeHint is the input's size if known (a NAR's NarSize), else 0: it
-	// sizes buffers, not the output.
+	// sizes buffers, not the output. NewWriter only.
 	SizeHint int64
 	// XZProgram, when set, is an xz(1) (liblzma) that compresses each xz
 	// chunk, at XZProgramLevel unless Level is set: several times faster
@@ -114,65 +114,16 @@ const XZProgramLevel = 5
 // xzDictCap follows xz(1)'s presets: -0 .. -9.
 var xzDictCap = [10]int{256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20}
 
-// NewWriter returns an encoder writing to w. Close flushes it; it does not
-// close w, and w is written from another goroutine until Close returns.
+// NewWriter returns an encoder writing to w, with an Encoder of its own;
+// a run that compresses many streams shares one Encoder instead. Close
+// flushes it; it does not close w, and w is written from another goroutine
+// until Close returns.
 func NewWriter(w io.Writer, m Method, o Options) (io.WriteCloser, error) {
-	if err := m.CheckLevel(o.Level); err != nil {
+	e, err := NewEncoder(m, o)
+	if err != nil {
 		return nil, err
 	}
-	threads := max(o.Threads, 1)
-	size := o.ChunkSize
-	if size <= 0 {
-		size = DefaultChunkSize
-	}
-	var enc chunkFunc
-	switch m {
-	case None:
-		// Copied through chunks all the same: the file is then written
-		// (and hashed) by another goroutine while the NAR is dumped.
-		enc = func(dst, src []byte) ([]byte, error) { return append(dst, src...), nil }
-	case Zstd:
-		level := zstd.SpeedDefault
-		if o.Level != DefaultLevel {
-			level = zstd.EncoderLevelFromZstd(o.Level)
-		}
-		var err error
-		if enc, err = zstdChunk(level); err != nil {
-			return nil, err
-		}
-	case XZ:
-		if o.XZProgram != "" {
-			level := XZProgramLevel
-			if o.Level != DefaultLevel {
-				level = o.Level
-			}
-			enc = xzProgramChunk(o.XZProgram, level)
-			if o.ChunkSize <= 0 {
-				size = XZProgramChunkSize
-			}
-			break
-		}
-		// ulikunitz/xz is much slower with large dictionaries for little gain
-		// on NAR data (DESIGN.md §4): default to xz -1's 1 MiB.
-		dict := xzDictCap[1]
-		if o.Level != DefaultLevel {
-			dict = xzDictCap[o.Level]
-		}
-		enc = xzChunk(dict)
-	case Bzip2:
-		level := 9 // Nix's and bzip2(1)'s default
-		if o.Level != DefaultLevel {
-			level = o.Level
-		}
-		enc = bzip2Chunk(level)
-	default:
-		return nil, fmt.Errorf("unsupported compression %q", m)
-	}
-	c := newChunkWriter(w, size, threads, o.SizeHint, enc)
-	if m == XZ {
-		c.outDiv = 4 // xz output is well under a quarter of a NAR; it grows if not
-	}
-	return c, nil
+	return e.NewWriter(w, o.SizeHint), nil
 }
 
 // NewReader returns a decoder reading from r.

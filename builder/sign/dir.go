@@ -5,77 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/internal/atomicfile"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
-
-// DefaultStoreDir is the store directory of caches that do not say.
-const DefaultStoreDir = "/nix/store"
-
-// CacheStoreDir returns the StoreDir of the cache at dir (from its
-// nix-cache-info), or "" when the file does not exist or does not say.
-func CacheStoreDir(dir string) (string, error) {
-	data, err := ReadRegular(filepath.Join(dir, "nix-cache-info"))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read nix-cache-info: %w", err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "StoreDir:"); ok {
-			return strings.TrimRight(strings.TrimSpace(v), "/"), nil
-		}
-	}
-	return "", nil
-}
-
-// ResolveStoreDir picks the store directory of the cache at dir: the one
-// its nix-cache-info names, which flag (when not "") must agree with; else
-// flag; else /nix/store.
-func ResolveStoreDir(dir, flag string) (string, error) {
-	flag = strings.TrimRight(flag, "/")
-	info, err := CacheStoreDir(dir)
-	if err != nil {
-		return "", err
-	}
-	switch {
-	case info != "" && flag != "" && info != flag:
-		return "", fmt.Errorf("%s: the cache is for store %s, not %s", filepath.Join(dir, "nix-cache-info"), info, flag)
-	case info != "":
-		return info, nil
-	case flag != "":
-		return flag, nil
-	}
-	return DefaultStoreDir, nil
-}
-
-// NarInfoFiles lists the narinfo files at the top of the cache dir, sorted.
-func NarInfoFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("read cache: %w", err)
-	}
-	var names []string
-	for _, e := range entries {
-		if n := e.Name(); strings.HasSuffix(n, ".narinfo") && !strings.HasPrefix(n, ".") && !e.IsDir() {
-			names = append(names, filepath.Join(dir, n))
-		}
-	}
-	sort.Strings(names)
-	return names, nil
-}
 
 // Outcome is what SignFile did to one narinfo.
 type Outcome int
@@ -93,11 +34,11 @@ const (
 // (one made before the narinfo changed) is replaced. The file is replaced
 // atomically (temporary file and rename), keeping its permissions.
 func SignFile(name string, key signature.SecretKey, storeDir string) (Outcome, error) {
-	data, err := ReadRegular(name)
+	data, err := cachedir.ReadRegular(name)
 	if err != nil {
 		return 0, err
 	}
-	ni, _, err := ParseNarInfo(data)
+	ni, _, err := narinfo.Parse(data)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
@@ -176,7 +117,7 @@ func replaceFile(name string, data []byte) error {
 	if st, err := os.Stat(name); err == nil {
 		mode = st.Mode().Perm()
 	}
-	if err := atomicfile.Write(name, data, mode); err != nil {
+	if err := cachedir.WriteFile(name, data, mode); err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
 			return fmt.Errorf("%w (is the cache a writable copy? cp -r --no-preserve=mode result/ DIR)", err)
 		}
@@ -190,28 +131,38 @@ type DirOptions struct {
 	Dir      string
 	StoreDir string // "" for the cache's (nix-cache-info), else /nix/store
 	Jobs     int    // narinfos signed at once; 0 for the number of CPUs
-	Log      io.Writer
+	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	LockWait time.Duration
+	// Durable makes the signed narinfos durable before SignDir returns.
+	Durable bool
 }
 
 // DirStats count what SignDir did.
 type DirStats struct {
-	Added, Present, Replaced, Failed int
+	Files, Added, Present, Replaced, Failed int
 }
 
-// SignDir signs every narinfo of the cache at o.Dir with key (SignFile).
-// It goes on past a narinfo it cannot sign and returns every such error.
-func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions) (DirStats, error) {
-	storeDir, err := ResolveStoreDir(o.Dir, o.StoreDir)
+// SignDir signs every narinfo of the cache at o.Dir with key (SignFile),
+// holding the cache's shared lock. It calls report, from one goroutine at a
+// time, with each narinfo and what was done to it (err for a failure); it
+// goes on past a narinfo it cannot sign and returns every such error.
+func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report func(file string, out Outcome, err error)) (DirStats, error) {
+	lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return DirStats{}, err
 	}
-	files, err := NarInfoFiles(o.Dir)
+	defer lock.Release()
+	storeDir, err := cachedir.ResolveStoreDir(o.Dir, o.StoreDir)
+	if err != nil {
+		return DirStats{}, err
+	}
+	files, err := cachedir.NarInfoFiles(o.Dir)
 	if err != nil {
 		return DirStats{}, err
 	}
 	var (
 		mu    sync.Mutex
-		stats DirStats
+		stats = DirStats{Files: len(files)}
 		errs  []error
 	)
 	pool.Each(ctx, o.Jobs, files, func(f string) {
@@ -228,17 +179,18 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions) (DirSta
 			stats.Present++
 		case out == Replaced:
 			stats.Replaced++
-			if o.Log != nil {
-				fmt.Fprintf(o.Log, "%s: replaced an invalid signature by %s\n", f, KeyName(key))
-			}
+		}
+		if report != nil {
+			report(f, out, err)
 		}
 	})
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}
-	if o.Log != nil {
-		fmt.Fprintf(o.Log, "%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed\n",
-			len(files), stats.Added, stats.Replaced, stats.Present, KeyName(key), stats.Failed)
+	if o.Durable && stats.Added+stats.Replaced > 0 {
+		if err := cachedir.SyncFS(o.Dir); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return stats, errors.Join(errs...)
 }

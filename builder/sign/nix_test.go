@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
@@ -39,7 +40,7 @@ func copyDir(t *testing.T, src string) string {
 
 func narInfos(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	files, err := sign.NarInfoFiles(dir)
+	files, err := cachedir.NarInfoFiles(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestSignMatchesNixStoreSign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: ourDir})
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: ourDir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

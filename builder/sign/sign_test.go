@@ -8,113 +8,31 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-)
-
-// A throwaway key made with `nix-store --generate-binary-cache-key test-1`,
-// and narinfos that `nix copy` wrote and `nix store sign` signed with it
-// (Nix 2.8): golden vectors for the fingerprint and the signature.
-const (
-	testSecret = "test-1:ry47cmosKUlDckZ2QGEgKuSgeIcKvvA+B061K+LiB7kl8kF8mBYoabiY1Iu3KN1fOz5sPmV3vXveIN+lkczwLg=="
-	testPublic = "test-1:JfJBfJgWKGm4mNSLtyjdXzs+bD5ld7173iDfpZHM8C4="
-
-	helloUnsigned = `StorePath: /nix/store/70gvzv4w0ffkb6chy0ayi86xcnc4i950-hello
-URL: nar/0v7zanlz9q2p5mcrw4cq9mgx5khq3zx2gf5c6axchkys6726w98r.nar
-Compression: none
-FileHash: sha256:0v7zanlz9q2p5mcrw4cq9mgx5khq3zx2gf5c6axchkys6726w98r
-FileSize: 624
-NarHash: sha256:0v7zanlz9q2p5mcrw4cq9mgx5khq3zx2gf5c6axchkys6726w98r
-NarSize: 624
-References: 71fc7s32zl20dc955bhghy5dvalm7ndz-busybox li6rjy2h1x3kl5l3zqbywafhz3h5dw2a-libgreet
-Deriver: 2fg3l9llrbjwjpcmbhi4siaz3zjjw45b-hello.drv
-`
-	helloSig = "test-1:wgyWF9w1m4ZRDaXeOGcjaIWYzt2GLWmx3KMBCR5x2ykAyRRpOUiiPbpFt2it/NL6ee2PVmB0iTTucMKvv7DNDw=="
-
-	busyboxUnsigned = `StorePath: /nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox
-URL: nar/0h2cvvd5bkprq91zyak0149xwqr6p5hc0vw1xrshlzfg6z8dlk29.nar
-Compression: none
-FileHash: sha256:0h2cvvd5bkprq91zyak0149xwqr6p5hc0vw1xrshlzfg6z8dlk29
-FileSize: 1982736
-NarHash: sha256:0h2cvvd5bkprq91zyak0149xwqr6p5hc0vw1xrshlzfg6z8dlk29
-NarSize: 1982736
-References: 
-CA: fixed:r:sha256:0h2cvvd5bkprq91zyak0149xwqr6p5hc0vw1xrshlzfg6z8dlk29
-`
-	busyboxSig = "test-1:zhd7J5mVyAVqSx2eaXk7yz5gNybCOhiiwJ+KVqa/5XZGQMJCRvsbbbGH6DITeo5chTsnKfBPWC0lBGmj39EBAg=="
 )
 
 func mustKey(t *testing.T) signature.SecretKey {
 	t.Helper()
-	k, err := signature.LoadSecretKey(testSecret)
+	k, err := signature.LoadSecretKey(testkit.TestSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return k
 }
 
-func TestFingerprint(t *testing.T) {
-	ni, _, err := ParseNarInfo([]byte(helloUnsigned))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "1;/nix/store/70gvzv4w0ffkb6chy0ayi86xcnc4i950-hello;sha256:0v7zanlz9q2p5mcrw4cq9mgx5khq3zx2gf5c6axchkys6726w98r;624;" +
-		"/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox,/nix/store/li6rjy2h1x3kl5l3zqbywafhz3h5dw2a-libgreet"
-	got, err := Fingerprint(ni, "/nix/store/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("fingerprint (-want +got):\n%s", d)
-	}
-
-	// Nix sorts the references; go-nix keeps their order.
-	ni.References = []string{ni.References[1], ni.References[0]}
-	if got, _ := Fingerprint(ni, "/nix/store"); got != want {
-		t.Errorf("unsorted references: got %q, want %q", got, want)
-	}
-	if ni.Fingerprint() == want {
-		t.Errorf("go-nix's Fingerprint sorts now: drop the workaround?")
-	}
-
-	// The NarHash is printed as sha256:nix32 whatever form the narinfo had
-	// (the SRI form from `nix hash to-sri`).
-	hexForm := strings.Replace(helloUnsigned, "NarHash: sha256:0v7zanlz9q2p5mcrw4cq9mgx5khq3zx2gf5c6axchkys6726w98r",
-		"NarHash: sha256-GSVuxDHaT8i6Mqy4J/ofGM7SX02YEZ5ZLVfg9KlV/2w=", 1)
-	if ni2, _, err := ParseNarInfo([]byte(hexForm)); err != nil {
-		t.Fatal(err)
-	} else if got, _ := Fingerprint(ni2, "/nix/store"); got != want {
-		t.Errorf("SRI NarHash: got %q, want %q", got, want)
-	}
-}
-
-func TestFingerprintStoreDir(t *testing.T) {
-	ni, _, err := ParseNarInfo([]byte(strings.ReplaceAll(helloUnsigned, "/nix/store/", "/opt/store/")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := Fingerprint(ni, "/opt/store")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasSuffix(got, ";/opt/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox,/opt/store/li6rjy2h1x3kl5l3zqbywafhz3h5dw2a-libgreet") {
-		t.Errorf("references not in /opt/store: %q", got)
-	}
-	if _, err := Fingerprint(ni, "/nix/store"); err == nil {
-		t.Errorf("a path outside the store dir was fingerprinted")
-	}
-}
-
 func TestSignMatchesNix(t *testing.T) {
 	key := mustKey(t)
-	if got := key.ToPublicKey().String(); got != testPublic {
-		t.Fatalf("public key %q, want %q", got, testPublic)
+	if got := key.ToPublicKey().String(); got != testkit.TestPublic {
+		t.Fatalf("public key %q, want %q", got, testkit.TestPublic)
 	}
 	for _, tc := range []struct{ name, narinfo, sig string }{
-		{"hello", helloUnsigned, helloSig},
-		{"busybox (CA, no references)", busyboxUnsigned, busyboxSig},
+		{"hello", testkit.HelloUnsigned, testkit.HelloSig},
+		{"busybox (CA, no references)", testkit.BusyboxUnsigned, testkit.BusyboxSig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ni, _, err := ParseNarInfo([]byte(tc.narinfo))
+			ni, _, err := narinfo.Parse([]byte(tc.narinfo))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +43,7 @@ func TestSignMatchesNix(t *testing.T) {
 			if d := cmp.Diff(tc.sig, s.String()); d != "" {
 				t.Errorf("signature differs from Nix's (-nix +ours):\n%s", d)
 			}
-			pub, err := ParsePublicKey(testPublic)
+			pub, err := ParsePublicKey(testkit.TestPublic)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -139,41 +57,6 @@ func TestSignMatchesNix(t *testing.T) {
 				t.Errorf("signature still valid after NarSize changed")
 			}
 		})
-	}
-}
-
-func TestParseNarInfoTolerant(t *testing.T) {
-	in := strings.Replace(helloUnsigned, "Deriver:", "FutureKey: some value\nReferences2: x\nDeriver:", 1) +
-		"Sig: other:not-base64!\nSig: " + helloSig + "\n"
-	ni, bad, err := ParseNarInfo([]byte(in))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := cmp.Diff([]string{"other:not-base64!"}, bad); d != "" {
-		t.Errorf("bad sigs (-want +got):\n%s", d)
-	}
-	if len(ni.Signatures) != 1 || ni.Signatures[0].String() != helloSig {
-		t.Errorf("signatures = %v", ni.Signatures)
-	}
-	if ni.Deriver != "2fg3l9llrbjwjpcmbhi4siaz3zjjw45b-hello.drv" || len(ni.References) != 2 {
-		t.Errorf("fields lost: %+v", ni)
-	}
-
-	// Missing Compression means bzip2; runs of spaces in References are one.
-	ni, _, err = ParseNarInfo([]byte(strings.NewReplacer("Compression: none\n", "",
-		"busybox li6", "busybox  li6").Replace(helloUnsigned)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ni.Compression != "bzip2" {
-		t.Errorf("Compression = %q, want bzip2", ni.Compression)
-	}
-	if len(ni.References) != 2 {
-		t.Errorf("References = %q", ni.References)
-	}
-
-	if _, _, err := ParseNarInfo([]byte("StorePath /nix/store/x\n")); err == nil {
-		t.Errorf("a line without a key was accepted")
 	}
 }
 
@@ -212,27 +95,27 @@ func TestSignDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ni, _, _ := ParseNarInfo([]byte(helloUnsigned))
+	ni, _, _ := narinfo.Parse([]byte(testkit.HelloUnsigned))
 	otherSig, _ := Sign(ni, other, "/nix/store")
-	helloOther := helloUnsigned + "Sig: " + otherSig.String() + "\n"
+	helloOther := testkit.HelloUnsigned + "Sig: " + otherSig.String() + "\n"
 	// A signature by test-1 of other content: stale, must be replaced.
-	stale := strings.Replace(busyboxUnsigned, "CA:", "Sig: "+helloSig+"\nCA:", 1)
+	stale := strings.Replace(testkit.BusyboxUnsigned, "CA:", "Sig: "+testkit.HelloSig+"\nCA:", 1)
 	dir := writeCache(t, map[string]string{
 		"nix-cache-info": "StoreDir: /nix/store\n",
 		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloOther,
 		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": stale,
 		"not-a-narinfo.ls":                         "{}",
 	})
-	stats, err := SignDir(context.Background(), key, DirOptions{Dir: dir})
+	stats, err := SignDir(context.Background(), key, DirOptions{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(DirStats{Added: 1, Replaced: 1}, stats); d != "" {
+	if d := cmp.Diff(DirStats{Files: 2, Added: 1, Replaced: 1}, stats); d != "" {
 		t.Errorf("stats (-want +got):\n%s", d)
 	}
 	want := map[string]string{
-		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloOther + "Sig: " + helloSig + "\n",
-		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": strings.Replace(busyboxUnsigned, "CA:", "Sig: "+busyboxSig+"\nCA:", 1),
+		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloOther + "Sig: " + testkit.HelloSig + "\n",
+		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": strings.Replace(testkit.BusyboxUnsigned, "CA:", "Sig: "+testkit.BusyboxSig+"\nCA:", 1),
 	}
 	for n, w := range want {
 		got, err := os.ReadFile(filepath.Join(dir, n))
@@ -245,11 +128,11 @@ func TestSignDir(t *testing.T) {
 	}
 
 	// Idempotent: a second run changes nothing.
-	stats, err = SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/nix/store"})
+	stats, err = SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/nix/store"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(DirStats{Present: 2}, stats); d != "" {
+	if d := cmp.Diff(DirStats{Files: 2, Present: 2}, stats); d != "" {
 		t.Errorf("second run stats (-want +got):\n%s", d)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -257,7 +140,7 @@ func TestSignDir(t *testing.T) {
 		t.Errorf("leftover files: %v", entries)
 	}
 
-	if _, err := SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/opt/store"}); err == nil {
+	if _, err := SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/opt/store"}, nil); err == nil {
 		t.Errorf("a --store-dir contradicting nix-cache-info was accepted")
 	}
 }
@@ -266,9 +149,9 @@ func TestSignDirReportsEveryBadNarInfo(t *testing.T) {
 	dir := writeCache(t, map[string]string{
 		"aaaa.narinfo": "garbage\n",
 		"bbbb.narinfo": "StorePath: /nix/store/70gvzv4w0ffkb6chy0ayi86xcnc4i950-hello\nURL: x\n", // no NarHash
-		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloUnsigned,
+		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": testkit.HelloUnsigned,
 	})
-	stats, err := SignDir(context.Background(), mustKey(t), DirOptions{Dir: dir})
+	stats, err := SignDir(context.Background(), mustKey(t), DirOptions{Dir: dir}, nil)
 	if err == nil || !strings.Contains(err.Error(), "aaaa.narinfo") || !strings.Contains(err.Error(), "bbbb.narinfo") {
 		t.Errorf("err = %v, want both bad narinfos named", err)
 	}

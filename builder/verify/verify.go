@@ -31,13 +31,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nix-community/go-nix/pkg/nar/ls"
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 	"github.com/nix-community/go-nix/pkg/storepath"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
@@ -92,16 +93,16 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 		}
 	}
 
-	storeDir, err := sign.ResolveStoreDir(o.Dir, o.StoreDir)
+	storeDir, err := cachedir.ResolveStoreDir(o.Dir, o.StoreDir)
 	if err != nil {
 		return stats, err
 	}
-	if info, err := sign.CacheStoreDir(o.Dir); err != nil {
+	if info, _, err := cachedir.ReadInfo(o.Dir); err != nil {
 		return stats, err
-	} else if info == "" {
+	} else if info.StoreDir == "" {
 		emit("nix-cache-info", []string{"missing, or without StoreDir (Nix needs it to use the cache)"})
 	}
-	files, err := sign.NarInfoFiles(o.Dir)
+	files, err := cachedir.NarInfoFiles(o.Dir)
 	if err != nil {
 		return stats, err
 	}
@@ -146,12 +147,12 @@ func (r *result) add(format string, a ...any) {
 }
 
 func (c *checker) narInfo(ctx context.Context, file string) (r result) {
-	data, err := sign.ReadRegular(file)
+	data, err := cachedir.ReadRegular(file)
 	if err != nil {
 		r.add("%v", err)
 		return r
 	}
-	ni, badSigs, err := sign.ParseNarInfo(data)
+	ni, badSigs, err := narinfo.Parse(data)
 	if err != nil {
 		r.add("does not parse: %v", err)
 		return r
@@ -232,7 +233,7 @@ func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {
 		return
 	}
 	// Nix trusts a path its content address proves, signed or not.
-	if ok, _ := sign.ContentAddressed(ni, c.storeDir); ok {
+	if ok, _ := narinfo.ContentAddressed(ni, c.storeDir); ok {
 		return
 	}
 	names := map[string]bool{}
@@ -314,7 +315,7 @@ func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashP
 		r.add("NAR %s not checked: %v", u, err)
 		return
 	}
-	f, err := sign.OpenRegular(filepath.Join(c.dir, filepath.FromSlash(u)))
+	f, err := cachedir.OpenRegular(filepath.Join(c.dir, filepath.FromSlash(u)))
 	if errors.Is(err, os.ErrNotExist) {
 		r.add("NAR %s is missing", u)
 		return
@@ -386,7 +387,7 @@ func fmtHash(digest []byte, algo nixhash.Algorithm) string {
 // writers may order keys differently).
 func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 	name := hashPart + ".ls"
-	data, err := sign.ReadRegular(filepath.Join(c.dir, name))
+	data, err := cachedir.ReadRegular(filepath.Join(c.dir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return
 	} else if err != nil {
@@ -424,7 +425,7 @@ func debugInfo(dir string, emit func(string, []string)) {
 			continue
 		}
 		name := filepath.Join(dir, "debuginfo", e.Name())
-		data, err := sign.ReadRegular(name)
+		data, err := cachedir.ReadRegular(name)
 		if err != nil {
 			emit(name, []string{err.Error()})
 			continue

@@ -47,9 +47,11 @@ func fakeCache(t *testing.T, m compress.Method) (string, string) {
 		{StorePath: lib},
 	}
 	dir := filepath.Join(t.TempDir(), "cache")
-	if _, err := cache.Write(context.Background(), c, cache.Options{
-		Dir: dir, StoreDir: store, Compression: m, Level: compress.DefaultLevel, Jobs: 2,
-	}); err != nil {
+	w, err := cache.NewWriter(dir, cache.Options{StoreDir: store, Compression: m, Level: compress.DefaultLevel, Jobs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(context.Background(), c, nil); err != nil {
 		t.Fatal(err)
 	}
 	return dir, store
@@ -263,7 +265,7 @@ func TestSignatures(t *testing.T) {
 	}, got) {
 		t.Errorf("unsigned: %q", got)
 	}
-	if _, err := sign.SignDir(context.Background(), sk, sign.DirOptions{Dir: dir}); err != nil {
+	if _, err := sign.SignDir(context.Background(), sk, sign.DirOptions{Dir: dir}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{other, pk}}); len(got) != 0 {

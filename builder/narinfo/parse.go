@@ -1,15 +1,22 @@
-package sign
+// Package narinfo reads narinfo files as Nix does and computes what Nix
+// derives from them: the fingerprint that signatures sign, and the store
+// path a content address proves. The NarInfo type and its String method are
+// go-nix's; only parsing is more lenient here, as Nix's.
+package narinfo
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
+	"path"
 	"strings"
 
 	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 )
+
+// NarInfo is go-nix's narinfo, whose String method writes Nix's field order.
+type NarInfo = narinfo.NarInfo
 
 // knownKeys are the narinfo keys go-nix's parser understands.
 var knownKeys = map[string]bool{
@@ -18,14 +25,14 @@ var knownKeys = map[string]bool{
 	"Sig": true, "CA": true,
 }
 
-// ParseNarInfo parses a narinfo the way Nix does, where go-nix's
+// Parse parses a narinfo the way Nix does, where go-nix's
 // narinfo.Parse is stricter: lines with unknown keys are skipped (Nix
 // ignores them; go-nix rejects them), and Sig lines are returned apart,
 // malformed ones as BadSigs rather than failing the whole file (Nix keeps
 // signatures as opaque strings and only ever finds a bad one invalid).
 // The other fields keep go-nix's semantics, including Compression "bzip2"
 // when the field is missing.
-func ParseNarInfo(data []byte) (*narinfo.NarInfo, []string, error) {
+func Parse(data []byte) (*NarInfo, []string, error) {
 	var kept bytes.Buffer
 	var sigs []signature.Signature
 	var bad []string
@@ -78,11 +85,12 @@ func ParseNarInfo(data []byte) (*narinfo.NarInfo, []string, error) {
 	return ni, bad, nil
 }
 
-// ReadNarInfo is ParseNarInfo on everything r holds.
-func ReadNarInfo(r io.Reader) (*narinfo.NarInfo, []string, error) {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read narinfo: %w", err)
+// HashPart is the hash part of a store path or base name: the narinfo of
+// /nix/store/<hash>-<name> is <hash>.narinfo.
+func HashPart(storePath string) string {
+	base := path.Base(storePath)
+	if i := strings.IndexByte(base, '-'); i > 0 {
+		return base[:i]
 	}
-	return ParseNarInfo(data)
+	return base
 }

@@ -1,4 +1,4 @@
-package atomicfile
+package cachedir
 
 import (
 	"os"
@@ -7,11 +7,11 @@ import (
 	"testing"
 )
 
-func TestWrite(t *testing.T) {
+func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "f")
 	for _, data := range []string{"first", "second"} {
-		if err := Write(name, []byte(data), 0o640); err != nil {
+		if err := WriteFile(name, []byte(data), 0o640); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(name)
@@ -30,7 +30,7 @@ func TestWrite(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(busy, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(busy, []byte("x"), 0o644); err == nil || !strings.Contains(err.Error(), "write "+busy) {
+	if err := WriteFile(busy, []byte("x"), 0o644); err == nil || !strings.Contains(err.Error(), "write "+busy) {
 		t.Errorf("error %v, want one naming %s", err, busy)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {

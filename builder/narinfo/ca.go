@@ -1,4 +1,4 @@
-package sign
+package narinfo
 
 import (
 	"crypto/sha256"
@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 )
@@ -20,7 +19,7 @@ import (
 // require-sigs (checked with Nix 2.8). It does not check that the NAR has
 // that content: verify's NarHash check covers "fixed:r:sha256:", whose hash
 // is the NarHash.
-func ContentAddressed(ni *narinfo.NarInfo, storeDir string) (bool, error) {
+func ContentAddressed(ni *NarInfo, storeDir string) (bool, error) {
 	if ni.CA == "" {
 		return false, nil
 	}
@@ -31,7 +30,7 @@ func ContentAddressed(ni *narinfo.NarInfo, storeDir string) (bool, error) {
 	return p == ni.StorePath, nil
 }
 
-func caStorePath(ni *narinfo.NarInfo, storeDir string) (string, error) {
+func caStorePath(ni *NarInfo, storeDir string) (string, error) {
 	base := path.Base(ni.StorePath)
 	_, name, ok := strings.Cut(base, "-")
 	if !ok {

@@ -1,10 +1,6 @@
-package sign
+package narinfo
 
-import (
-	"testing"
-
-	"github.com/nix-community/go-nix/pkg/narinfo"
-)
+import "testing"
 
 // Store paths and content addresses that Nix 2.8 made (nix-store --add,
 // --add-fixed, a .drv), from nix path-info --json.
@@ -20,7 +16,7 @@ func TestContentAddressed(t *testing.T) {
 		{"/nix/store/2fg3l9llrbjwjpcmbhi4siaz3zjjw45b-hello.drv", "text:sha256:1307706awbvk0vd3vf1mqjfbxziavn7p12awkn90q92lm7r49q30",
 			[]string{"vrap3imzjz1q09j3dqcg8a1fjz5ml9v8-libgreet.drv", "71fc7s32zl20dc955bhghy5dvalm7ndz-busybox"}},
 	} {
-		ni := &narinfo.NarInfo{StorePath: tc.path, CA: tc.ca, References: tc.refs}
+		ni := &NarInfo{StorePath: tc.path, CA: tc.ca, References: tc.refs}
 		ok, err := ContentAddressed(ni, "/nix/store")
 		if err != nil || !ok {
 			p, _ := caStorePath(ni, "/nix/store")
@@ -32,10 +28,10 @@ func TestContentAddressed(t *testing.T) {
 			t.Errorf("%s: still content-addressed with an extra reference", tc.path)
 		}
 	}
-	if ok, err := ContentAddressed(&narinfo.NarInfo{StorePath: "/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox"}, "/nix/store"); ok || err != nil {
+	if ok, err := ContentAddressed(&NarInfo{StorePath: "/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox"}, "/nix/store"); ok || err != nil {
 		t.Errorf("no CA: %v, %v", ok, err)
 	}
-	if _, err := ContentAddressed(&narinfo.NarInfo{StorePath: "/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox", CA: "git:sha1:abc"}, "/nix/store"); err == nil {
+	if _, err := ContentAddressed(&NarInfo{StorePath: "/nix/store/71fc7s32zl20dc955bhghy5dvalm7ndz-busybox", CA: "git:sha1:abc"}, "/nix/store"); err == nil {
 		t.Errorf("unknown CA method accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package sign
+package cachedir
 
 import (
 	"fmt"
@@ -10,8 +10,7 @@ import (
 
 // OpenRegular opens a file of a cache for reading, refusing anything but a
 // regular file: os.Open blocks forever on a FIFO with no writer (and a
-// signal cannot end the wait), so a cache holding one would hang verify and
-// sign. O_NONBLOCK makes the open of a FIFO return at once; it changes
+// signal cannot end the wait), so a cache holding one would hang every reader. O_NONBLOCK makes the open of a FIFO return at once; it changes
 // nothing for a regular file.
 func OpenRegular(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -25,7 +24,7 @@ func OpenRegular(name string) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file but %s", describeMode(fi.Mode()))}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file but %s", DescribeMode(fi.Mode()))}
 	}
 	return f, nil
 }
@@ -40,7 +39,9 @@ func ReadRegular(name string) ([]byte, error) {
 	return io.ReadAll(f)
 }
 
-func describeMode(m fs.FileMode) string {
+// DescribeMode names the kind of file a mode is, for errors about files
+// that are not regular.
+func DescribeMode(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"

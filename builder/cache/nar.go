@@ -1,0 +1,162 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+)
+
+// writeNAR dumps, hashes and compresses p in one pass into a temporary file
+// that is renamed to its content-addressed name once complete and checked,
+// and writes its listing and debuginfo entries. A NAR known to fit in one
+// chunk goes the direct way: dumped into a buffer, compressed in one call
+// and written at once, with no goroutine or pipe of its own.
+func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.emit(Event{Kind: Started, Path: p.StorePath})
+	tmp, err := cachedir.CreateTemp(filepath.Join(r.dir, "nar"))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
+	}
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+
+	narHash, fileHash := newHash(), newHash()
+	var tree *listing.Node
+	if p.NarSize > 0 && p.NarSize <= uint64(r.enc.ChunkSize()) {
+		tree, err = r.compressSmall(p, tmp, narHash, fileHash)
+	} else {
+		tree, err = r.compressStream(p, tmp, narHash, fileHash)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
+	}
+	if r.o.Compression == compress.None {
+		fileHash = narHash // the file is the NAR: hashed once
+	}
+	url := r.narURL(fileHash)
+	ni, err := r.narInfo(p, narHash, fileHash, url)
+	if err != nil {
+		return nil, err
+	}
+	if r.o.Sign != nil {
+		if err := r.o.Sign(ni); err != nil {
+			return nil, fmt.Errorf("%s: sign: %w", p.StorePath, err)
+		}
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(r.dir, url)); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
+	}
+	tmp = nil
+	if tree != nil {
+		if err := r.writeIndex(p.StorePath, url, tree); err != nil {
+			return nil, err
+		}
+	}
+	return ni, nil
+}
+
+// compressSmall dumps p into one pooled buffer and compresses it in one
+// call: the same bytes as compressStream, since the NAR is one chunk.
+func (r *run) compressSmall(p closure.Path, f *os.File, narHash, fileHash *countingHash) (*listing.Node, error) {
+	nar := &appendWriter{b: r.enc.Buffer(int(p.NarSize))}
+	defer func() { r.enc.Release(nar.b) }()
+	tree, err := r.dumpNAR(nar, p.StorePath)
+	if err != nil {
+		return nil, err
+	}
+	narHash.Write(nar.b)
+	r.emit(Event{Kind: Progress, Path: p.StorePath, NarBytes: uint64(len(nar.b))})
+	if uint64(len(nar.b)) > uint64(r.enc.ChunkSize()) {
+		// Changed since Nix recorded it: narInfo reports the mismatch.
+		return tree, nil
+	}
+	out := nar.b
+	if r.o.Compression != compress.None {
+		if out, err = r.enc.Append(nil, nar.b); err != nil {
+			return nil, fmt.Errorf("%s: compress: %w", p.StorePath, err)
+		}
+		defer r.enc.Release(out)
+		fileHash.Write(out)
+	}
+	if _, err := f.Write(out); err != nil {
+		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
+	}
+	return tree, nil
+}
+
+// compressStream streams p's NAR through the chunked encoder into f.
+func (r *run) compressStream(p closure.Path, f *os.File, narHash, fileHash *countingHash) (*listing.Node, error) {
+	fileOut := io.MultiWriter(f, fileHash)
+	if r.o.Compression == compress.None {
+		fileOut = f
+	}
+	// No larger than the NAR: many small paths would each allocate 1 MiB.
+	fileBuf := bufio.NewWriterSize(fileOut, int(min(1<<20, max(4<<10, p.NarSize))))
+	enc := r.enc.NewWriter(fileBuf, int64(p.NarSize))
+	pw := &progressWriter{r: r, path: p.StorePath}
+	tree, err := r.dumpNAR(io.MultiWriter(narHash, enc, pw), p.StorePath)
+	if err != nil {
+		enc.Close()
+		return nil, err
+	}
+	pw.flush()
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("%s: compress: %w", p.StorePath, err)
+	}
+	if err := fileBuf.Flush(); err != nil {
+		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
+	}
+	return tree, nil
+}
+
+// appendWriter collects what is written into b.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// progressWriter reports the NAR bytes of a large path as they stream.
+type progressWriter struct {
+	r       *run
+	path    string
+	pending uint64
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	w.pending += uint64(len(p))
+	if w.pending >= progressStep {
+		w.flush()
+	}
+	return len(p), nil
+}
+
+func (w *progressWriter) flush() {
+	if w.pending > 0 {
+		w.r.emit(Event{Kind: Progress, Path: w.path, NarBytes: w.pending})
+		w.pending = 0
+	}
+}
