@@ -284,6 +284,15 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			file(r+"/d/a0/x", "in a dir", 0o644)
 			return r + "/d"
 		}},
+		{"names of dots", func(t *testing.T, r string) string {
+			// go-nix's NAR writer fails on names starting with "..".
+			for _, n := range []string{".a", "..a", "...", ".-", "..", "-", ".\xff"} {
+				file(r+"/d/"+n+"x", n, 0o644)
+				file(r+"/d/sub"+n+"/"+n+"y", n, 0o644)
+			}
+			must(t, os.Symlink("..", r+"/d/..b"))
+			return r + "/d"
+		}},
 		{"symlinks to dirs", func(t *testing.T, r string) string {
 			file(r+"/d/real/f", "f", 0o644)
 			must(t, os.Symlink("real", r+"/d/link"))

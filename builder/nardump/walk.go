@@ -170,6 +170,9 @@ func (d *Dumper) sparse(fd int, size int64) (bool, error) {
 			break
 		}
 		hole, err := seek(fd, data, seekHole)
+		if err == syscall.ENXIO { // data is now beyond the end
+			return true, d.shrunk(data, size)
+		}
 		if err != nil {
 			return true, d.pathErr("lseek", err)
 		}
