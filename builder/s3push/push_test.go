@@ -1,0 +1,258 @@
+package s3push_test
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/minio/minio-go/v7"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
+	"github.com/mkbinarycache/mkbinarycache/builder/s3push/s3test"
+)
+
+// testEnv gives pushes the server's keys through the environment, as users
+// do, and hides any real AWS configuration of the machine.
+func testEnv(t *testing.T, s *s3test.Server) {
+	t.Helper()
+	for _, kv := range s.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+}
+
+func pushTo(t *testing.T, dir, url string, events func(s3push.Event)) (s3push.Stats, error) {
+	t.Helper()
+	target, err := s3push.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 5 MiB parts (S3's least) and 2 retries keep the test small and quick.
+	o := s3push.Options{Dir: dir, Target: target, Jobs: 4, Threads: 2, PartSize: 5 << 20, MaxRetries: 2, Timeout: 5 * time.Second, LockWait: -1}
+	return s3push.Push(context.Background(), o, events)
+}
+
+// localFiles maps the cache's files to publish (key) to their content.
+func localFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		files[filepath.ToSlash(rel)], err = os.ReadFile(p)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+var wantType = map[string]string{
+	".narinfo":       "text/x-nix-narinfo",
+	"nix-cache-info": "text/x-nix-cache-info",
+	".nar":           "application/x-nix-nar",
+	".ls":            "application/json",
+	".debug":         "application/json",
+}
+
+func typeOf(key string) string {
+	for suffix, typ := range wantType {
+		if strings.HasSuffix(key, suffix) {
+			return typ
+		}
+	}
+	return "?"
+}
+
+// checkBucket asserts the bucket holds exactly the cache's files, each
+// with Nix's Content-Type and without Content-Encoding (a HEAD of each).
+func checkBucket(t *testing.T, s *s3test.Server, bucket, prefix, dir string) {
+	t.Helper()
+	want := localFiles(t, dir)
+	objs := s.Objects(t, bucket)
+	got := map[string][]byte{}
+	for key := range objs {
+		rel := strings.TrimPrefix(key, prefix)
+		info, err := s.Client.StatObject(context.Background(), bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatalf("HEAD %s: %v", key, err)
+		}
+		if enc := info.Metadata.Get("Content-Encoding"); enc != "" {
+			t.Errorf("%s: Content-Encoding %q, want none", key, enc)
+		}
+		if info.ContentType != typeOf(rel) {
+			t.Errorf("%s: Content-Type %q, want %q", key, info.ContentType, typeOf(rel))
+		}
+		got[rel] = s.Get(t, bucket, key)
+	}
+	if d := cmp.Diff(keys(want), keys(got)); d != "" {
+		t.Fatalf("objects (-cache +bucket):\n%s", d)
+	}
+	for k := range want {
+		if string(want[k]) != string(got[k]) {
+			t.Errorf("%s: the bucket's content differs from the cache's", k)
+		}
+	}
+	if p := s.Problems(t, bucket, prefix); len(p) > 0 {
+		t.Errorf("inconsistent bucket:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// A push stores every file (a large NAR as a multipart upload), in an
+// order that keeps the bucket consistent; a second push uploads nothing;
+// a narinfo changed since (signed) is uploaded again, alone.
+func TestPush(t *testing.T) {
+	s := s3test.Start(t)
+	testEnv(t, s)
+	s.MakeBucket(t, "cache", s3test.Private)
+	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 7, Big: 12 << 20})
+
+	var order []string
+	planned := s3push.Event{}
+	stats, err := pushTo(t, dir, s.URL("cache"), func(e s3push.Event) {
+		switch e.Kind {
+		case s3push.Planned:
+			planned = e
+		case s3push.Uploaded:
+			order = append(order, e.Key)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBucket(t, s, "cache", "", dir)
+	files := localFiles(t, dir)
+	if stats.Uploaded != len(files) || stats.Skipped != 0 || planned.Objects != len(files) {
+		t.Errorf("first push: %+v, planned %+v; want %d objects uploaded", stats, planned, len(files))
+	}
+	checkOrder(t, dir, order)
+
+	stats, err = pushTo(t, dir, s.URL("cache"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Uploaded != 0 || stats.Skipped != len(files) {
+		t.Errorf("second push: %+v, want 0 uploaded, %d skipped", stats, len(files))
+	}
+
+	names, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	signed := names[0]
+	data, _ := os.ReadFile(signed)
+	data = append(data, "Sig: test-1:"+strings.Repeat("A", 86)+"==\n"...)
+	if err := os.WriteFile(signed, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	order = nil
+	stats, err = pushTo(t, dir, s.URL("cache"), func(e s3push.Event) {
+		if e.Kind == s3push.Uploaded {
+			order = append(order, e.Key)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{filepath.Base(signed)}, order); d != "" {
+		t.Errorf("after signing one narinfo, uploaded (-want +got):\n%s", d)
+	}
+	checkBucket(t, s, "cache", "", dir)
+}
+
+// checkOrder asserts that each narinfo was uploaded after its NAR and its
+// references' narinfos, and nix-cache-info last.
+func checkOrder(t *testing.T, dir string, order []string) {
+	t.Helper()
+	at := map[string]int{}
+	for i, k := range order {
+		at[k] = i
+	}
+	if order[len(order)-1] != "nix-cache-info" {
+		t.Errorf("nix-cache-info was not uploaded last: %q", order)
+	}
+	for _, k := range order {
+		if !strings.HasSuffix(k, ".narinfo") {
+			continue
+		}
+		data, _ := os.ReadFile(filepath.Join(dir, k))
+		ni, _, err := narinfo.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := []string{ni.URL}
+		for _, r := range ni.References {
+			if h := narinfo.HashPart(r) + ".narinfo"; h != k {
+				before = append(before, h)
+			}
+		}
+		for _, b := range before {
+			if at[b] >= at[k] {
+				t.Errorf("%s uploaded before %s", k, b)
+			}
+		}
+	}
+}
+
+// A key prefix, as Nix 2.33 and later read it.
+func TestPushPrefix(t *testing.T) {
+	s := s3test.Start(t)
+	testEnv(t, s)
+	s.MakeBucket(t, "cache", s3test.Private)
+	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000})
+	url := "s3://cache/some/prefix?endpoint=http://" + s.Endpoint + "&region=us-east-1"
+	if _, err := pushTo(t, dir, url, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkBucket(t, s, "cache", "some/prefix/", dir)
+}
+
+// Multipart uploads a killed push left are aborted by the next push.
+func TestPushAbortsIncompleteUploads(t *testing.T) {
+	s := s3test.Start(t)
+	testEnv(t, s)
+	s.MakeBucket(t, "cache", s3test.Private)
+	core := minio.Core{Client: s.Client}
+	ctx := context.Background()
+	id, err := core.NewMultipartUpload(ctx, "cache", "nar/left-behind.nar", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := strings.Repeat("x", 5<<20)
+	sum := md5.Sum([]byte(part))
+	if _, err := core.PutObjectPart(ctx, "cache", "nar/left-behind.nar", id, 1, strings.NewReader(part), int64(len(part)),
+		minio.PutObjectPartOptions{Md5Base64: "", Sha256Hex: ""}); err != nil {
+		t.Fatalf("upload a part (md5 %s): %v", hex.EncodeToString(sum[:]), err)
+	}
+	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 1, Big: 100})
+	stats, err := pushTo(t, dir, s.URL("cache"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Aborted != 1 {
+		t.Errorf("aborted %d incomplete uploads, want 1", stats.Aborted)
+	}
+	for u := range s.Client.ListIncompleteUploads(ctx, "cache", "", true) {
+		t.Errorf("incomplete upload left: %+v", u)
+	}
+}

@@ -1,0 +1,432 @@
+// Package s3push publishes a flat-file binary cache directory to an
+// S3-compatible bucket, so that the bucket is a cache Nix can substitute
+// from at every moment of the upload: NARs, listings and debuginfo entries
+// first, then narinfos layer by layer (a path's narinfo only once its NAR
+// and its references' narinfos are stored), nix-cache-info last. A push
+// that dies leaves at most unreferenced NARs and incomplete multipart
+// uploads, which the next push completes and aborts.
+//
+// A push lists the bucket once and uploads only what is missing or
+// changed: NARs by key and size (their key is their hash), other files by
+// size and MD5 (a narinfo changes when it is signed).
+package s3push
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/order"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+)
+
+// Defaults of Options.
+const (
+	DefaultJobs       = 8
+	DefaultThreads    = 4
+	DefaultPartSize   = 16 << 20
+	DefaultMaxRetries = 4
+	DefaultTimeout    = 30 * time.Second
+)
+
+// Options say what to push where and how.
+type Options struct {
+	Dir    string // the cache directory
+	Target Target
+	// Jobs is how many objects upload at once (0: DefaultJobs).
+	Jobs int
+	// Threads is how many parts of one large NAR upload at once
+	// (0: DefaultThreads).
+	Threads int
+	// PartSize is the size of multipart upload parts; larger objects are
+	// uploaded in parts (0: DefaultPartSize).
+	PartSize uint64
+	// MaxRetries is how many times a request is tried (0:
+	// DefaultMaxRetries; 1: once).
+	MaxRetries int
+	// Timeout bounds connecting, and the first request, to the
+	// endpoint (0: DefaultTimeout).
+	Timeout time.Duration
+	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	LockWait time.Duration
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// The events of a push.
+const (
+	// Planned: Objects objects of Bytes bytes will be uploaded; Skipped
+	// are in the bucket already. Once, after the bucket was listed.
+	Planned EventKind = iota
+	// Aborted: an incomplete multipart upload of Key, left by an
+	// interrupted push, was removed.
+	Aborted
+	// Progress: Bytes more bytes of Key were sent.
+	Progress
+	// Uploaded: Key, of Bytes bytes, is stored.
+	Uploaded
+)
+
+// Event is one step of a push. Events are delivered one at a time.
+type Event struct {
+	Kind    EventKind
+	Key     string
+	Bytes   int64
+	Objects int
+	Skipped int
+}
+
+// Stats sum up a push.
+type Stats struct {
+	Uploaded, Skipped, Aborted int
+	UploadedBytes, SkippedBytes int64
+	Elapsed                     time.Duration
+}
+
+// Push publishes the cache at o.Dir to o.Target, reporting to events
+// (which may be nil).
+func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
+	start := time.Now()
+	if o.Jobs <= 0 {
+		o.Jobs = DefaultJobs
+	}
+	if o.Threads <= 0 {
+		o.Threads = DefaultThreads
+	}
+	if o.PartSize == 0 {
+		o.PartSize = DefaultPartSize
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if _, err := os.Stat(o.Dir); err != nil {
+		// Acquire would create it.
+		return Stats{}, fmt.Errorf("%s: %w", o.Dir, err)
+	}
+	lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Shared, o.LockWait)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer lock.Release()
+	local, err := readCache(o.Dir)
+	if err != nil {
+		return Stats{}, err
+	}
+	client, err := newClient(o)
+	if err != nil {
+		return Stats{}, err
+	}
+	p := &push{o: o, client: client, local: local, events: events}
+	if err := p.list(ctx); err != nil {
+		return Stats{}, err
+	}
+	pl, err := p.plan()
+	if err != nil {
+		return Stats{}, err
+	}
+	p.emit(Event{Kind: Planned, Objects: pl.objects, Bytes: pl.bytes, Skipped: p.stats.Skipped})
+	if err := p.abortIncomplete(ctx); err != nil {
+		return p.stats, err
+	}
+	for _, phase := range pl.phases {
+		if err := p.uploadAll(ctx, phase); err != nil {
+			return p.stats, err
+		}
+	}
+	p.stats.Elapsed = time.Since(start)
+	return p.stats, nil
+}
+
+type remote struct {
+	size int64
+	etag string
+}
+
+type push struct {
+	o      Options
+	client *minio.Client
+	local  *localCache
+	bucket map[string]remote // by key, without the prefix
+
+	mu     sync.Mutex // guards stats and events
+	stats  Stats
+	events func(Event)
+}
+
+func (p *push) emit(e Event) {
+	if p.events == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events(e)
+}
+
+func (p *push) key(k string) string { return p.o.Target.Prefix + k }
+
+// list reads the whole bucket (under the prefix) in one listing: far
+// fewer requests than one HEAD per object.
+func (p *push) list(ctx context.Context) error {
+	t := p.o.Target
+	probe, cancel := context.WithTimeout(ctx, p.o.Timeout)
+	defer cancel()
+	ok, err := p.client.BucketExists(probe, t.Bucket)
+	if err != nil {
+		return describe(err, t, "")
+	}
+	if !ok {
+		return fmt.Errorf("%s: the bucket %q does not exist (create it first)", t, t.Bucket)
+	}
+	p.bucket = map[string]remote{}
+	for obj := range p.client.ListObjects(ctx, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true}) {
+		if obj.Err != nil {
+			return describe(obj.Err, t, "list the bucket")
+		}
+		p.bucket[strings.TrimPrefix(obj.Key, t.Prefix)] = remote{size: obj.Size, etag: strings.Trim(obj.ETag, `"`)}
+	}
+	return nil
+}
+
+// stored reports whether the bucket holds o as it is here.
+func (p *push) stored(o *object) bool {
+	r, ok := p.bucket[o.key]
+	return ok && r.size == o.size && (o.md5 == "" || strings.EqualFold(r.etag, o.md5))
+}
+
+type plan struct {
+	phases  [][]*object // each uploaded only after the one before is stored
+	objects int
+	bytes   int64
+}
+
+// plan orders what is missing from the bucket, after checking that the
+// result is a cache: the bucket's nix-cache-info is for the same store,
+// and every reference is in the cache or in the bucket.
+func (p *push) plan() (*plan, error) {
+	t, local := p.o.Target, p.local
+	if _, ok := p.bucket[cachedir.InfoFile]; ok && !p.stored(local.infoO) {
+		// A different nix-cache-info: fine if only Priority or
+		// WantMassQuery differ (re-uploaded last), not the store.
+		data, err := p.get(cachedir.InfoFile)
+		if err != nil {
+			return nil, err
+		}
+		if got := cachedir.ParseInfo(data); got.StoreDir != local.info.StoreDir {
+			return nil, fmt.Errorf("%s: the bucket is a cache for store %s, %s is for %s", t, got.StoreDir, p.o.Dir, local.info.StoreDir)
+		}
+	}
+	hashes := make([]string, 0, len(local.paths))
+	for h, sp := range local.paths {
+		hashes = append(hashes, h)
+		for _, r := range sp.refs {
+			if _, ok := local.paths[r]; !ok && r != h {
+				if _, ok := p.bucket[r+".narinfo"]; !ok {
+					return nil, fmt.Errorf("%s.narinfo: its reference %s is neither in %s nor in %s", h, r, p.o.Dir, t)
+				}
+			}
+		}
+	}
+	layers, err := order.Layers(hashes, func(h string) []string { return local.paths[h].refs })
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p.o.Dir, err)
+	}
+	pl := &plan{}
+	add := func(objs []*object) {
+		var todo []*object
+		for _, o := range objs {
+			if p.stored(o) {
+				p.stats.Skipped++
+				p.stats.SkippedBytes += o.size
+				continue
+			}
+			todo = append(todo, o)
+			pl.objects++
+			pl.bytes += o.size
+		}
+		if len(todo) > 0 {
+			pl.phases = append(pl.phases, todo)
+		}
+	}
+	// NARs and listings at once, large NARs first so that the last
+	// minutes do not run one upload alone.
+	first := append([]*object(nil), local.nars...)
+	sortBySizeDesc(first)
+	for _, h := range hashes {
+		if ls := local.paths[h].listing; ls != nil {
+			first = append(first, ls)
+		}
+	}
+	add(first)
+	add(local.debug) // they name NARs
+	for _, layer := range layers {
+		objs := make([]*object, len(layer))
+		for i, h := range layer {
+			objs[i] = local.paths[h].narinfo
+		}
+		add(objs)
+	}
+	add([]*object{local.infoO})
+	return pl, nil
+}
+
+// get downloads a small object.
+func (p *push) get(key string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.o.Timeout)
+	defer cancel()
+	obj, err := p.client.GetObject(ctx, p.o.Target.Bucket, p.key(key), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, describe(err, p.o.Target, "get "+key)
+	}
+	defer obj.Close()
+	data, err := io.ReadAll(io.LimitReader(obj, 1<<20))
+	if err != nil {
+		return nil, describe(err, p.o.Target, "get "+key)
+	}
+	return data, nil
+}
+
+// abortIncomplete removes the multipart uploads that killed pushes left:
+// their parts are stored, and billed, until aborted.
+func (p *push) abortIncomplete(ctx context.Context) error {
+	t := p.o.Target
+	core := minio.Core{Client: p.client}
+	for u := range p.client.ListIncompleteUploads(ctx, t.Bucket, t.Prefix, true) {
+		if u.Err != nil {
+			return describe(u.Err, t, "list incomplete uploads")
+		}
+		if err := core.AbortMultipartUpload(ctx, t.Bucket, u.Key, u.UploadID); err != nil {
+			return describe(err, t, "abort the incomplete upload of "+u.Key)
+		}
+		p.mu.Lock()
+		p.stats.Aborted++
+		p.mu.Unlock()
+		p.emit(Event{Kind: Aborted, Key: strings.TrimPrefix(u.Key, t.Prefix)})
+	}
+	return nil
+}
+
+// uploadAll uploads objs, Jobs at a time; the first error stops the rest.
+func (p *push) uploadAll(ctx context.Context, objs []*object) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var once sync.Once
+	var first error
+	pool.Each(ctx, p.o.Jobs, objs, func(o *object) {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := p.upload(ctx, o); err != nil {
+			once.Do(func() { first = err; cancel() })
+		}
+	})
+	if first == nil {
+		// The caller's context ended the phase early.
+		first = ctx.Err()
+	}
+	return first
+}
+
+// upload stores one object. Small objects go in one request with
+// Content-MD5 (so the server checks them), large ones as multipart
+// uploads of Threads parts at once. Neither uses streaming (aws-chunked)
+// signatures, after which some servers keep "Content-Encoding: aws-chunked"
+// on the object, and Nix's HTTP client fails to read it.
+func (p *push) upload(ctx context.Context, o *object) error {
+	var r io.Reader
+	if o.file != "" {
+		f, err := os.Open(o.file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	} else {
+		r = bytes.NewReader(o.data)
+	}
+	prog := &progress{p: p, key: o.key}
+	opts := minio.PutObjectOptions{ContentType: o.contentType, DisableContentSha256: true, Progress: prog}
+	if uint64(o.size) > p.o.PartSize {
+		opts.NumThreads = uint(p.o.Threads)
+		opts.PartSize = partSize(o.size, p.o.PartSize)
+	} else {
+		opts.SendContentMd5 = true
+		opts.DisableMultipart = true
+	}
+	info, err := p.client.PutObject(ctx, p.o.Target.Bucket, p.key(o.key), r, o.size, opts)
+	if err != nil {
+		return describe(err, p.o.Target, "upload "+o.key)
+	}
+	if info.Size != o.size {
+		return fmt.Errorf("%s: upload %s: stored %d bytes of %d", p.o.Target, o.key, info.Size, o.size)
+	}
+	prog.flush()
+	p.mu.Lock()
+	p.stats.Uploaded++
+	p.stats.UploadedBytes += o.size
+	p.mu.Unlock()
+	p.emit(Event{Kind: Uploaded, Key: o.key, Bytes: o.size})
+	return nil
+}
+
+// maxParts is S3's limit on the parts of one upload, less a margin.
+const maxParts = 9000
+
+// partSize is the part size for an object of size bytes: want, or larger
+// (whole MiB) where want would need too many parts.
+func partSize(size int64, want uint64) uint64 {
+	const mib = 1 << 20
+	if need := (uint64(size) + maxParts - 1) / maxParts; need > want {
+		return (need + mib - 1) / mib * mib
+	}
+	return want
+}
+
+func sortBySizeDesc(objs []*object) {
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].size > objs[j].size })
+}
+
+// progressStep is how many bytes a Progress event reports at least.
+const progressStep = 1 << 20
+
+// progress is minio-go's progress reader for one upload: it is handed the
+// bytes as they are sent, possibly by several goroutines at once.
+type progress struct {
+	p       *push
+	key     string
+	mu      sync.Mutex
+	pending int64
+}
+
+func (g *progress) Read(b []byte) (int, error) {
+	g.mu.Lock()
+	g.pending += int64(len(b))
+	n := g.pending
+	if n >= progressStep {
+		g.pending = 0
+	}
+	g.mu.Unlock()
+	if n >= progressStep {
+		g.p.emit(Event{Kind: Progress, Key: g.key, Bytes: n})
+	}
+	return len(b), nil
+}
+
+func (g *progress) flush() {
+	g.mu.Lock()
+	n := g.pending
+	g.pending = 0
+	g.mu.Unlock()
+	if n > 0 {
+		g.p.emit(Event{Kind: Progress, Key: g.key, Bytes: n})
+	}
+}
