@@ -26,6 +26,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
@@ -133,7 +134,8 @@ func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event
 	if err := cachedir.Init(w.dir, cachedir.Info{StoreDir: w.o.StoreDir, Priority: w.o.Priority, WantMassQuery: w.o.WantMassQuery}); err != nil {
 		return Stats{}, err
 	}
-	r := &run{Writer: w, report: report, published: map[string]bool{}}
+	r := &run{Writer: w, report: report, published: map[string]bool{},
+		dumpers: sync.Pool{New: func() any { return new(nardump.Dumper) }}}
 	if report == nil {
 		r.report = func(Event) {}
 	}
@@ -149,6 +151,7 @@ type run struct {
 	report    func(Event)
 	stats     Stats
 	published map[string]bool // store paths whose narinfo is in place: the publisher's
+	dumpers   sync.Pool       // *nardump.Dumper, one per worker at a time
 }
 
 func (r *run) emit(e Event) {

@@ -13,47 +13,22 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 )
 
-// indexer reads the NAR being written, in its own goroutine through a pipe,
-// for the listing and the debug info index (Options.NarListing,
-// Options.IndexDebugInfo): the NAR is never held, only its file tree.
-type indexer struct {
-	pw   *io.PipeWriter
-	done chan struct{}
-	root *listing.Node
-	err  error
-}
-
-// startIndex returns nil when neither a listing nor a debug info index is
-// wanted.
-func (r *run) startIndex() *indexer {
-	if !r.o.NarListing && !r.o.IndexDebugInfo {
-		return nil
+// dumpNAR dumps the store path into w with a Dumper of the run's pool; it
+// returns the NAR's file tree when a listing or debug info index is wanted
+// (from the walk itself: the NAR is never parsed again), else nil. A NAR
+// nested deeper than Nix 2.34 and later unpack is reported as a warning.
+func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
+	d := r.dumpers.Get().(*nardump.Dumper)
+	defer r.dumpers.Put(d)
+	d.Tree = r.o.NarListing || r.o.IndexDebugInfo
+	info, err := d.Dump(w, storePath)
+	if err != nil {
+		return nil, err
 	}
-	pr, pw := io.Pipe()
-	ix := &indexer{pw: pw, done: make(chan struct{})}
-	go func() {
-		defer close(ix.done)
-		ix.root, ix.err = listing.Read(pr)
-		if ix.err != nil {
-			ix.err = fmt.Errorf("NAR listing: %w", ix.err)
-		}
-		// Unblock the writer if the reader stopped early.
-		pr.CloseWithError(ix.err)
-	}()
-	return ix
-}
-
-func (ix *indexer) Write(p []byte) (int, error) { return ix.pw.Write(p) }
-
-// wait ends the NAR (with dumpErr when the dump failed) and returns its tree.
-func (ix *indexer) wait(dumpErr error) (*listing.Node, error) {
-	if dumpErr != nil {
-		ix.pw.CloseWithError(dumpErr)
-	} else {
-		ix.pw.Close()
+	if msg := nardump.DepthProblem(info.MaxDepth); msg != "" {
+		r.emit(Event{Kind: Warning, Path: storePath, Msg: msg})
 	}
-	<-ix.done
-	return ix.root, ix.err
+	return info.Tree, nil
 }
 
 // writeIndex writes the listing <hashpart>.ls and the debuginfo/ entries of
@@ -80,23 +55,4 @@ func (r *run) writeIndex(storePath, url string, root *listing.Node) error {
 		}
 	}
 	return nil
-}
-
-// dumpNAR dumps the store path into w and, when a listing or debug info
-// index is wanted, also into an indexer; it returns the NAR's tree, or nil
-// when none is wanted.
-func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
-	ix := r.startIndex()
-	if ix == nil {
-		return nil, nardump.Dump(w, storePath)
-	}
-	err := nardump.Dump(io.MultiWriter(w, ix), storePath)
-	root, ixErr := ix.wait(err)
-	if err != nil {
-		return nil, err
-	}
-	if ixErr != nil {
-		return nil, fmt.Errorf("%s: %w", storePath, ixErr)
-	}
-	return root, nil
 }

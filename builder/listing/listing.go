@@ -225,3 +225,13 @@ func AppendString(b []byte, s string) []byte {
 	}
 	return append(b, '"')
 }
+
+// Depth is the number of nodes on the longest chain from n down: 1 for a
+// file, symlink or empty directory (the unit of nardump.Info.MaxDepth).
+func (n *Node) Depth() int {
+	d := 0
+	for _, e := range n.Entries {
+		d = max(d, e.Node.Depth())
+	}
+	return d + 1
+}

@@ -38,6 +38,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 
@@ -358,6 +359,9 @@ func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashP
 		}
 		if root != nil {
 			c.listing(r, root, hashPart)
+			if msg := nardump.DepthProblem(root.Depth()); msg != "" {
+				r.add("NAR %s: %s", u, msg)
+			}
 		}
 	}
 	// The file hash covers the whole file, whatever the decompressor read.
