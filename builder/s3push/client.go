@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -59,6 +60,16 @@ func newClient(o Options) (*minio.Client, error) {
 	return c, nil
 }
 
+// accessCode reports whether an error code says the credentials are bad
+// (versitygw answers an unknown key with its own code, and status 404).
+func accessCode(code string) bool {
+	switch code {
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "XAdminUserNotFound":
+		return true
+	}
+	return false
+}
+
 // describe turns a client error into one that names the bucket and says
 // what to check.
 func describe(err error, t Target, op string) error {
@@ -67,11 +78,11 @@ func describe(err error, t Target, op string) error {
 		where += ": " + op
 	}
 	resp := minio.ToErrorResponse(err)
-	switch resp.Code {
-	case "":
-	case "NoSuchBucket":
+	switch {
+	case resp.Code == "":
+	case resp.Code == "NoSuchBucket":
 		return fmt.Errorf("%s: the bucket %q does not exist (create it first)", where, t.Bucket)
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity":
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized || accessCode(resp.Code):
 		return fmt.Errorf("%s: access denied (%s: %s): check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE or profile= in ~/.aws/credentials", where, resp.Code, resp.Message)
 	default:
 		return fmt.Errorf("%s: %s: %s", where, resp.Code, resp.Message)

@@ -88,7 +88,7 @@ type Event struct {
 
 // Stats sum up a push.
 type Stats struct {
-	Uploaded, Skipped, Aborted int
+	Uploaded, Skipped, Aborted  int
 	UploadedBytes, SkippedBytes int64
 	Elapsed                     time.Duration
 }
@@ -178,15 +178,18 @@ func (p *push) key(k string) string { return p.o.Target.Prefix + k }
 // fewer requests than one HEAD per object.
 func (p *push) list(ctx context.Context) error {
 	t := p.o.Target
+	// First one key, within the timeout: an unreachable endpoint, wrong
+	// keys or a missing bucket fail here, quickly and clearly (a GET's
+	// error has a body saying which; a HEAD bucket's has not).
 	probe, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	ok, err := p.client.BucketExists(probe, t.Bucket)
-	if err != nil {
-		return describe(err, t, "")
+	for obj := range p.client.ListObjects(probe, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true, MaxKeys: 1}) {
+		if obj.Err != nil {
+			return describe(obj.Err, t, "")
+		}
+		break
 	}
-	if !ok {
-		return fmt.Errorf("%s: the bucket %q does not exist (create it first)", t, t.Bucket)
-	}
+	cancel()
 	p.bucket = map[string]remote{}
 	for obj := range p.client.ListObjects(ctx, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true}) {
 		if obj.Err != nil {
