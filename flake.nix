@@ -43,6 +43,12 @@
         // nixpkgs.lib.mapAttrs' (name: test: nixpkgs.lib.nameValuePair "vm-${name}" test) (
           import ./vmtests { inherit pkgs; }
         )
+        # nixpkgs' own tests of mkBinaryCache (nixos/tests/binary-cache.nix),
+        # taken from the overlaid package set: their nodes build the cache with
+        # our mkBinaryCache, and nixpkgs' exact assertions judge it.
+        // nixpkgs.lib.mapAttrs' (name: test: nixpkgs.lib.nameValuePair "nixpkgs-${name}" test) {
+          inherit (pkgs.nixosTests) binary-cache binary-cache-xz binary-cache-no-compression;
+        }
       );
 
       devShells = forAllSystems (pkgs: {

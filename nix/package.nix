@@ -2,36 +2,57 @@
 #
 #   mkbinarycache = pkgs.callPackage ./nix/package.nix { };
 #
-# A static Go binary (no cgo): it runs as the builder of mkBinaryCache
+# A static Go binary (CGO_ENABLED=0): it runs as the builder of mkBinaryCache
 # derivations, where nothing but its own closure is available.
 {
   lib,
   go,
   buildGoModule,
-  # go.mod may ask for a newer Go than nixpkgs' default one; then this one is used.
+  # Used only when nixpkgs' default Go is older than go.mod's `go` line:
+  # buildGoModule is Go 1.25 on nixos-25.11 and Go 1.26 on nixos-26.05 and
+  # nixos-unstable, which also have these two.
+  buildGo125Module ? null,
   buildGo126Module ? null,
 }:
 
 let
   version = "0.1.0";
 
-  # The `go` directive of go.mod, e.g. "1.26".
+  # The `go` line of go.mod as major.minor, e.g. "1.25" for `go 1.25.0`.
   goModVersion =
     let
-      m = builtins.match ".*\ngo ([0-9.]+)\n.*" ("\n" + builtins.readFile ../go.mod);
+      m = builtins.match ".*\ngo ([0-9]+\\.[0-9]+)[.0-9]*\n.*" ("\n" + builtins.readFile ../go.mod);
     in
-    if m == null then "0" else builtins.head m;
+    if m == null then throw "mkbinarycache: no `go` line in go.mod" else builtins.head m;
 
+  # nixpkgs' default builder when its Go is new enough (as nixpkgs' own
+  # packages do), else the oldest named one that is. buildGoModule sets
+  # GOTOOLCHAIN=local, so an older Go would refuse go.mod outright.
+  candidates = [
+    {
+      builder = buildGoModule;
+      goVersion = go.version;
+    }
+    {
+      builder = buildGo125Module;
+      goVersion = "1.25";
+    }
+    {
+      builder = buildGo126Module;
+      goVersion = "1.26";
+    }
+  ];
+  usable = builtins.filter (
+    c: c.builder != null && lib.versionAtLeast (lib.versions.majorMinor c.goVersion) goModVersion
+  ) candidates;
   buildGo =
-    if lib.versionAtLeast go.version goModVersion then
-      buildGoModule
-    else if buildGo126Module != null then
-      buildGo126Module
+    if usable == [ ] then
+      throw "mkbinarycache: go.mod asks for Go ${goModVersion}, but this nixpkgs has Go ${go.version} and neither buildGo125Module nor buildGo126Module"
     else
-      throw "mkbinarycache: go.mod asks for Go ${goModVersion}, but this nixpkgs has Go ${go.version} and no buildGo126Module";
+      (builtins.head usable).builder;
 
-  # Older buildGoModule took CGO_ENABLED as an argument; newer ones read env.CGO_ENABLED
-  # and refuse a top-level one.
+  # buildGoModule up to nixpkgs 24.11 took CGO_ENABLED as an argument; later
+  # ones read env.CGO_ENABLED and refuse a top-level one.
   cgoOff =
     if (lib.functionArgs buildGo) ? CGO_ENABLED then
       { CGO_ENABLED = 0; }
@@ -46,6 +67,7 @@ buildGo (
     pname = "mkbinarycache";
     inherit version;
 
+    # The program (builder/) and what its tests import (internal/, testdata/).
     src = lib.fileset.toSource {
       root = ../.;
       fileset = lib.fileset.unions (
@@ -59,15 +81,10 @@ buildGo (
       );
     };
 
-    # The NAR hash of the `vendor` directory that `go mod vendor` makes from go.mod,
-    # go.sum and the imports of the source (tests included). It changes whenever
-    # go.mod, go.sum or the set of imported packages does: recompute it then with
-    #   d=$(mktemp -d) && cp -r go.mod go.sum builder internal "$d" \
-    #     && (cd "$d" && go mod vendor) && nix hash path --type sha256 "$d/vendor"
-    # (Nix 2.8's nix-hash has no --sri; `nix hash path` prints SRI), or set
-    # lib.fakeHash and copy the hash the failing build reports.
-    # COMPUTED on 2026-11-23 from the work tree as it was then (builder still
-    # being written): expect to recompute it before the first release.
+    # The NAR hash of the `vendor` directory that `go mod vendor` makes from
+    # go.mod, go.sum and the imports of the sources above (tests included).
+    # It changes whenever go.mod, go.sum or the set of imported packages does;
+    # nix/nix_test.go's TestVendorHash recomputes it and names the new value.
     vendorHash = "sha256-rH7B+fqHEHKhWy07W8COhCq3JVZllw2hcumUrkdz5Wg=";
 
     subPackages = [ "builder/cmd/mkbinarycache" ];
@@ -78,8 +95,18 @@ buildGo (
       "-X main.version=${version}"
     ];
 
-    # The sandbox has no Nix: tests that need one are expected to skip under -short.
-    checkFlags = [ "-short" ];
+    # buildGoModule would test subPackages only. Test every package of the
+    # program instead: the sandbox has no Nix, so the tests that need one skip
+    # (nixtest.Require), and -short skips the long ones; the rest needs only
+    # Go and stdenv's tools (nix/package_test.go runs this very command with
+    # no Nix, no network and a non-root user).
+    checkPhase = ''
+      runHook preCheck
+      # As buildGoModule's own check phase: no -trimpath, so tests find their files.
+      export GOFLAGS=''${GOFLAGS//-trimpath/}
+      go test -short -vet=off -p "$NIX_BUILD_CORES" ./builder/...
+      runHook postCheck
+    '';
 
     meta = {
       description = "Builder that turns a closure into a flat-file Nix binary cache (drop-in for pkgs.mkBinaryCache)";

@@ -2,13 +2,18 @@
 #
 #   nix-build vmtests -A zstd          # or: nix build .#checks.x86_64-linux.vm-zstd
 #
-# host1 has the cache of `hello` (built by our mkBinaryCache) and its closure in
-# its store; host2 is a client whose store lacks `hello`. What runs on each host
-# and what the output must show is in ./scenario.json, shared with the local twin
-# (namespaces instead of VMs). This file only supplies the machines, the
-# placeholders and the two transports:
+# host1 has the closure under test in its store and the cache of it (built by
+# our mkBinaryCache at build time); host2 is a client on a store of its own
+# that lacks that closure. What runs on each host and what the output must show
+# is in ./scenario.json, shared with the local twin (namespaces instead of VMs).
+# This file supplies the machines, the placeholders and the transports:
 #   file: host1 copies the cache (and a signed copy) to host2 with `scp -r`;
-#   http: nginx on host1 serves them, host2 uses http://host1/... URLs.
+#   http: nginx on host1 serves them, host2 uses http://host1/... URLs;
+#   s3:   host1 pushes them to MinIO with `mkbinarycache push`, host2 uses
+#         s3://...?endpoint=http://host1:9000 URLs (as Nix's own S3 test does).
+# It also checks, on every transport, that host2 fetches exactly the paths of
+# the closure it lacked: the set of `copying path` lines is the set of paths
+# that were invalid before.
 {
   pkgs ? import <nixpkgs> { },
 }:
@@ -18,11 +23,53 @@ let
   pkgs' = if pkgs ? mkbinarycache then pkgs else pkgs.extend (import ../nix/overlay.nix);
   inherit (pkgs') lib;
 
-  root = pkgs'.hello;
-  rootPath = builtins.unsafeDiscardStringContext (toString root);
-  rootDrv = builtins.unsafeDiscardStringContext root.drvPath;
+  # The closure under test: three small paths that exist nowhere but here, so
+  # that host2 cannot have them (unlike nixpkgs' hello, whose closure a NixOS
+  # system shares), plus bash, which host2 has.
+  leaf = pkgs'.writeText "mkbinarycache-vmtest-leaf" "the leaf of the closure under test\n";
+  mid = pkgs'.runCommand "mkbinarycache-vmtest-mid" { } ''
+    mkdir $out
+    ln -s ${leaf} $out/leaf
+    # About 20 MiB: a NAR large enough to be compressed in several chunks.
+    seq 1 3000000 > $out/numbers
+  '';
+  root = pkgs'.runCommand "mkbinarycache-vmtest-root" { } ''
+    mkdir -p $out/bin
+    ln -s ${mid} $out/mid
+    cat > $out/bin/hello <<EOF
+    #!${pkgs'.runtimeShell}
+    test "\$(cat ${leaf})" = "the leaf of the closure under test" || exit 1
+    test "\$(tail -n 1 ${mid}/numbers)" = 3000000 || exit 1
+    echo "Hello from the closure under test"
+    EOF
+    chmod +x $out/bin/hello
+  '';
+
+  storePath = drv: builtins.unsafeDiscardStringContext (toString drv);
+  # The paths host2 must lack before it substitutes (bash it may have).
+  ownPaths = map storePath [
+    root
+    mid
+    leaf
+  ];
 
   publicKey = lib.fileContents ./test-key-1.pub;
+
+  # MinIO: a fixed, public test account on the test network only.
+  s3AccessKey = "mkbinarycache-test";
+  s3SecretKey = "mkbinarycache-test-secret";
+  s3Url = bucket: "s3://${bucket}?endpoint=http://host1:9000&region=us-east-1";
+
+  # MinIO is unmaintained upstream, and nixpkgs may flag it (and its client)
+  # with known vulnerabilities; here it only serves a bucket on the private
+  # test network. Changing meta does not change the derivation.
+  testFixture =
+    p:
+    p.overrideAttrs (old: {
+      meta = (old.meta or { }) // {
+        knownVulnerabilities = [ ];
+      };
+    });
 
   mkTest =
     compression:
@@ -31,40 +78,82 @@ let
         rootPaths = [ root ];
         inherit compression;
       };
+
+      # As nixpkgs' binary-cache test does: the cache reaches host1 packed at
+      # build time, so that its store path refers to nothing (the narinfo
+      # names would otherwise make the whole closure a runtime dependency of
+      # the cache, and put it in every VM's store). base64 leaves no store
+      # path in the file for Nix's reference scanner to find.
+      packedCache =
+        pkgs'.runCommand "mkbinarycache-vmtest-cache-${compression}.tar.b64"
+          {
+            allowedReferences = [ ];
+          }
+          ''
+            tar -C ${cache} -c . | base64 > $out
+          '';
     in
     pkgs'.testers.runNixOSTest {
       name = "mkbinarycache-${compression}";
 
-      nodes.host1 = {
-        environment.systemPackages = [ pkgs'.mkbinarycache ];
-        # Registers the cache in host1's store, and with it the closure of
-        # `hello` (the cache's output refers to every path it holds).
-        system.extraDependencies = [ cache ];
-        # A fixed, public test key: never use it for anything else.
-        environment.etc."mkbinarycache-test/test-key-1.sec".source = ./test-key-1.sec;
+      nodes.host1 =
+        { pkgs, ... }:
+        {
+          environment.systemPackages = [
+            pkgs.mkbinarycache
+            (testFixture pkgs.minio-client)
+          ];
+          # The closure under test, valid in host1's store.
+          virtualisation.additionalPaths = [ root ];
+          virtualisation.memorySize = 2048;
+          environment.etc."mkbinarycache-test/cache.tar.b64".source = packedCache;
+          # A fixed, public test key: never use it for anything else.
+          environment.etc."mkbinarycache-test/test-key-1.sec".source = ./test-key-1.sec;
 
-        services.nginx = {
-          enable = true;
-          virtualHosts.host1 = {
-            default = true;
-            root = "/srv/www";
+          services.nginx = {
+            enable = true;
+            virtualHosts.host1 = {
+              default = true;
+              root = "/srv/www";
+            };
           };
+          services.minio = {
+            enable = true;
+            package = testFixture pkgs.minio;
+            region = "us-east-1";
+            rootCredentialsFile = pkgs.writeText "minio-credentials" ''
+              MINIO_ROOT_USER=${s3AccessKey}
+              MINIO_ROOT_PASSWORD=${s3SecretKey}
+            '';
+          };
+          networking.firewall.allowedTCPPorts = [
+            80
+            9000
+          ];
+          systemd.tmpfiles.rules = [
+            "d /srv/www 0755 root root -"
+            "d /srv/work 0755 root root -"
+          ];
+          nix.settings.substituters = lib.mkForce [ ];
         };
-        networking.firewall.allowedTCPPorts = [ 80 ];
-        systemd.tmpfiles.rules = [
-          "d /srv/www 0755 root root -"
-          "d /srv/work 0755 root root -"
-        ];
-        nix.settings.substituters = lib.mkForce [ ];
-      };
 
       nodes.host2 = {
+        # A store of its own (an image of host2's system closure) instead of
+        # the host's store, which holds the closure under test: host2 must not
+        # even see those files before it substitutes them.
+        virtualisation.useNixStoreImage = true;
+        virtualisation.writableStore = true;
         services.openssh.enable = true;
         environment.systemPackages = [ pkgs'.curl ];
         # Nothing but the caches under test, and no building: whatever host2
         # gets, it gets by substitution (the local twin's host2 has the same).
         nix.settings.substituters = lib.mkForce [ ];
         nix.settings.max-jobs = 0;
+        # The daemon fetches the substitutes, so it needs the S3 account too.
+        systemd.services.nix-daemon.environment = {
+          AWS_ACCESS_KEY_ID = s3AccessKey;
+          AWS_SECRET_ACCESS_KEY = s3SecretKey;
+        };
       };
 
       testScript = ''
@@ -74,11 +163,14 @@ let
 
         scenario = json.load(open("${./scenario.json}"))
 
-        ROOT = ${builtins.toJSON rootPath}
-        DRV = ${builtins.toJSON rootDrv}
-        CACHE = ${builtins.toJSON (builtins.unsafeDiscardStringContext (toString cache))}
+        ROOT = ${builtins.toJSON (storePath root)}
+        OWN_PATHS = ${builtins.toJSON ownPaths}
+        DRV = ${builtins.toJSON (builtins.unsafeDiscardStringContext root.drvPath)}
         COMPRESSION = ${builtins.toJSON compression}
         PUBKEY = ${builtins.toJSON publicKey}
+        S3_ENV = "AWS_ACCESS_KEY_ID=${s3AccessKey} AWS_SECRET_ACCESS_KEY=${s3SecretKey}"
+        S3_URL = ${builtins.toJSON (s3Url "binary-cache")}
+        S3_SIGNED_URL = ${builtins.toJSON (s3Url "signed-cache")}
 
 
         def subst(text, values):
@@ -114,14 +206,71 @@ let
                 )
 
 
+        def refusals():
+            """The refusal wordings of scenario.json, as regular expressions in
+            which a substituter URL matches any URL (Nix prints an s3:// store
+            without its query)."""
+            case = next(c for c in scenario["cases"] if c["name"] == "unsigned-refused")
+            step = next(s for s in case["steps"] if s.get("containsAny"))
+            return [
+                re.compile(".*".join(re.escape(part) for part in w.replace("@ROOT@", ROOT).split("@URL@")))
+                for w in step["containsAny"]
+            ]
+
+
+        def realise(url, extra="", env=""):
+            return host2.execute(
+                f"{env} nix-store --realise {ROOT} --option substituters '{url}'"
+                f" --option trusted-substituters '{url}' {extra} 2>&1"
+            )
+
+
+        def check_fetches_exactly_what_is_missing(url, url_prefix, env=""):
+            """host2 substitutes the root and copies exactly the paths of the
+            closure it lacked, each once, all from `url`."""
+            closure = host1.succeed(f"nix-store --query --requisites {ROOT}").split()
+            missing = [p for p in closure if host2.execute(f"nix-store --check-validity {p}")[0] != 0]
+            for p in OWN_PATHS:
+                assert p in missing, f"{p} is valid on host2 before it was substituted"
+                host2.succeed(f"test ! -e {p}")
+            status, out = realise(url, "--option require-sigs false", env)
+            assert status == 0, f"substituting from {url} failed:\n{out}"
+            copies = re.findall(r"copying path '([^']+)' from '([^']+)'", out)
+            copied = [path for path, _ in copies]
+            wrong = [src for _, src in copies if not src.startswith(url_prefix)]
+            assert not wrong, f"paths copied from {wrong}, not from {url_prefix}:\n{out}"
+            assert len(copied) == len(set(copied)), f"a path was copied twice:\n{out}"
+            assert sorted(copied) == sorted(missing), (
+                f"copied {sorted(copied)}, but host2 lacked {sorted(missing)}:\n{out}"
+            )
+            for p in closure:
+                host2.succeed(f"nix-store --check-validity {p} && nix-store --verify-path {p}")
+            host2.succeed(f"{ROOT}/bin/hello")
+            # Fresh again for whatever comes next.
+            host2.succeed("nix-store --delete " + " ".join(OWN_PATHS))
+            for p in OWN_PATHS:
+                host2.succeed(f"test ! -e {p}")
+
+
         start_all()
         host1.wait_for_unit("multi-user.target")
         host2.wait_for_unit("multi-user.target")
 
-        with subtest("server: check the cache and sign a copy"):
+        with subtest("host2 has none of the closure under test, not even its files"):
+            for p in OWN_PATHS:
+                host2.succeed(f"test ! -e {p}")
+                host2.fail(f"nix-store --check-validity {p}")
+            host1.succeed(f"nix-store --check-validity {ROOT}")
+
+        with subtest("server: unpack the cache, check it and sign a copy"):
+            host1.succeed(
+                "mkdir /srv/cache"
+                " && base64 -d /etc/mkbinarycache-test/cache.tar.b64 | tar -x -C /srv/cache"
+                " && chmod -R a-w /srv/cache"
+            )
             server = {
                 "@ROOT@": ROOT,
-                "@CACHE@": CACHE,
+                "@CACHE@": "/srv/cache",
                 "@COMPRESSION@": COMPRESSION,
                 "@WORK@": "/srv/work",
                 "@SECKEY@": "/etc/mkbinarycache-test/test-key-1.sec",
@@ -131,7 +280,7 @@ let
                 run_step(host1, step, server)
 
         with subtest("publish over http"):
-            host1.succeed("ln -sfn " + CACHE + " /srv/www/cache")
+            host1.succeed("ln -sfn /srv/cache /srv/www/cache")
             host1.succeed("ln -sfn /srv/work/signed /srv/www/signed")
             host1.wait_for_unit("nginx.service")
             host2.wait_until_succeeds("curl -fsS http://host1/cache/nix-cache-info")
@@ -143,12 +292,25 @@ let
             host2.succeed(f"mkdir -p -m 700 /root/.ssh && echo '{key}' >> /root/.ssh/authorized_keys")
             host2.wait_for_open_port(22)
             ssh_opts = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-            host1.succeed(f"scp {ssh_opts} -r {CACHE} host2:/tmp/cache")
+            host1.succeed(f"scp {ssh_opts} -r /srv/cache host2:/tmp/cache")
             host1.succeed(f"scp {ssh_opts} -r /srv/work/signed host2:/tmp/signed-cache")
 
-        # The root must not be valid on host2 yet: its files may be visible
-        # there (the VMs share the host's store read-only), but Nix does not
-        # know them, which is what each case checks first.
+        with subtest("publish to S3 (MinIO) with mkbinarycache push"):
+            host1.wait_for_unit("minio.service")
+            host1.wait_for_open_port(9000)
+            # MinIO may answer before it is ready to create buckets.
+            host1.wait_until_succeeds(
+                "mc alias set minio http://localhost:9000 ${s3AccessKey} ${s3SecretKey} --api s3v4"
+                " && mc mb --ignore-existing minio/binary-cache minio/signed-cache"
+            )
+            host1.succeed(f"{S3_ENV} mkbinarycache push /srv/cache '{S3_URL}'")
+            host1.succeed(f"{S3_ENV} mkbinarycache push /srv/work/signed '{S3_SIGNED_URL}'")
+            for bucket in ["binary-cache", "signed-cache"]:
+                host1.succeed(f"mc stat minio/{bucket}/nix-cache-info")
+                narinfos = host1.succeed(f"mc ls minio/{bucket}/ | grep -c '\\.narinfo$'").strip()
+                want = host1.succeed("ls /srv/cache | grep -c '\\.narinfo$'").strip()
+                assert narinfos == want, f"bucket {bucket} has {narinfos} narinfos, the cache {want}"
+
         transports = {
             "file": {
                 "@URL@": "file:///tmp/cache",
@@ -161,6 +323,32 @@ let
                 "@SIGNED_URL@": "http://host1/signed",
             },
         }
+
+        for transport, urls in transports.items():
+            with subtest(f"{transport}: host2 fetches exactly the paths it lacks"):
+                check_fetches_exactly_what_is_missing(urls["@URL@"], urls["@URL@"])
+
+        with subtest("s3: host2 fetches exactly the paths it lacks"):
+            host2.succeed(f"{S3_ENV} nix --extra-experimental-features nix-command store info --store '{S3_URL}'")
+            check_fetches_exactly_what_is_missing(S3_URL, "s3://binary-cache", S3_ENV)
+
+        with subtest("s3: the signed copy substitutes with require-sigs"):
+            status, out = realise(
+                S3_SIGNED_URL, f"--option require-sigs true --option trusted-public-keys '{PUBKEY}'", S3_ENV
+            )
+            assert status == 0, f"substituting the signed copy failed:\n{out}"
+            assert f"copying path '{ROOT}' from 's3://signed-cache" in out, out
+            host2.succeed(f"nix --extra-experimental-features nix-command path-info --sigs {ROOT} | grep -q test-key-1:")
+            host2.succeed(f"nix-store --delete {ROOT}")
+
+        with subtest("s3: the unsigned cache is refused with require-sigs"):
+            status, out = realise(
+                S3_URL, f"--option require-sigs true --option trusted-public-keys '{PUBKEY}'", S3_ENV
+            )
+            assert status != 0, f"the unsigned cache was accepted:\n{out}"
+            assert any(r.search(out) for r in refusals()), f"no refusal message of scenario.json in:\n{out}"
+            host2.fail(f"nix-store --check-validity {ROOT}")
+
         for transport, urls in transports.items():
             for case in scenario["cases"]:
                 if transport not in case["transports"]:

@@ -1,0 +1,504 @@
+package nix_test
+
+// The nixpkgs-facing files (package.nix, overlay.nix, vmtests/default.nix)
+// need nixpkgs to evaluate, and there is none here. These tests evaluate them
+// against a stub of the few parts of nixpkgs' lib and pkgs they use, written
+// to behave as nixpkgs' own (callPackage, makeOverridable, setFunctionArgs),
+// and check what they decide: which buildGoModule, which CGO setting, the
+// callPackage shape of mkBinaryCache, what the VM tests give each host. The
+// check phase of package.nix is run as the Nix sandbox would run it.
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+)
+
+// stubLib is the part of nixpkgs' lib the files use; functionArgs,
+// setFunctionArgs, makeOverridable and callPackageWith work as nixpkgs'
+// lib/trivial.nix and lib/customisation.nix document them.
+const stubLib = `rec {
+  functionArgs = f: if f ? __functor then f.__functionArgs or (functionArgs (f.__functor f)) else builtins.functionArgs f;
+  setFunctionArgs = f: args: { __functor = self: f; __functionArgs = args; };
+  makeOverridable = f:
+    let
+      overridable = origArgs:
+        let
+          result = f origArgs;
+          overrideArgs = newArgs: makeOverridable f (origArgs // (if builtins.isFunction newArgs then newArgs origArgs else newArgs));
+        in
+        if builtins.isAttrs result && !(result ? __functor) then result // { override = overrideArgs; }
+        else if builtins.isFunction result || result ? __functor then setFunctionArgs result (functionArgs result) // { override = overrideArgs; }
+        else result;
+    in
+    setFunctionArgs overridable (functionArgs f);
+  callPackageWith = autoArgs: fn: args:
+    let f = if builtins.isFunction fn || fn ? __functor then fn else import fn;
+    in makeOverridable f (builtins.intersectAttrs (functionArgs f) autoArgs // args);
+  versionAtLeast = a: b: builtins.compareVersions a b >= 0;
+  versions.majorMinor = v: let p = builtins.splitVersion v; in "${builtins.elemAt p 0}.${builtins.elemAt p 1}";
+  optional = c: x: if c then [ x ] else [ ];
+  fileset = {
+    toSource = { root, fileset }: root;
+    unions = l: l;
+    fileFilter = pred: dir: dir;
+    maybeMissing = p: p;
+  };
+  licenses.mit = { spdxId = "MIT"; };
+  platforms.unix = [ "x86_64-linux" ];
+  fileContents = p: let s = builtins.readFile p; in builtins.head (builtins.match "(.*[^\n])\n*" s);
+  getExe = p: "${p}/bin/${p.meta.mainProgram}";
+  mkForce = x: x;
+  genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
+}`
+
+// stubDrv makes a derivation-like attribute set with a made-up store path.
+const stubDrv = `name: extra: {
+  type = "derivation";
+  inherit name;
+  outPath = "/nix/store/" + builtins.substring 0 32 (builtins.hashString "sha256" name) + "-" + name;
+  drvPath = "/nix/store/" + builtins.substring 32 32 (builtins.hashString "sha256" name) + "-" + name + ".drv";
+  meta.mainProgram = name;
+  overrideAttrs = f: stubDrv name (extra // f extra);
+} // extra`
+
+// track reads files the Nix evaluations depend on from the test process, so
+// that go test's cache knows them (it sees nothing nix-instantiate opens).
+func track(t *testing.T, root string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		if _, err := os.ReadFile(filepath.Join(root, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// evalJSON evaluates expr (with `lib`, `stubDrv` and `repo` in scope) and
+// decodes its JSON value into out; it returns nix-instantiate's error output
+// when the evaluation fails.
+func evalJSON(t *testing.T, expr string, out any) (string, error) {
+	t.Helper()
+	root := nixtest.RepoRoot(t)
+	full := "let lib = " + stubLib + "; stubDrv = " + stubDrv + "; repo = " + root + "; in " + expr
+	cmd := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E", full)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return stderr.String(), err
+	}
+	if err := json.Unmarshal(stdout, out); err != nil {
+		t.Fatalf("decode %s: %v", stdout, err)
+	}
+	return stderr.String(), nil
+}
+
+// goModMinor returns go.mod's `go` line as major.minor.
+func goModMinor(t *testing.T) string {
+	t.Helper()
+	mod, err := os.ReadFile(filepath.Join(nixtest.RepoRoot(t), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("go.mod has no go line")
+	}
+	return string(m[1])
+}
+
+// package.nix picks nixpkgs' default buildGoModule when its Go satisfies
+// go.mod, else the oldest of buildGo125Module and buildGo126Module that does,
+// and sets CGO_ENABLED=0 in whichever form that buildGoModule takes.
+func TestPackageBuilderChoice(t *testing.T) {
+	nixtest.Require(t)
+	root := nixtest.RepoRoot(t)
+	track(t, root, "nix/package.nix", "go.mod")
+	// The cases below are written for go.mod's `go 1.25.x`, the release
+	// nixos-25.11 ships as its default Go.
+	if v := goModMinor(t); v != "1.25" {
+		t.Fatalf("go.mod asks for Go %s: revisit the builders package.nix names and this test", v)
+	}
+
+	// newStyle is buildGoModule as nixpkgs 25.05 and later make it
+	// (lib.extendMkDerivation: no CGO_ENABLED argument); oldStyle as 24.11 and
+	// earlier (a CGO_ENABLED argument).
+	const builders = `let
+    newStyle = tag: lib.setFunctionArgs (args: { builtWith = tag; inherit args; }) { vendorHash = true; env = true; };
+    oldStyle = tag: lib.setFunctionArgs (args: { builtWith = tag; inherit args; }) { vendorHash = true; CGO_ENABLED = true; };
+    pkg = go: extra: import (repo + "/nix/package.nix") ({ inherit lib; go = { version = go; }; buildGoModule = newStyle "buildGoModule"; } // extra);
+    show = p: { inherit (p) builtWith; cgoTop = p.args.CGO_ENABLED or null; cgoEnv = p.args.env.CGO_ENABLED or null; };
+  in`
+	for _, tc := range []struct {
+		name, call string
+		want       map[string]any
+	}{
+		{"nixos-25.11: default Go 1.25", `pkg "1.25.5" { buildGo125Module = newStyle "125"; }`,
+			map[string]any{"builtWith": "buildGoModule", "cgoTop": nil, "cgoEnv": 0.0}},
+		{"nixos-26.05 and unstable: default Go 1.26", `pkg "1.26.3" { buildGo125Module = newStyle "125"; buildGo126Module = newStyle "126"; }`,
+			map[string]any{"builtWith": "buildGoModule", "cgoTop": nil, "cgoEnv": 0.0}},
+		{"default Go 1.24, buildGo125Module", `pkg "1.24.9" { buildGo125Module = newStyle "125"; }`,
+			map[string]any{"builtWith": "125", "cgoTop": nil, "cgoEnv": 0.0}},
+		{"default Go 1.24, both named builders", `pkg "1.24.9" { buildGo125Module = newStyle "125"; buildGo126Module = newStyle "126"; }`,
+			map[string]any{"builtWith": "125", "cgoTop": nil, "cgoEnv": 0.0}},
+		{"default Go 1.24, buildGo126Module only", `pkg "1.24.9" { buildGo126Module = newStyle "126"; }`,
+			map[string]any{"builtWith": "126", "cgoTop": nil, "cgoEnv": 0.0}},
+		{"old buildGoModule with a CGO_ENABLED argument", `pkg "1.24.9" { buildGo125Module = oldStyle "125"; }`,
+			map[string]any{"builtWith": "125", "cgoTop": 0.0, "cgoEnv": nil}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got map[string]any
+			if out, err := evalJSON(t, builders+" show ("+tc.call+")", &got); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	t.Run("no Go new enough", func(t *testing.T) {
+		var got any
+		out, err := evalJSON(t, builders+` show (pkg "1.24.9" { })`, &got)
+		want := "go.mod asks for Go 1.25, but this nixpkgs has Go 1.24.9 and neither buildGo125Module nor buildGo126Module"
+		if err == nil || !strings.Contains(out, want) {
+			t.Errorf("error %v, output:\n%s\nwant %q", err, out, want)
+		}
+	})
+
+	t.Run("attributes", func(t *testing.T) {
+		var got map[string]any
+		expr := builders + ` let a = (pkg "1.25.5" { }).args; in {
+      inherit (a) pname version subPackages ldflags;
+      license = a.meta.license.spdxId;
+      inherit (a.meta) mainProgram;
+      vendorHash = builtins.substring 0 7 a.vendorHash;
+      checkRunsGoTest = builtins.match ".*go test -short [^\n]* ./builder/[.][.][.]\n.*" a.checkPhase != null;
+    }`
+		if out, err := evalJSON(t, expr, &got); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		want := map[string]any{
+			"pname":           "mkbinarycache",
+			"version":         "0.1.0",
+			"subPackages":     []any{"builder/cmd/mkbinarycache"},
+			"ldflags":         []any{"-s", "-w", "-X main.version=0.1.0"},
+			"license":         "MIT",
+			"mainProgram":     "mkbinarycache",
+			"vendorHash":      "sha256-",
+			"checkRunsGoTest": true,
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+	})
+}
+
+// The license meta.license names is the one in LICENSE.
+func TestLicense(t *testing.T) {
+	text, err := os.ReadFile(filepath.Join(nixtest.RepoRoot(t), "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"MIT License", "Copyright (c) 2026 the mkbinarycache authors"} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("LICENSE lacks %q", want)
+		}
+	}
+}
+
+// stubPkgs applies overlay.nix to a stub package set, as `import nixpkgs {
+// overlays = [ ... ]; }` would: callPackage from the final set; the build
+// platform's packages are a distinct set, to see which one mkBinaryCache uses.
+const stubPkgs = `let
+    base = final: {
+      inherit lib;
+      callPackage = lib.callPackageWith final;
+      stdenv.buildPlatform.system = "x86_64-linux";
+      go = { version = "1.26.3"; };
+      buildGoModule = lib.setFunctionArgs (args: stubDrv "${args.pname}-${args.version}" { inherit args; }) { env = true; };
+      buildPackages = { mkbinarycache = stubDrv "mkbinarycache-for-the-build-platform" { }; };
+      hello = stubDrv "hello" { };
+    };
+    overlay = import (repo + "/nix/overlay.nix");
+    fix = f: let x = f x; in x;
+  in fix (final: let b = base final; in b // overlay final b)`
+
+// overlay.nix: mkBinaryCache has nixpkgs' callPackage shape (functionArgs
+// with rootPaths required, .override) and builds with the build platform's
+// mkbinarycache; mkbinarycache is package.nix.
+func TestOverlay(t *testing.T) {
+	nixtest.Require(t)
+	root := nixtest.RepoRoot(t)
+	track(t, root, "nix/overlay.nix", "nix/default.nix", "nix/package.nix", "go.mod")
+	var got map[string]any
+	expr := `let
+    pkgs = ` + stubPkgs + `;
+    other = stubDrv "another-mkbinarycache" { };
+    cache = pkgs.mkBinaryCache { rootPaths = [ pkgs.hello ]; compression = "xz"; };
+    overridden = pkgs.mkBinaryCache.override { mkbinarycache = other; };
+  in {
+    args = lib.functionArgs pkgs.mkBinaryCache;
+    hasOverride = pkgs.mkBinaryCache ? override;
+    overriddenArgs = lib.functionArgs overridden;
+    inherit (cache) name compression builder;
+    overriddenBuilder = (overridden { rootPaths = [ pkgs.hello ]; }).builder;
+    missingRootPaths = (builtins.tryEval (pkgs.mkBinaryCache { }).drvPath).success;
+    package = pkgs.mkbinarycache.name;
+    packageCgo = pkgs.mkbinarycache.args.env.CGO_ENABLED;
+  }`
+	if out, err := evalJSON(t, expr, &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	args, _ := got["args"].(map[string]any)
+	// nixpkgs' pkgs/build-support/binary-cache: { name ? "binary-cache", compression ? "zstd", rootPaths }.
+	for name, optional := range map[string]bool{"rootPaths": false, "name": true, "compression": true} {
+		if args[name] != optional {
+			t.Errorf("functionArgs mkBinaryCache: %s = %v, want %v (as nixpkgs' own)", name, args[name], optional)
+		}
+	}
+	for _, ext := range []string{"compressionLevel", "narListing", "indexDebugInfo", "priority", "wantMassQuery", "derivers", "jobs", "xzProgram"} {
+		if args[ext] != true {
+			t.Errorf("functionArgs mkBinaryCache: extension %s = %v, want true (optional)", ext, args[ext])
+		}
+	}
+	if diff := cmp.Diff(got["args"], got["overriddenArgs"]); diff != "" {
+		t.Errorf("functionArgs after .override differ (-before +after):\n%s", diff)
+	}
+	hash := func(name string) string {
+		out := nixtest.Run(t, "nix-instantiate", "--eval", "-E", `builtins.substring 0 32 (builtins.hashString "sha256" "`+name+`")`)
+		return strings.Trim(out, `"`)
+	}
+	want := map[string]any{
+		"hasOverride":       true,
+		"name":              "binary-cache",
+		"compression":       "xz",
+		"builder":           "/nix/store/" + hash("mkbinarycache-for-the-build-platform") + "-mkbinarycache-for-the-build-platform/bin/mkbinarycache",
+		"overriddenBuilder": "/nix/store/" + hash("another-mkbinarycache") + "-another-mkbinarycache/bin/mkbinarycache",
+		"missingRootPaths":  false,
+		"package":           "mkbinarycache-0.1.0",
+		"packageCgo":        0.0,
+	}
+	delete(got, "args")
+	delete(got, "overriddenArgs")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// vmtests/default.nix, evaluated with stub testers and packages: what each
+// host gets, and a test script that Python compiles.
+func TestVMTestsShape(t *testing.T) {
+	nixtest.Require(t)
+	root := nixtest.RepoRoot(t)
+	track(t, root, "vmtests/default.nix", "vmtests/scenario.json", "vmtests/test-key-1.pub", "nix/overlay.nix")
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is needed to compile the VM test scripts")
+	}
+	const pkgs = `let
+    pkgs = {
+      inherit lib;
+      mkbinarycache = stubDrv "mkbinarycache" { };
+      mkBinaryCache = args: stubDrv "binary-cache-${args.compression}" { inherit args; };
+      writeText = name: text: stubDrv name { inherit text; };
+      runCommand = name: env: cmd: stubDrv name (env // { inherit cmd; });
+      writeScript = name: text: stubDrv name { inherit text; };
+      runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
+      curl = stubDrv "curl" { };
+      minio = stubDrv "minio" { meta.knownVulnerabilities = [ "CVE" ]; };
+      minio-client = stubDrv "minio-client" { };
+      testers.runNixOSTest = test: test;
+    };
+  in pkgs`
+	var got map[string]struct {
+		Name          string
+		Script        string
+		Host1Paths    []string
+		Host1Etc      map[string]any
+		PackedRefs    []string
+		PackedCmd     string
+		MinioVulns    []string
+		Host2         map[string]any
+		Host2HasPaths bool
+		Host1HasExtra bool
+		Host2HasExtra bool
+		OwnPaths      []string
+	}
+	expr := `let
+    pkgs = ` + pkgs + `;
+    tests = import (repo + "/vmtests") { inherit pkgs; };
+    show = t: let h1 = t.nodes.host1 { inherit pkgs; }; h2 = t.nodes.host2; packed = h1.environment.etc."mkbinarycache-test/cache.tar.b64".source; in {
+      inherit (t) name;
+      script = t.testScript;
+      host1Paths = map toString h1.virtualisation.additionalPaths;
+      host1Etc = builtins.mapAttrs (n: v: toString (v.source.name or v.source)) h1.environment.etc;
+      packedRefs = packed.allowedReferences;
+      packedCmd = packed.cmd;
+      minioVulns = h1.services.minio.package.meta.knownVulnerabilities;
+      host2 = { inherit (h2.virtualisation) useNixStoreImage writableStore; inherit (h2.nix.settings) substituters max-jobs; };
+      host2HasPaths = h2.virtualisation ? additionalPaths;
+      host1HasExtra = h1 ? system;
+      host2HasExtra = h2 ? system;
+    };
+  in builtins.mapAttrs (n: show) tests`
+	if out, err := evalJSON(t, expr, &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var names []string
+	for n := range got {
+		names = append(names, n)
+	}
+	if diff := cmp.Diff([]string{"bzip2", "none", "xz", "zstd"}, sortedCopy(names)); diff != "" {
+		t.Errorf("tests (-want +got):\n%s", diff)
+	}
+	for c, vt := range got {
+		t.Run(c, func(t *testing.T) {
+			if vt.Name != "mkbinarycache-"+c {
+				t.Errorf("name %q", vt.Name)
+			}
+			// The closure reaches host1 through the store, host2 not at all;
+			// the cache reaches host1 packed, referring to nothing.
+			if len(vt.Host1Paths) != 1 || !strings.HasSuffix(vt.Host1Paths[0], "-mkbinarycache-vmtest-root") {
+				t.Errorf("host1's additionalPaths %v, want the root of the closure under test", vt.Host1Paths)
+			}
+			if vt.Host1HasExtra || vt.Host2HasExtra || vt.Host2HasPaths {
+				t.Errorf("a host has system.* options or host2 has additionalPaths: the closure or the cache would enter a store")
+			}
+			if vt.PackedRefs == nil || len(vt.PackedRefs) != 0 {
+				t.Errorf("the packed cache's allowedReferences = %v, want []", vt.PackedRefs)
+			}
+			if !strings.Contains(vt.PackedCmd, "-binary-cache-"+c+" -c . | base64") {
+				t.Errorf("the packed cache is not the %s cache, tarred and base64-encoded: %q", c, vt.PackedCmd)
+			}
+			if len(vt.MinioVulns) != 0 {
+				t.Errorf("minio's knownVulnerabilities %v are not cleared for the test fixture", vt.MinioVulns)
+			}
+			want := map[string]any{"useNixStoreImage": true, "writableStore": true, "substituters": []any{}, "max-jobs": 0.0}
+			if diff := cmp.Diff(want, vt.Host2); diff != "" {
+				t.Errorf("host2 (-want +got):\n%s", diff)
+			}
+			for _, s := range []string{
+				`S3_URL = "s3://binary-cache?endpoint=http://host1:9000&region=us-east-1"`,
+				"mkbinarycache push /srv/cache '{S3_URL}'",
+				`scenario = json.load(open("/nix/store/`,
+				`COMPRESSION = "` + c + `"`,
+			} {
+				if !strings.Contains(vt.Script, s) {
+					t.Errorf("test script lacks %q", s)
+				}
+			}
+			if strings.Contains(vt.Script, "extraDependencies") {
+				t.Error("test script mentions extraDependencies")
+			}
+			script := filepath.Join(t.TempDir(), "test_script.py")
+			if err := os.WriteFile(script, []byte(vt.Script), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(python, "-m", "py_compile", script).CombinedOutput(); err != nil {
+				t.Errorf("python3 cannot compile the test script: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	for i := range c {
+		for j := i + 1; j < len(c); j++ {
+			if c[j] < c[i] {
+				c[i], c[j] = c[j], c[i]
+			}
+		}
+	}
+	return c
+}
+
+// The command of package.nix's checkPhase passes where buildGoModule runs it:
+// vendored modules only (GOFLAGS=-mod=vendor, GOPROXY=off), no Nix on PATH,
+// only stdenv's tools, no network but loopback, a user that is not root, no
+// home directory.
+func TestCheckPhaseInSandbox(t *testing.T) {
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("runs the builder's whole test suite")
+	}
+	root := nixtest.RepoRoot(t)
+	pkg, err := os.ReadFile(filepath.Join(root, "nix", "package.nix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*(go test [^\n]*)$`).FindSubmatch(pkg)
+	if m == nil {
+		t.Fatal("package.nix's checkPhase runs no go test")
+	}
+	check := string(m[1])
+	for _, tool := range []string{"unshare", "setpriv", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed to imitate the sandbox: %v", tool, err)
+		}
+	}
+
+	// The sources package.nix's fileset takes, and the vendor directory
+	// buildGoModule makes of them.
+	dir := t.TempDir()
+	for _, p := range []string{"go.mod", "go.sum", "builder", "internal", "testdata"} {
+		nixtest.Run(t, "cp", "-r", filepath.Join(root, p), dir)
+	}
+	vendor := exec.Command("go", "mod", "vendor")
+	vendor.Dir = dir
+	if out, err := vendor.CombinedOutput(); err != nil {
+		t.Fatalf("go mod vendor: %v\n%s", err, out)
+	}
+
+	// stdenv's tools (coreutils, findutils, diffutils, sed, grep, gawk, tar,
+	// gzip, bzip2, xz, bash) and Go; not nix, zstd, busybox or python.
+	bin := filepath.Join(dir, ".bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	goroot := nixtest.Run(t, "go", "env", "GOROOT")
+	tools := map[string]string{"go": filepath.Join(goroot, "bin", "go")}
+	for _, name := range strings.Fields(`bash sh cat cp mv rm ls mkdir rmdir chmod ln head tail wc sort uniq tr cut
+		dirname basename env true false test expr seq sleep touch stat readlink realpath mktemp date id printf
+		echo xz bzip2 gzip tar grep sed find xargs diff cmp gawk awk od sha256sum md5sum tee uname`) {
+		if p, err := exec.LookPath(name); err == nil {
+			tools[name] = p
+		}
+	}
+	for name, p := range tools {
+		if err := os.Symlink(p, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A short TMPDIR, as the sandbox's /build: unix socket paths must fit.
+	tmp, err := os.MkdirTemp("", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	nixtest.Run(t, "chown", "-R", "65534:65534", dir, tmp)
+
+	env := []string{
+		"PATH=" + bin, "HOME=/homeless-shelter", "TMPDIR=" + tmp,
+		"GOCACHE=" + filepath.Join(dir, ".gocache"), "GOPATH=" + filepath.Join(dir, ".gopath"),
+		"GOFLAGS=-mod=vendor", "GOPROXY=off", "GOSUMDB=off", "GOTOOLCHAIN=local", "GO111MODULE=on",
+		"CGO_ENABLED=0", "NIX_BUILD_CORES=2",
+	}
+	inner := "ip link set lo up && cd " + dir + " && exec setpriv --reuid=65534 --regid=65534 --clear-groups env -i " +
+		strings.Join(env, " ") + " sh -c '" + check + "'"
+	cmd := exec.Command("unshare", "--net", "sh", "-c", inner)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s, as in the sandbox: %v\n%s", check, err, out)
+	}
+	t.Logf("%s, as in the sandbox:\n%s", check, out)
+}
