@@ -85,7 +85,7 @@ buildGo (
     # go.mod, go.sum and the imports of the sources above (tests included).
     # It changes whenever go.mod, go.sum or the set of imported packages does;
     # nix/nix_test.go's TestVendorHash recomputes it and names the new value.
-    vendorHash = "sha256-rH7B+fqHEHKhWy07W8COhCq3JVZllw2hcumUrkdz5Wg=";
+    vendorHash = "sha256-w6NTH/4eg3P/e+FdnN+VZAwqC3gATDb+KDmkpqudEfE=";
 
     subPackages = [ "builder/cmd/mkbinarycache" ];
 
