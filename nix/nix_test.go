@@ -1,7 +1,8 @@
 // Package nix_test checks the Nix side of mkbinarycache with real Nix: the
 // mkBinaryCache function built in the sandbox, substituted from by a fresh
-// store, reproducible, with clear evaluation errors; every .nix file parses;
-// package.nix's vendorHash is current.
+// store, reproducible, the same with every Nix version of the matrix, with
+// clear evaluation errors; every .nix file parses; package.nix's vendorHash
+// is current.
 package nix_test
 
 import (
@@ -103,6 +104,68 @@ func TestMkBinaryCache(t *testing.T) {
 			// Reproducible: building again gives the same bytes.
 			if out, err := nixBuild(t, e, "--check"); err != nil {
 				t.Errorf("nix-build --check: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// Each Nix version of the matrix builds mkBinaryCache in its own sandbox,
+// on a fresh store of its own (fixture and builder imported there), to the
+// same bytes as the host's Nix; and a fresh host of each version
+// substitutes hello from the cache built by each.
+func TestMkBinaryCacheVersions(t *testing.T) {
+	nixtest.Require(t)
+	fx := nixtest.BuildFixture(t)
+	e := expr(t, `{ compression = "zstd"; }`)
+	hostOut, err := nixBuild(t, e)
+	if err != nil {
+		t.Fatalf("nix-build: %v\n%s", err, hostOut)
+	}
+	hostHash := nixtest.Run(t, "nix-hash", "--type", "sha256", "--base32", hostOut)
+	versions := nixtest.Versions(t)
+	for _, b := range versions {
+		t.Run("nix-"+b.Name, func(t *testing.T) {
+			t.Parallel()
+			b.Require(t)
+			// The cache travels as files, as between two machines.
+			cache := filepath.Join(t.TempDir(), "cache")
+			if b.Host() {
+				nixtest.Run(t, "cp", "-r", hostOut, cache)
+			} else {
+				exprFile := filepath.Join(t.TempDir(), "cache.nix")
+				if err := os.WriteFile(exprFile, []byte(e), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				script := nixtest.FixtureScript(t) + " && out=$(nix-build --no-out-link --option sandbox true " + nixtest.ShellQuote(exprFile) +
+					") && echo \"built $out\" && cp -r \"$out\" " + nixtest.ShellQuote(cache)
+				out, err := b.FreshStore(t, script)
+				if err != nil {
+					t.Fatalf("build mkBinaryCache with %s: %v\n%s", b.Full, err, out)
+				}
+				if !strings.Contains(out, "built "+hostOut+"\n") {
+					t.Errorf("%s built another output path than the host's %s:\n%s", b.Full, hostOut, out)
+				}
+				if got := nixtest.Run(t, "nix-hash", "--type", "sha256", "--base32", cache); got != hostHash {
+					t.Errorf("the cache %s built differs from the host's: NAR hash %s, host's %s", b.Full, got, hostHash)
+				}
+			}
+			url := "file://" + cache
+			for _, s := range versions {
+				t.Run("substituted-by-nix-"+s.Name, func(t *testing.T) {
+					s.Require(t)
+					script := "nix-build " + nixtest.RepoRoot(t) + "/testdata/fixture.nix --argstr busybox " + nixtest.BusyboxDir(t) +
+						" -A hello --no-out-link --option max-jobs 0 " + strings.Join(nixtest.SubstituterOpts(url), " ") +
+						" && " + fx.Hello + "/bin/hello"
+					out, err := s.FreshStore(t, script)
+					if err != nil {
+						t.Fatalf("fresh %s host: %v\n%s", s.Full, err, out)
+					}
+					for _, want := range []string{"copying path '" + fx.Hello + "' from '" + url + "'", "Hello from libgreet!"} {
+						if !strings.Contains(out, want) {
+							t.Errorf("fresh %s host's output lacks %q:\n%s", s.Full, want, out)
+						}
+					}
+				})
 			}
 		})
 	}

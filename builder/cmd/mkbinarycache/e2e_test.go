@@ -125,6 +125,63 @@ func TestCacheMatchesNix(t *testing.T) {
 	}
 }
 
+// withDeriver is comparable plus the Deriver line.
+type withDeriver struct {
+	Essence comparable
+	Deriver string
+}
+
+func essenceWithDeriver(m map[string]*narinfo.NarInfo) map[string]withDeriver {
+	out := map[string]withDeriver{}
+	for p, c := range essence(m) {
+		out[p] = withDeriver{c, m[p].Deriver}
+	}
+	return out
+}
+
+// Each Nix version of the matrix, on a fresh store of its own where it
+// built the fixture, writes the reference with its own `nix copy`; the
+// binary, given hello's store path there (so reading that version's
+// `nix path-info --json`), must write the same NarHash, NarSize,
+// References, CA and Deriver, and so must it on the host.
+func TestNixCopyVersions(t *testing.T) {
+	nixtest.Require(t)
+	fx := nixtest.BuildFixture(t)
+	hostDir := filepath.Join(t.TempDir(), "host")
+	// The fields compared do not depend on the compression: two suffice
+	// (TestCacheMatchesNix covers every compression with the host's Nix;
+	// xz, by far the slowest for nix copy, is left out).
+	methods := []string{string(compress.None), string(compress.Zstd)}
+	for _, m := range methods {
+		mkbinarycache(t, "--out", filepath.Join(hostDir, m), "--quiet", "--compression", m, fx.Hello)
+	}
+	for _, v := range nixtest.Versions(t) {
+		t.Run("nix-"+v.Name, func(t *testing.T) {
+			t.Parallel()
+			v.Require(t)
+			dir := t.TempDir()
+			script := nixtest.FixtureScript(t) + " && for c in " + strings.Join(methods, " ") + "; do " +
+				"nix --extra-experimental-features nix-command copy --to \"file://" + dir + "/nix-copy/$c?compression=$c\" \"$hello\" && " +
+				nixtest.ShellQuote(binary(t)) + " --out " + dir + "/ours/$c --quiet --compression $c \"$hello\" || exit 1; done"
+			out, err := v.FreshStore(t, script)
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", v.Full, err, out)
+			}
+			for _, c := range methods {
+				ref := essenceWithDeriver(narInfos(t, filepath.Join(dir, "nix-copy", c)))
+				if len(ref) != len(fx.Closure) {
+					t.Fatalf("%s: nix copy wrote %d narinfos, want %d", c, len(ref), len(fx.Closure))
+				}
+				for name, ours := range map[string]string{"here": filepath.Join(dir, "ours", c), "host": filepath.Join(hostDir, c)} {
+					if diff := cmp.Diff(ref, essenceWithDeriver(narInfos(t, ours))); diff != "" {
+						t.Errorf("%s, ours (%s) differs from %s's nix copy (-nix +ours):\n%s", c, name, v.Full, diff)
+					}
+				}
+			}
+		})
+	}
+}
+
 // checkNAR checks the file behind a narinfo: FileHash and FileSize, and that
 // it decompresses to what nix-store --dump writes.
 func checkNAR(t *testing.T, dir, storePath string, ni *narinfo.NarInfo, m compress.Method) {
