@@ -41,6 +41,7 @@ Usage:
   mkbinarycache sign --key-file FILE CACHE-DIR    sign every narinfo (see sign --help)
   mkbinarycache verify [--public-key K]... DIR    check a cache (see verify --help)
   mkbinarycache keygen NAME                       make a signing key pair (see keygen --help)
+  mkbinarycache push CACHE-DIR s3://BUCKET?...    publish a cache to S3 (see push --help)
   mkbinarycache hook --out DIR [options]          Nix's post-build-hook: add what was built (see hook --help)
   mkbinarycache gc --keep STORE-PATH... DIR       remove all but the closures of kept paths (see gc --help)
   mkbinarycache copy --from SRC --to DST [PATH]...  copy closures between caches (see copy --help)
@@ -118,6 +119,8 @@ func run(ctx context.Context, args []string, env Env) error {
 		return runGC(ctx, args[1:], env)
 	case "copy":
 		return runCopy(ctx, args[1:], env)
+	case "push":
+		return runPush(ctx, args[1:], env)
 	}
 	fs := flag.NewFlagSet("mkbinarycache", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)

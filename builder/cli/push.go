@@ -1,0 +1,159 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
+)
+
+const pushUsage = `Usage: mkbinarycache push [options] CACHE-DIR URL
+
+Publishes a binary cache directory to an S3-compatible bucket (AWS S3,
+Cloudflare R2, MinIO, Garage, versitygw, ...). URL is as for Nix's own
+s3:// store:
+
+  s3://BUCKET[/PREFIX]?endpoint=ENDPOINT&region=REGION&scheme=http|https&profile=NAME
+
+ENDPOINT is a URL (http://127.0.0.1:9000, https://ACCOUNT.r2.cloudflarestorage.com)
+or HOST[:PORT] (with scheme=, default https); without it, AWS. Custom
+endpoints are addressed path-style. A PREFIX is read by Nix 2.33 and later
+only (older Nix takes BUCKET/PREFIX for a bucket name).
+
+Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+AWS_SESSION_TOKEN), else the profile (profile=, else AWS_PROFILE, else
+default) of ~/.aws/credentials (or AWS_SHARED_CREDENTIALS_FILE); with
+neither, requests are anonymous.
+
+The bucket is a valid cache at every moment: NARs, listings and debuginfo
+entries go first, each narinfo only after its NAR and its references'
+narinfos, nix-cache-info last. Only what the bucket lacks or holds in
+another version (a narinfo signed since) is uploaded, found by one listing
+of the bucket; an interrupted push is completed by running it again, which
+also aborts the multipart uploads it left.
+
+Options:
+`
+
+func runPush(ctx context.Context, args []string, env Env) error {
+	fs := flag.NewFlagSet("mkbinarycache push", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	jobs := fs.Int("jobs", s3push.DefaultJobs, "objects uploaded at once (`N`)")
+	threads := fs.Int("threads", s3push.DefaultThreads, "parts of one large NAR uploaded at once (`N`)")
+	partSize := fs.Int("part-size", s3push.DefaultPartSize>>20, "multipart upload part size in `MiB` (5 or more); larger NARs are uploaded in parts")
+	quiet := fs.Bool("quiet", false, "print only errors")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), pushUsage)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("push: give a cache directory and an s3:// URL")
+	}
+	if *jobs < 1 || *threads < 1 {
+		return usagef("push: --jobs and --threads must be at least 1")
+	}
+	if *partSize < 5 {
+		return usagef("push: --part-size must be at least 5 (MiB), S3's smallest part")
+	}
+	target, err := s3push.ParseURL(pos[1])
+	if err != nil {
+		return usageError{err}
+	}
+	o := s3push.Options{Dir: pos[0], Target: target, Jobs: *jobs, Threads: *threads,
+		PartSize: uint64(*partSize) << 20, LockWait: -1}
+	pr := newPushProgress(env.Stderr, *quiet)
+	stats, err := s3push.Push(ctx, o, pr.event)
+	pr.clear()
+	if err != nil {
+		return err
+	}
+	pr.summary(stats)
+	return nil
+}
+
+// pushProgress renders a push's events: on a terminal one line redrawn in
+// place, elsewhere a line per uploaded object; both end with the summary.
+type pushProgress struct {
+	out              io.Writer
+	tty, quiet       bool
+	start, last      time.Time
+	objects, done    int
+	total, sent      int64
+	drawn            bool
+	skipped, aborted int
+}
+
+func newPushProgress(out io.Writer, quiet bool) *pushProgress {
+	return &pushProgress{out: out, tty: isTerminal(out), quiet: quiet, start: time.Now()}
+}
+
+func (p *pushProgress) event(e s3push.Event) {
+	if p.quiet {
+		return
+	}
+	switch e.Kind {
+	case s3push.Planned:
+		p.objects, p.total, p.skipped = e.Objects, e.Bytes, e.Skipped
+		if !p.tty {
+			fmt.Fprintf(p.out, "uploading %d objects (%s); %d already in the bucket\n", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped)
+		}
+	case s3push.Aborted:
+		p.clear()
+		fmt.Fprintf(p.out, "aborted an incomplete upload of %s\n", e.Key)
+	case s3push.Progress:
+		p.sent += e.Bytes
+	case s3push.Uploaded:
+		p.done++
+		if !p.tty {
+			fmt.Fprintf(p.out, "uploaded %s (%s)\n", e.Key, humanBytes(uint64(e.Bytes)))
+		}
+	}
+	if p.tty {
+		p.draw()
+	}
+}
+
+func (p *pushProgress) draw() {
+	now := time.Now()
+	if now.Sub(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = now
+	sent := min(p.sent, p.total) // retried parts are counted twice
+	rate := float64(sent) / max(now.Sub(p.start).Seconds(), 1e-3)
+	eta := "?"
+	if rate > 0 {
+		eta = time.Duration(float64(p.total-sent) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(p.out, "\r[%d/%d objects, %s/%s, %s/s, ETA %s]\x1b[K", p.done, p.objects,
+		humanBytes(uint64(sent)), humanBytes(uint64(p.total)), humanBytes(uint64(rate)), eta)
+	p.drawn = true
+}
+
+func (p *pushProgress) clear() {
+	if p.drawn {
+		fmt.Fprint(p.out, "\r\x1b[K")
+		p.drawn = false
+	}
+}
+
+func (p *pushProgress) summary(s s3push.Stats) {
+	if p.quiet {
+		return
+	}
+	secs := s.Elapsed.Seconds()
+	fmt.Fprintf(p.out, "%d objects uploaded (%s), %d already in the bucket (%s), in %.2fs, %s/s",
+		s.Uploaded, humanBytes(uint64(s.UploadedBytes)), s.Skipped, humanBytes(uint64(s.SkippedBytes)), secs,
+		humanBytes(uint64(float64(s.UploadedBytes)/max(secs, 1e-9))))
+	if s.Aborted > 0 {
+		fmt.Fprintf(p.out, "; %d incomplete uploads aborted", s.Aborted)
+	}
+	fmt.Fprintln(p.out)
+}
