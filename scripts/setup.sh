@@ -166,3 +166,14 @@ if [ -n "$SUITES" ]; then
 		exec 9>&-
 	done
 fi
+
+# --- S3 server for the push tests ------------------------------------------
+# versitygw (Apache-2.0), a real S3 server that the tests of
+# `mkbinarycache push` start on a free port. A binary in /usr/local/bin, not
+# a go.mod dependency: the module Nix vendors must not carry test servers.
+VERSITYGW_VERSION=v1.8.0
+if ! command -v versitygw >/dev/null; then
+	step "installing versitygw $VERSITYGW_VERSION (go install, a few minutes)"
+	go=$(command -v go || echo /usr/local/go/bin/go)
+	GOBIN=/usr/local/bin "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
