@@ -1,0 +1,208 @@
+package cachecopy
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/storetest"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+)
+
+const debugFile = "lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug"
+
+// source writes a cache of app (app -> lib -> libc, app.drv -> lib.drv)
+// and other, with listings and a debuginfo entry, and signs app by hand
+// (a Sig line copy must keep).
+func source(t *testing.T) (*storetest.Store, string) {
+	s := storetest.New(t)
+	dir := filepath.Join(t.TempDir(), "src")
+	c := s.Make(t,
+		storetest.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}},
+		storetest.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
+		storetest.Path{Name: "app", Files: map[string]string{"bin/app": "app", debugFile: "debug"}, Refs: []string{"lib", "libc"}, Deriver: "app.drv"},
+		storetest.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}},
+		storetest.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv"}},
+		storetest.Path{Name: "other", Files: map[string]string{"other": "other"}},
+	)
+	storetest.Write(t, dir, c, s.Options())
+	f := cachedir.NarInfoPath(dir, s.StorePath("app"))
+	data, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, append(data, "Sig: test-1:"+strings.Repeat("A", 86)+"==\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, dir
+}
+
+func run(t *testing.T, o Options) Stats {
+	t.Helper()
+	o.LockWait = -1
+	st, err := Copy(context.Background(), o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// subset returns the files of src that dst should have after copying
+// paths: nix-cache-info, their narinfos, NARs, listings, debuginfo.
+func subset(t *testing.T, src string, paths ...string) map[string]string {
+	t.Helper()
+	g, err := cachegraph.Load(context.Background(), src, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := storetest.Files(t, src)
+	want := map[string]string{cachedir.InfoFile: all[cachedir.InfoFile]}
+	urls := map[string]bool{}
+	for _, p := range paths {
+		e := g.Paths[p]
+		h := narinfo.HashPart(p)
+		want[h+".narinfo"] = all[h+".narinfo"]
+		want[e.Info.URL] = all[e.Info.URL]
+		want[h+".ls"] = all[h+".ls"]
+		urls[e.Info.URL] = true
+	}
+	entries, err := cachegraph.LoadDebugInfo(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if urls[e.Archive] {
+			want["debuginfo/"+e.Name] = all["debuginfo/"+e.Name]
+		}
+	}
+	return want
+}
+
+func TestCopy(t *testing.T) {
+	s, src := source(t)
+	before := storetest.Files(t, src)
+	dst := filepath.Join(t.TempDir(), "dst")
+	app := s.StorePath("app")
+	st := run(t, Options{Src: src, Dst: dst, Paths: []string{app}, Durable: true})
+	if st.Copied != 3 || st.Skipped != 0 {
+		t.Errorf("stats %+v, want 3 copied", st)
+	}
+	want := subset(t, src, app, s.StorePath("lib"), s.StorePath("libc"))
+	if d := cmp.Diff(want, storetest.Files(t, dst)); d != "" {
+		t.Errorf("destination (-want +got):\n%s", d)
+	}
+	// Again with the build closure: only the derivations are new.
+	st = run(t, Options{Src: src, Dst: dst, Paths: []string{app}, BuildClosure: true, Durable: true})
+	if st.Copied != 2 || st.Skipped != 3 {
+		t.Errorf("stats %+v, want 2 copied, 3 skipped", st)
+	}
+	// All of it.
+	st = run(t, Options{Src: src, Dst: dst})
+	if st.Copied != 1 || st.Skipped != 5 {
+		t.Errorf("stats %+v, want 1 copied, 5 skipped", st)
+	}
+	all := storetest.Files(t, src)
+	if d := cmp.Diff(all, storetest.Files(t, dst)); d != "" {
+		t.Errorf("full copy (-src +dst):\n%s", d)
+	}
+	if d := cmp.Diff(before, all); d != "" {
+		t.Errorf("the source changed:\n%s", d)
+	}
+	var problems []string
+	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dst}, func(p verify.Problem) { problems = append(problems, p.String()) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) > 0 {
+		t.Errorf("verify: %q", problems)
+	}
+}
+
+func TestCopyBadInput(t *testing.T) {
+	s, src := source(t)
+	ctx := context.Background()
+	dst := filepath.Join(t.TempDir(), "dst")
+
+	if _, err := Copy(ctx, Options{Src: src, Dst: src + "/."}, nil); !errors.Is(err, ErrSameCache) {
+		t.Errorf("same cache: %v", err)
+	}
+	if _, err := Copy(ctx, Options{Src: t.TempDir(), Dst: dst}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
+		t.Errorf("source not a cache: %v", err)
+	}
+	unknown := s.StorePath("unknown")
+	if _, err := Copy(ctx, Options{Src: src, Dst: dst, Paths: []string{unknown}}, nil); err == nil || !strings.Contains(err.Error(), unknown) {
+		t.Errorf("unknown path: %v", err)
+	}
+
+	// Another store directory.
+	other := t.TempDir()
+	if err := cachedir.Init(other, cachedir.Info{StoreDir: "/opt/store"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Copy(ctx, Options{Src: src, Dst: other}, nil); err == nil || !strings.Contains(err.Error(), "/opt/store") {
+		t.Errorf("store dir mismatch: %v", err)
+	}
+
+	// A corrupt NAR is an error naming it, and its narinfo is not copied.
+	g, err := cachegraph.Load(ctx, src, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	libc := s.StorePath("libc")
+	nar := filepath.Join(src, g.Paths[libc].Info.URL)
+	data, err := os.ReadFile(nar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(nar, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Copy(ctx, Options{Src: src, Dst: dst, Paths: []string{libc}}, nil)
+	if err == nil || !strings.Contains(err.Error(), nar) {
+		t.Errorf("corrupt NAR: %v, want an error naming %s", err, nar)
+	}
+	if _, err := os.Stat(cachedir.NarInfoPath(dst, libc)); err == nil {
+		t.Errorf("the narinfo of a corrupt NAR was copied")
+	}
+
+	// A missing reference.
+	if err := os.Remove(cachedir.NarInfoPath(src, s.StorePath("lib"))); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Copy(ctx, Options{Src: src, Dst: filepath.Join(t.TempDir(), "d")}, nil)
+	if err == nil || !strings.Contains(err.Error(), s.StorePath("lib")) {
+		t.Errorf("missing reference: %v, want an error naming it", err)
+	}
+}
+
+// A read-only source (here: one whose lock file cannot be created and
+// whose stale temporary files cannot be removed) is copied from.
+func TestCopyReadOnlySource(t *testing.T) {
+	if os.Geteuid() == 0 {
+		// root ignores permissions: a stale temp file shows the source is not cleaned instead.
+		s, src := source(t)
+		stale := filepath.Join(src, "nar", cachedir.TmpPrefix+"killed")
+		if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.StorePath("app")}})
+		if _, err := os.Stat(stale); err != nil {
+			t.Errorf("copy changed the source: %v", err)
+		}
+		return
+	}
+	s, src := source(t)
+	if err := os.Chmod(src, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chmod(src, 0o755)
+	run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.StorePath("app")}})
+}

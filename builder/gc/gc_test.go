@@ -1,0 +1,283 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/storetest"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+)
+
+const (
+	sharedDebug = "lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug"
+	junkDebug   = "lib/debug/.build-id/12/3456789abcdef0123456789abcdef012345678.debug"
+)
+
+// world is a cache of an app with its runtime closure (app, lib, libc), a
+// build-time-only tool, the derivations of all four, and junk that shares
+// a debug file with app; junk came first, so the shared build ID's
+// debuginfo entry points at junk's NAR.
+func world(t *testing.T) (*storetest.Store, string) {
+	s := storetest.New(t)
+	dir := filepath.Join(t.TempDir(), "cache")
+	junk := s.Make(t,
+		storetest.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}, Deriver: "libc.drv"},
+		storetest.Path{Name: "junk", Files: map[string]string{"bin/junk": "junk", sharedDebug: "debug", junkDebug: "junk debug"}, Refs: []string{"libc"}, Deriver: "junk.drv"},
+		storetest.Path{Name: "junk.drv", Files: map[string]string{"drv": "junk"}, Refs: []string{"libc.drv"}},
+		storetest.Path{Name: "libc.drv", Files: map[string]string{"drv": "libc"}},
+	)
+	storetest.Write(t, dir, junk, s.Options())
+	app := s.Make(t,
+		storetest.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
+		storetest.Path{Name: "app", Files: map[string]string{"bin/app": "app", sharedDebug: "debug"}, Refs: []string{"app", "lib", "libc"}, Deriver: "app.drv"},
+		storetest.Path{Name: "tool", Files: map[string]string{"bin/tool": "tool"}, Refs: []string{"libc"}, Deriver: "tool.drv"},
+		storetest.Path{Name: "tool.drv", Files: map[string]string{"drv": "tool"}, Refs: []string{"libc.drv"}},
+		storetest.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}, Refs: []string{"libc.drv"}},
+		storetest.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv", "tool.drv", "libc.drv"}},
+	)
+	storetest.Write(t, dir, append(app, junk...), s.Options())
+	return s, dir
+}
+
+// names are the name parts of store paths.
+func names(paths []string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = strings.SplitN(filepath.Base(p), "-", 2)[1]
+	}
+	return out
+}
+
+func storePaths(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := cachedir.NarInfoFiles(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ni, _, err := narinfo.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ni.StorePath)
+	}
+	return out
+}
+
+func collect(t *testing.T, o Options) (Stats, []Event) {
+	t.Helper()
+	var events []Event
+	st, err := Collect(context.Background(), o, func(e Event) { events = append(events, e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, events
+}
+
+// checkClean fails unless verify finds no problem and nar/, the listings
+// and debuginfo/ hold exactly what the narinfos left name.
+func checkClean(t *testing.T, dir string) {
+	t.Helper()
+	var problems []string
+	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir}, func(p verify.Problem) {
+		problems = append(problems, p.String())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) > 0 {
+		t.Errorf("verify after gc: %q", problems)
+	}
+	g, err := cachegraph.Load(context.Background(), dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for p, e := range g.Paths {
+		want[e.Info.URL] = true
+		want[narinfo.HashPart(p)+".ls"] = true
+	}
+	for f := range storetest.Files(t, dir) {
+		if strings.HasPrefix(f, "nar/") || strings.HasSuffix(f, ".ls") {
+			if !want[f] {
+				t.Errorf("%s left behind", f)
+			}
+		}
+	}
+}
+
+func TestCollect(t *testing.T) {
+	s, dir := world(t)
+	app := s.StorePath("app")
+	before := storetest.Files(t, dir)
+
+	// A dry run reports what a real one removes, and removes nothing.
+	dry, dryEvents := collect(t, Options{Dir: dir, Keep: []string{app}, DryRun: true, Durable: true, LockWait: -1})
+	if d := cmp.Diff(before, storetest.Files(t, dir)); d != "" {
+		t.Fatalf("dry run changed the cache (-before +after):\n%s", d)
+	}
+	st, events := collect(t, Options{Dir: dir, Keep: []string{app}, Durable: true, LockWait: -1})
+	if d := cmp.Diff(dryEvents, events); d != "" {
+		t.Errorf("dry run events differ (-dry +real):\n%s", d)
+	}
+	dry.Elapsed, st.Elapsed, dry.Syncs = 0, 0, st.Syncs
+	if dry != st {
+		t.Errorf("dry run stats %+v, real %+v", dry, st)
+	}
+	if d := cmp.Diff([]string{"app", "lib", "libc"}, sortedPaths(names(storePaths(t, dir)))); d != "" {
+		t.Errorf("kept (-want +got):\n%s", d)
+	}
+	var removed []string
+	for _, e := range events {
+		if e.Kind == Removed {
+			removed = append(removed, e.Path)
+		}
+	}
+	// Referrers before their references.
+	rn := names(removed)
+	for _, pair := range [][2]string{{"app.drv", "lib.drv"}, {"app.drv", "tool.drv"}, {"tool.drv", "libc.drv"}, {"junk.drv", "libc.drv"}} {
+		if slices.Index(rn, pair[0]) > slices.Index(rn, pair[1]) {
+			t.Errorf("%s removed after %s: %q", pair[0], pair[1], rn)
+		}
+	}
+	if st.Kept != 3 || st.Paths != 7 || st.Syncs != 1 {
+		t.Errorf("stats %+v, want 3 kept, 7 removed, 1 syncfs", st)
+	}
+	// The shared build ID now points at app's NAR; junk's own is gone.
+	g, err := cachegraph.Load(context.Background(), dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := cachegraph.LoadDebugInfo(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cachegraph.DebugEntry{{Name: "abcdef0123456789abcdef0123456789abcdef01.debug", Archive: g.Paths[app].Info.URL, Member: sharedDebug}}
+	if d := cmp.Diff(want, entries, cmpIgnoreSize); d != "" {
+		t.Errorf("debuginfo (-want +got):\n%s", d)
+	}
+	checkClean(t, dir)
+
+	// Collecting again removes nothing.
+	st, _ = collect(t, Options{Dir: dir, Keep: []string{app}, LockWait: -1})
+	if st.Paths != 0 || st.Files != 0 {
+		t.Errorf("second gc removed %+v", st)
+	}
+}
+
+var cmpIgnoreSize = cmp.Comparer(func(a, b cachegraph.DebugEntry) bool {
+	a.Size, b.Size = 0, 0
+	return a == b
+})
+
+func sortedPaths(p []string) []string {
+	p = slices.Clone(p)
+	sort.Strings(p)
+	return p
+}
+
+func TestCollectBuildClosure(t *testing.T) {
+	s, dir := world(t)
+	collect(t, Options{Dir: dir, Keep: []string{s.StorePath("app")}, BuildClosure: true, LockWait: -1})
+	got := names(storePaths(t, dir))
+	sort.Strings(got)
+	want := []string{"app", "app.drv", "lib", "lib.drv", "libc", "libc.drv", "tool", "tool.drv"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("kept (-want +got):\n%s", d)
+	}
+	checkClean(t, dir)
+}
+
+func TestCollectBadInput(t *testing.T) {
+	s, dir := world(t)
+	before := storetest.Files(t, dir)
+	_, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app"), s.StorePath("unknown")}, LockWait: -1}, nil)
+	if err == nil || !strings.Contains(err.Error(), s.StorePath("unknown")) {
+		t.Errorf("unknown kept path: %v, want an error naming it", err)
+	}
+	if d := cmp.Diff(before, storetest.Files(t, dir)); d != "" {
+		t.Errorf("a failed gc changed the cache:\n%s", d)
+	}
+	notCache := t.TempDir()
+	if _, err := Collect(context.Background(), Options{Dir: notCache, Keep: []string{s.StorePath("app")}}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
+		t.Errorf("not a cache: %v", err)
+	}
+	// A corrupt narinfo stops gc before it removes anything.
+	if err := os.WriteFile(filepath.Join(dir, "00000000000000000000000000000000.narinfo"), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app")}, LockWait: -1}, nil); err == nil {
+		t.Errorf("a corrupt narinfo was accepted")
+	}
+	// Held by a writer: gc waits, then gives up.
+	os.Remove(filepath.Join(dir, "00000000000000000000000000000000.narinfo"))
+	l, err := cachedir.Acquire(context.Background(), dir, cachedir.Shared, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app")}, LockWait: 50 * time.Millisecond}, nil); !errors.Is(err, cachedir.ErrBusy) {
+		t.Errorf("gc beside a writer: %v, want ErrBusy", err)
+	}
+}
+
+// TestCollectScale times a gc of a 5,000-path cache that removes half.
+func TestCollectScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	const n = 5000
+	s := storetest.New(t)
+	var paths []storetest.Path
+	var rootRefs []string
+	for i := range n {
+		p := storetest.Path{Name: fmt.Sprintf("p%d", i), Files: map[string]string{"f": fmt.Sprint(i)}}
+		if i > 1 {
+			p.Refs = []string{fmt.Sprintf("p%d", i/2)}
+		}
+		if i%2 == 0 {
+			rootRefs = append(rootRefs, p.Name)
+		}
+		paths = append(paths, p)
+	}
+	paths = append(paths, storetest.Path{Name: "root", Refs: rootRefs})
+	c := s.Make(t, paths...)
+	dir := filepath.Join(t.TempDir(), "cache")
+	start := time.Now()
+	storetest.Write(t, dir, c, s.Options())
+	t.Logf("wrote %d paths in %v", len(c), time.Since(start))
+	if err := cachedir.SyncFS(dir); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	g, err := cachegraph.Load(context.Background(), dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("load of %d narinfos: %v", len(g.Paths), time.Since(start))
+	st, _ := collect(t, Options{Dir: dir, Keep: []string{s.StorePath("root")}, Durable: true, LockWait: -1})
+	t.Logf("gc of %d paths: kept %d, removed %d paths, %d files in %v", len(c), st.Kept, st.Paths, st.Files, st.Elapsed)
+	if st.Kept+st.Paths != len(c) || st.Paths < n/4 {
+		t.Errorf("stats %+v", st)
+	}
+	if st.Elapsed > 10*time.Second {
+		t.Errorf("gc took %v", st.Elapsed)
+	}
+}
