@@ -9,10 +9,12 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixhash"
 )
 
 // NarInfo is go-nix's narinfo, whose String method writes Nix's field order.
@@ -33,11 +35,11 @@ var knownKeys = map[string]bool{
 // The other fields keep go-nix's semantics, including Compression "bzip2"
 // when the field is missing.
 func Parse(data []byte) (*NarInfo, []string, error) {
-	var kept bytes.Buffer
-	var sigs []signature.Signature
+	ni := &NarInfo{}
 	var bad []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	// Small to start with: gc and copy parse thousands of narinfos.
+	sc.Buffer(make([]byte, 0, min(len(data)+1, 64<<10)), 16<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if line == "" {
@@ -63,26 +65,60 @@ func Parse(data []byte) (*NarInfo, []string, error) {
 				bad = append(bad, v)
 				continue
 			}
-			sigs = append(sigs, s)
+			ni.Signatures = append(ni.Signatures, s)
 			continue
-		case k == "References":
-			// Nix tokenizes on runs of spaces; go-nix splits on each one.
-			v = strings.Join(strings.Fields(v), " ")
 		}
-		kept.WriteString(k)
-		kept.WriteString(": ")
-		kept.WriteString(v)
-		kept.WriteByte('\n')
+		if err := setField(ni, k, v); err != nil {
+			return nil, nil, fmt.Errorf("line %d: %w", n, err)
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, nil, fmt.Errorf("read narinfo: %w", err)
 	}
-	ni, err := narinfo.Parse(&kept)
-	if err != nil {
-		return nil, nil, err
+	if ni.Compression == "" {
+		ni.Compression = "bzip2"
 	}
-	ni.Signatures = sigs
 	return ni, bad, nil
+}
+
+// setField sets the field k of ni as go-nix's narinfo.Parse does, which
+// cannot be called per file: it allocates a 1 MiB buffer each time.
+func setField(ni *NarInfo, k, v string) error {
+	if strings.Contains(v, ": ") {
+		return fmt.Errorf("%q: found the separator \": \" twice", k+": "+v)
+	}
+	var err error
+	switch k {
+	case "StorePath":
+		ni.StorePath = v
+	case "URL":
+		ni.URL = v
+	case "Compression":
+		ni.Compression = v
+	case "FileHash":
+		ni.FileHash, err = nixhash.ParseAny(v, nil)
+	case "FileSize":
+		ni.FileSize, err = strconv.ParseUint(v, 10, 0)
+	case "NarHash":
+		ni.NarHash, err = nixhash.ParseAny(v, nil)
+	case "NarSize":
+		ni.NarSize, err = strconv.ParseUint(v, 10, 0)
+	case "References":
+		// Nix tokenizes on runs of spaces.
+		ni.References = append(ni.References, strings.Fields(v)...)
+	case "Deriver":
+		if v != "unknown-deriver" {
+			ni.Deriver = v
+		}
+	case "System":
+		ni.System = v
+	case "CA":
+		ni.CA = v
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	return nil
 }
 
 // HashPart is the hash part of a store path or base name: the narinfo of
