@@ -32,7 +32,7 @@ func TestSpecialFiles(t *testing.T) {
 		return p
 	}
 	cases := map[string]string{
-		mk("fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }):                      "a named pipe (FIFO)",
+		mk("fifo", func(p string) error { return syscall.Mkfifo(p, 0o644) }):                       "a named pipe (FIFO)",
 		mk("chr", func(p string) error { return syscall.Mknod(p, syscall.S_IFCHR|0o600, 1<<8|3) }): "a character device",
 		mk("blk", func(p string) error { return syscall.Mknod(p, syscall.S_IFBLK|0o600, 7<<8) }):   "a block device",
 		mk("sock", func(p string) error {

@@ -63,8 +63,7 @@ type Dumper struct {
 	buf     []byte // output not yet written to w
 	flushed int64  // bytes written to w so far
 	err     error  // first error from w
-	root    string
-	depth   int
+	depth   int    // Info.MaxDepth so far
 
 	names  []byte  // NUL-terminated names of the directories being walked
 	ents   []entry // their entries, a range per directory, each range sorted
@@ -94,8 +93,11 @@ func Dump(w io.Writer, path string) error {
 	return err
 }
 
-// Dump writes the NAR serialisation of the file system object at path to w.
-// On error, part of the NAR may have been written.
+// Dump writes the NAR serialisation of the file system object at path to w,
+// in writes of BufferSize bytes but the last. Errors name the file and
+// what went wrong: a special file (FIFO, socket, device), one that changed
+// size while it was read, a system call's error (as an *fs.PathError), or
+// w's error. On error, part of the NAR may have been written.
 func (d *Dumper) Dump(w io.Writer, path string) (Info, error) {
 	size := max(d.BufferSize, minBufferSize)
 	if d.BufferSize == 0 {
@@ -104,11 +106,12 @@ func (d *Dumper) Dump(w io.Writer, path string) (Info, error) {
 	if cap(d.buf) != size {
 		d.buf = make([]byte, 0, size)
 	}
-	d.w, d.buf, d.flushed, d.err, d.root, d.depth = w, d.buf[:0], 0, nil, path, 0
-	d.names, d.ents, d.chain, d.slab = d.names[:0], d.ents[:0], d.chain[:0], nil
-	defer func() { d.w = nil }()
+	d.w, d.buf, d.flushed, d.err, d.depth = w, d.buf[:0], 0, nil, 0
+	d.names, d.ents, d.chain = d.names[:0], d.ents[:0], d.chain[:0]
+	// Keep neither the writer nor the caller's tree.
+	defer func() { d.w, d.slab = nil, nil }()
 
-	d.str("nix-archive-1")
+	d.raw(tokMagic)
 	// The root is looked up by its path from the working directory, as an
 	// entry of unknown type.
 	clean := filepath.Clean(path)
@@ -155,14 +158,7 @@ func (d *Dumper) raw(s string) {
 
 // str writes one NAR string: its length as 64-bit little endian, its
 // bytes, and zeros up to a multiple of 8.
-func (d *Dumper) str(s string) {
-	d.room(8 + len(s) + 7)
-	d.buf = appendUint64(d.buf, uint64(len(s)))
-	d.buf = append(d.buf, s...)
-	d.buf = append(d.buf, zeros8[:pad(int64(len(s)))]...)
-}
-
-func (d *Dumper) bytes(s []byte) {
+func (d *Dumper) str(s []byte) {
 	d.room(8 + len(s) + 7)
 	d.buf = appendUint64(d.buf, uint64(len(s)))
 	d.buf = append(d.buf, s...)
@@ -193,6 +189,7 @@ func appendUint64(b []byte, v uint64) []byte {
 
 // Runs of tokens, pre-encoded as NAR strings (checked by TestTokens).
 const (
+	tokMagic         = "\x0d\x00\x00\x00\x00\x00\x00\x00nix-archive-1\x00\x00\x00"
 	tokOpen          = "\x01\x00\x00\x00\x00\x00\x00\x00(\x00\x00\x00\x00\x00\x00\x00"
 	tokClose         = "\x01\x00\x00\x00\x00\x00\x00\x00)\x00\x00\x00\x00\x00\x00\x00"
 	tokTypeRegular   = "\x04\x00\x00\x00\x00\x00\x00\x00type\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00regular\x00"
@@ -202,5 +199,4 @@ const (
 	tokTypeSymlink   = "\x04\x00\x00\x00\x00\x00\x00\x00type\x00\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00symlink\x00\x06\x00\x00\x00\x00\x00\x00\x00target\x00\x00"
 	tokEntryOpenName = "\x05\x00\x00\x00\x00\x00\x00\x00entry\x00\x00\x00" + tokOpen + "\x04\x00\x00\x00\x00\x00\x00\x00name\x00\x00\x00\x00"
 	tokNode          = "\x04\x00\x00\x00\x00\x00\x00\x00node\x00\x00\x00\x00"
-	tokCloseTwice    = tokClose + tokClose
 )

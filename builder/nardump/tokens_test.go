@@ -19,6 +19,7 @@ func TestTokens(t *testing.T) {
 		return b.String()
 	}
 	for _, c := range []struct{ name, got, want string }{
+		{"magic", tokMagic, enc("nix-archive-1")},
 		{"open", tokOpen, enc("(")},
 		{"close", tokClose, enc(")")},
 		{"type regular", tokTypeRegular, enc("type", "regular")},

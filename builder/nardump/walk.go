@@ -237,7 +237,7 @@ func (d *Dumper) directory(dirfd int, e entry, level int) (*listing.Node, error)
 	for i := start; i < end; i++ {
 		c := d.ents[i] // a copy: children append to d.ents
 		d.raw(tokEntryOpenName)
-		d.bytes(d.names[c.off : c.off+c.len])
+		d.str(d.names[c.off : c.off+c.len])
 		d.raw(tokNode)
 		child, err := d.node(fd, c, level+1)
 		if err != nil {
@@ -306,7 +306,7 @@ func (d *Dumper) symlink(dirfd int, e entry) (*listing.Node, error) {
 		d.link = make([]byte, 2*len(d.link))
 	}
 	d.raw(tokOpen + tokTypeSymlink)
-	d.bytes(d.link[:n])
+	d.str(d.link[:n])
 	d.raw(tokClose)
 	if !d.Tree {
 		return nil, nil
