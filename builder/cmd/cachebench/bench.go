@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,78 +15,95 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/nix-community/go-nix/pkg/narinfo"
-	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
 
-// Tools, in table order.
+//go:embed nixpkgs_model.py
+var nixpkgsModel []byte
+
+// Tools, in table order. The floor is the closure's NAR, dumped beforehand,
+// through zstd on every core: no tool that dumps, hashes and compresses
+// can beat it.
 const (
-	toolOurs    = "mkbinarycache"
-	toolNixCopy = "nix copy"
-	toolNixpkgs = "nixpkgs model"
-	toolFloor   = "floor: zstd -T0"
+	toolOurs      = "ours"
+	toolOursGoXz  = "ours-goxz"
+	toolNixCopy   = "nixcopy"
+	toolNixCopy28 = "nixcopy-host"
+	toolNixpkgs   = "nixpkgs"
+	toolFloor     = "floor"
 )
 
+var allTools = []string{toolOurs, toolOursGoXz, toolNixCopy, toolNixCopy28, toolNixpkgs, toolFloor}
+
+// A benchCase is one closure compressed with one method.
+type benchCase struct{ closure, method string }
+
+func (c benchCase) String() string { return c.closure + ":" + c.method }
+
 type config struct {
-	closures []string // big, many, tiny
-	methods  []string
-	tools    []string
-	runs     int
-	work     string // keep outputs here; "" for a temporary dir removed at the end
-	args     []string
-	quick    bool
-	floor    bool
+	cases   []benchCase
+	tools   []string
+	runs    int
+	state   string // persistent: store, overlay, outputs
+	rootfs  string // the root file system with the newest Nix
+	args    []string
+	profile string // write profiles of mkbinarycache here; "" for none
+	rev     string // build mkbinarycache from this commit; "" for the work tree
+	quick   bool
 }
+
+// defaultCases are the cases of the published table.
+const defaultCases = "big:zstd,many:zstd,big:xz,many:xz,big:none"
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("cachebench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	closures := fs.String("closures", "big,many", "closures to measure: big, many, tiny (comma-separated)")
-	methods := fs.String("methods", "zstd,xz,none", "compression methods (comma-separated)")
-	tools := fs.String("tools", "ours,nixcopy,nixpkgs", "tools to run: ours, nixcopy, nixpkgs (comma-separated)")
-	runs := fs.Int("runs", 3, "timed runs of each tool, method and closure")
-	work := fs.String("work", "", "keep closures' attrs and outputs under `DIR` (default: a temporary dir, removed)")
+	rootfs := filepath.Join(nixtest.RootfsDir, "sid")
+	if d := os.Getenv(nixtest.RootfsEnv); d != "" {
+		rootfs = filepath.Join(d, "sid")
+	}
+	cases := fs.String("cases", defaultCases, "`CLOSURE:METHOD` pairs (comma-separated); closures big, many, tiny; methods zstd, xz, none, bzip2")
+	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run (comma-separated): "+strings.Join(allTools, ", "))
+	runs := fs.Int("runs", 3, "timed runs of each tool and case (the table compares the minimums)")
+	state := fs.String("state", "/var/tmp/mkbinarycache-bench", "persistent `DIR`: the benchmark's store (closures are built once), overlay and outputs")
+	rootfsFlag := fs.String("rootfs", rootfs, "Debian root file system `DIR` with the newest Nix (scripts/setup.sh makes it)")
 	extra := fs.String("args", "", "extra arguments for mkbinarycache (space-separated), e.g. \"--jobs 1\"")
-	floor := fs.Bool("floor", true, "measure the zstd floor (the closure's NAR through zstd -T0)")
-	quick := fs.Bool("quick", false, "a tiny closure and 1 run: checks the harness in seconds")
+	profile := fs.String("profile", "", "also write a CPU profile and system call counts of mkbinarycache for each case to `DIR`")
+	rev := fs.String("rev", "", "build mkbinarycache from this git `REVISION` (with this benchmark's code), not the work tree: others' unfinished edits stay out")
+	quick := fs.Bool("quick", false, "a tiny closure, zstd, xz and none, 1 run: checks the harness in seconds")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c := &config{closures: split(*closures), methods: split(*methods), tools: split(*tools),
-		runs: *runs, work: *work, args: strings.Fields(*extra), quick: *quick, floor: *floor}
+	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag,
+		args: strings.Fields(*extra), profile: *profile, rev: *rev, quick: *quick}
 	if c.quick {
-		c.closures, c.runs = []string{"tiny"}, 1
+		*cases, c.runs = "tiny:zstd,tiny:xz,tiny:none", 1
 	}
-	for _, cl := range c.closures {
+	for _, s := range split(*cases) {
+		cl, m, ok := strings.Cut(s, ":")
+		if !ok {
+			return nil, fmt.Errorf("case %q is not CLOSURE:METHOD", s)
+		}
 		if _, ok := closureSpecs[cl]; !ok {
 			return nil, fmt.Errorf("unknown closure %q (big, many, tiny)", cl)
 		}
-	}
-	for _, m := range c.methods {
 		if _, err := compress.Parse(m); err != nil {
 			return nil, err
 		}
+		c.cases = append(c.cases, benchCase{cl, m})
 	}
-	for i, t := range c.tools {
-		switch t {
-		case "ours":
-			c.tools[i] = toolOurs
-		case "nixcopy":
-			c.tools[i] = toolNixCopy
-		case "nixpkgs":
-			c.tools[i] = toolNixpkgs
-		default:
-			return nil, fmt.Errorf("unknown tool %q (ours, nixcopy, nixpkgs)", t)
+	for _, t := range c.tools {
+		if !slices.Contains(allTools, t) {
+			return nil, fmt.Errorf("unknown tool %q (%s)", t, strings.Join(allTools, ", "))
 		}
 	}
 	if c.runs < 1 {
@@ -174,88 +190,171 @@ type pathInfo struct {
 type bench struct {
 	cfg      *config
 	log      io.Writer
-	root     string // the repo
-	work     string
-	tmpWork  bool
+	repo     string
+	work     string // outputs, attrs, expressions: visible at the same path in every env
+	self     string // this command, static, for timeit and profile inside the chroot
 	ours     string // the mkbinarycache binary
-	nixpkgs  string // nixpkgs_ref.py, or "" when ../shared is absent
+	model    string // nixpkgs_model.py
+	newest   *env   // the newest Nix, chrooted
+	host     *env   // the host's Nix, on the same store
 	notes    []string
-	closures []*builtClosure
+	closures map[string]*builtClosure
+	load     [2]string // load averages at the start and the end of the timed runs
+	versions string    // of the compressors in the root file system
 }
+
+// hostSrc is where the host's /usr appears inside the root file system:
+// the closures are imported from the host's files.
+const hostSrc = "/host"
 
 func newBench(cfg *config, log io.Writer) (*bench, error) {
 	wd, err := os.Getwd()
 	if err != nil {
 		return nil, err
 	}
-	root, err := nixtest.FindRoot(wd)
+	repo, err := nixtest.FindRoot(wd)
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{cfg: cfg, log: log, root: root, work: cfg.work}
-	if b.work == "" {
-		if b.work, err = os.MkdirTemp("", "cachebench-"); err != nil {
-			return nil, err
-		}
-		b.tmpWork = true
-	} else if err := os.MkdirAll(b.work, 0o755); err != nil {
+	if _, err := os.Stat(filepath.Join(cfg.rootfs, "usr", "bin", "nix")); err != nil {
+		return nil, fmt.Errorf("no Nix in the root file system %s (run scripts/setup.sh): %w", cfg.rootfs, err)
+	}
+	state, err := filepath.Abs(cfg.state)
+	if err != nil {
 		return nil, err
 	}
-	if slices.Contains(cfg.tools, toolNixpkgs) {
-		ref := filepath.Join(root, "..", "shared", "bench", "nixpkgs_ref.py")
-		if _, err := os.Stat(ref); err == nil {
-			b.nixpkgs = ref
-		} else {
-			b.notes = append(b.notes, fmt.Sprintf("nixpkgs model skipped: %s not found (it needs the ../shared dir beside the repo)", ref))
-			cfg.tools = slices.DeleteFunc(cfg.tools, func(t string) bool { return t == toolNixpkgs })
-		}
-	}
-	return b, nil
-}
-
-func (b *bench) cleanup() {
-	if b.tmpWork {
-		os.RemoveAll(b.work)
-	}
+	b := &bench{cfg: cfg, log: log, repo: repo, work: filepath.Join(state, "work"), closures: map[string]*builtClosure{}}
+	b.newest = &env{lower: cfg.rootfs, upper: filepath.Join(state, "sid-upper"), ovlWork: filepath.Join(state, "sid-ovlwork"),
+		merged: filepath.Join(state, "sid-root"), nix: filepath.Join(state, "sid-nix")}
+	b.host = &env{nix: b.newest.nix}
+	return b, os.MkdirAll(b.work, 0o755)
 }
 
 func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "cachebench: "+format+"\n", args...)
 }
 
-// setup builds the binary and the closures.
-func (b *bench) setup() error {
-	if slices.Contains(b.cfg.tools, toolOurs) {
-		b.logf("building mkbinarycache (CGO_ENABLED=0)")
-		dir, err := nixtest.GoBuild(b.root, "./builder/cmd/mkbinarycache", "mkbinarycache")
-		if err != nil {
-			return err
-		}
-		b.ours = filepath.Join(dir, "bin", "mkbinarycache")
+// lock holds the state directory for this run: one overlay upper
+// directory cannot be mounted twice at once.
+func lock(state string) (*os.File, error) {
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(state, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return f, nil
+}
+
+// setup builds the binaries, prepares the envs and builds the closures.
+func (b *bench) setup(ctx context.Context) error {
+	src, err := b.source(ctx)
+	if err != nil {
+		return err
+	}
+	b.logf("building mkbinarycache and cachebench (CGO_ENABLED=0) from %s", src)
+	dir, err := nixtest.GoBuild(src, "./builder/cmd/mkbinarycache", "mkbinarycache")
+	if err != nil {
+		return err
+	}
+	b.ours = filepath.Join(dir, "bin", "mkbinarycache")
+	if dir, err = nixtest.GoBuild(src, "./builder/cmd/cachebench", "cachebench"); err != nil {
+		return err
+	}
+	b.self = filepath.Join(dir, "bin", "cachebench")
+	b.model = filepath.Join(b.work, "nixpkgs_model.py")
+	if err := os.WriteFile(b.model, nixpkgsModel, 0o644); err != nil {
+		return err
 	}
 	bb, err := nixtest.MakeBusyboxDir()
 	if err != nil {
 		return err
 	}
-	for _, name := range b.cfg.closures {
-		c, err := b.buildClosure(name, bb)
+	scratch, err := nixtest.Scratch()
+	if err != nil {
+		return err
+	}
+	b.newest.binds = []string{scratch + ":" + scratch, b.work + ":" + b.work, "/usr:" + hostSrc + "/usr"}
+	if err := b.newest.prepare(ctx, b.logf); err != nil {
+		return err
+	}
+	if err := b.host.prepare(ctx, b.logf); err != nil {
+		return err
+	}
+	if b.host.name, err = hostVersion(); err != nil {
+		return err
+	}
+	names := []string{}
+	for _, c := range b.cfg.cases {
+		if !slices.Contains(names, c.closure) {
+			names = append(names, c.closure)
+		}
+	}
+	for _, name := range names {
+		c, err := b.buildClosure(ctx, name, bb)
 		if err != nil {
 			return fmt.Errorf("closure %s: %w", name, err)
 		}
-		b.closures = append(b.closures, c)
+		b.closures[name] = c
 	}
 	return nil
 }
 
+// source returns the tree to build from: the work tree, or with -rev that
+// commit's tree (git archive) with this benchmark's own files copied in,
+// so that the profile subcommand runs that commit's CLI.
+func (b *bench) source(ctx context.Context) (string, error) {
+	if b.cfg.rev == "" {
+		return b.repo, nil
+	}
+	commit, err := exec.CommandContext(ctx, "git", "-C", b.repo, "rev-parse", "--verify", b.cfg.rev+"^{commit}").Output()
+	if err != nil {
+		return "", fmt.Errorf("git rev-parse %s: %w", b.cfg.rev, err)
+	}
+	dir := filepath.Join(filepath.Dir(b.work), "src", strings.TrimSpace(string(commit)))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	archive := fmt.Sprintf("git -C %s archive %s | tar -x -C %s", nixtest.ShellQuote(b.repo), strings.TrimSpace(string(commit)), nixtest.ShellQuote(dir))
+	if out, err := exec.CommandContext(ctx, "sh", "-c", archive).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%s: %w\n%s", archive, err, out)
+	}
+	self := filepath.Join("builder", "cmd", "cachebench")
+	files, err := filepath.Glob(filepath.Join(b.repo, self, "*"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.RemoveAll(filepath.Join(dir, self)); err != nil {
+		return "", err
+	}
+	for _, f := range files {
+		if err := nixtest.CopyFile(f, filepath.Join(dir, self, filepath.Base(f)), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 var badNameChars = regexp.MustCompile(`[^a-zA-Z0-9+._?=-]`)
 
-func (b *bench) buildClosure(name, bb string) (*builtClosure, error) {
+// buildClosure imports the closure's directories into the benchmark's
+// store with the newest Nix (once: later runs find them valid) and gets its
+// structured-attrs JSON from a real derivation.
+func (b *bench) buildClosure(ctx context.Context, name, bb string) (*builtClosure, error) {
 	spec := closureSpecs[name]
 	dirs, err := spec.dirs()
 	if err != nil {
 		return nil, err
 	}
-	b.logf("importing closure %s: %d paths (%s)", name, len(dirs), spec.desc)
+	b.logf("building closure %s: %d paths (%s) with Nix %s", name, len(dirs)+1, spec.desc, b.newest.name)
 	dir := filepath.Join(b.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -264,7 +363,7 @@ func (b *bench) buildClosure(name, bb string) (*builtClosure, error) {
 	fmt.Fprintf(&expr, "let bb = builtins.path { path = %s; name = \"busybox\"; };\n  paths = [\n", nixtest.NixString(bb))
 	for _, d := range dirs {
 		n := "bench-" + badNameChars.ReplaceAllString(filepath.Base(d), "_")
-		fmt.Fprintf(&expr, "    (builtins.path { path = %s; name = %s; })\n", nixtest.NixString(d), nixtest.NixString(n))
+		fmt.Fprintf(&expr, "    (builtins.path { path = %s; name = %s; })\n", nixtest.NixString(hostSrc+d), nixtest.NixString(n))
 	}
 	// The root's output names every path, so it references them all.
 	fmt.Fprintf(&expr, `  ];
@@ -278,11 +377,12 @@ in derivation {
 	if err := os.WriteFile(exprFile, []byte(expr.String()), 0o644); err != nil {
 		return nil, err
 	}
-	out, err := nixtest.Exec(nil, "nix-build", exprFile, "--option", "sandbox", "true", "--no-out-link")
+	gcroot := filepath.Join(dir, "root")
+	out, err := b.newest.output(ctx, "nix-build "+nixtest.ShellQuote(exprFile, "--option", "sandbox", "false", "-o", gcroot))
 	if err != nil {
 		return nil, err
 	}
-	c := &builtClosure{name: name, desc: spec.desc, root: strings.TrimSpace(string(out))}
+	c := &builtClosure{name: name, desc: spec.desc, root: strings.TrimSpace(out)}
 
 	attrsExpr := nixtest.AttrsExpr(bb, map[string]string{"name": nixtest.NixString("bench-" + name + "-attrs")},
 		[]string{nixtest.StorePathExpr(c.root)})
@@ -290,12 +390,8 @@ in derivation {
 	if err := os.WriteFile(attrsFile, []byte(attrsExpr), 0o644); err != nil {
 		return nil, err
 	}
-	out, err = nixtest.Exec(nil, "nix-build", attrsFile, "--option", "sandbox", "true", "--no-out-link")
-	if err != nil {
-		return nil, err
-	}
 	c.attrs = filepath.Join(dir, "attrs.json")
-	if err := nixtest.CopyFile(strings.TrimSpace(string(out)), c.attrs, 0o644); err != nil {
+	if _, err := b.newest.output(ctx, "cp $(nix-build "+nixtest.ShellQuote(attrsFile, "--option", "sandbox", "false", "--no-out-link")+") "+nixtest.ShellQuote(c.attrs)); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(c.attrs)
@@ -327,248 +423,195 @@ type sample struct {
 	rss   int64  // bytes
 }
 
-type key struct{ closure, method, tool string }
+type key struct {
+	c    benchCase
+	tool string
+}
 
 type results map[key][]sample
 
+// toolsFor returns the tools that apply to the case.
+func (b *bench) toolsFor(c benchCase) []string {
+	var out []string
+	for _, t := range b.cfg.tools {
+		switch {
+		case t == toolOursGoXz && c.method != "xz":
+		case t == toolFloor && c.method != "zstd":
+		case t == toolNixpkgs && c.method == "bzip2": // nixpkgs offers none, xz and zstd
+		default:
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 func (b *bench) run(ctx context.Context) (results, error) {
-	if err := b.setup(); err != nil {
+	l, err := lock(filepath.Dir(b.work))
+	if err != nil {
 		return nil, err
 	}
+	defer l.Close()
+	if err := b.setup(ctx); err != nil {
+		return nil, err
+	}
+	b.versions = b.toolVersions(ctx)
 	res := results{}
-	for _, c := range b.closures {
-		if b.cfg.floor && slices.Contains(b.cfg.methods, "zstd") {
-			if err := b.floor(ctx, c, res); err != nil {
+	b.load[0] = loadavg()
+	for _, bc := range b.cfg.cases {
+		c := b.closures[bc.closure]
+		tools := b.toolsFor(bc)
+		if slices.Contains(tools, toolFloor) {
+			if err := b.dumpNAR(ctx, c); err != nil {
 				return nil, err
 			}
 		}
 		for r := range b.cfg.runs {
-			for _, m := range b.cfg.methods {
-				// Rotate the order of the tools so none always runs on a
-				// page cache warmed (or a machine loaded) by another.
-				n := len(b.cfg.tools)
-				for i := range n {
-					tool := b.cfg.tools[(i+r)%n]
-					s, err := b.once(ctx, c, m, tool, r)
-					if err != nil {
-						return nil, fmt.Errorf("%s %s %s run %d: %w", c.name, m, tool, r+1, err)
-					}
-					k := key{c.name, m, tool}
-					res[k] = append(res[k], s)
-					b.logf("%s %s %-14s run %d: %6.2fs %8.1f MB  RSS %4d MB", c.name, m, tool, r+1,
-						s.wall.Seconds(), float64(s.bytes)/1e6, s.rss>>20)
+			// Rotate the order of the tools so none always runs on a page
+			// cache warmed (or a machine loaded) by another.
+			for i := range tools {
+				tool := tools[(i+r)%len(tools)]
+				s, err := b.once(ctx, c, bc.method, tool, r)
+				if err != nil {
+					return nil, fmt.Errorf("%s %s run %d: %w", bc, tool, r+1, err)
 				}
+				k := key{bc, tool}
+				res[k] = append(res[k], s)
+				b.logf("%-10s %-26s run %d: %7.2fs %8.1f MB  RSS %4d MB  (load %s)", bc, b.label(tool), r+1,
+					s.wall.Seconds(), float64(s.bytes)/1e6, s.rss>>20, loadavg())
+			}
+		}
+		if c.nar != "" {
+			os.Remove(c.nar)
+			c.nar = ""
+		}
+		if b.cfg.profile != "" && slices.Contains(tools, toolOurs) {
+			if err := b.profileCase(ctx, c, bc.method); err != nil {
+				return nil, fmt.Errorf("profile %s: %w", bc, err)
 			}
 		}
 	}
+	b.load[1] = loadavg()
 	return res, nil
+}
+
+// label names a tool in the log and the table.
+func (b *bench) label(tool string) string {
+	switch tool {
+	case toolOurs:
+		return "mkbinarycache"
+	case toolOursGoXz:
+		return "mkbinarycache, pure Go xz"
+	case toolNixCopy:
+		return "nix copy " + shortVersion(b.newest.name)
+	case toolNixCopy28:
+		return "nix copy " + shortVersion(b.host.name)
+	case toolNixpkgs:
+		return "nixpkgs method"
+	case toolFloor:
+		return fmt.Sprintf("floor: zstd -T%d", runtime.NumCPU())
+	}
+	return tool
+}
+
+// shortVersion is major.minor of a version.
+func shortVersion(v string) string {
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return v
+	}
+	return parts[0] + "." + parts[1]
 }
 
 // once runs one tool into a fresh directory, times it and checks the output.
 func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, r int) (sample, error) {
-	out := filepath.Join(b.work, c.name, fmt.Sprintf("out-%s-%s-%d", method, strings.ReplaceAll(tool, " ", ""), r))
+	out := filepath.Join(b.work, c.name, fmt.Sprintf("out-%s-%s", method, tool))
 	if err := os.RemoveAll(out); err != nil {
 		return sample{}, err
 	}
-	var cmd *exec.Cmd
+	result := filepath.Join(b.work, "timing.json")
+	e := b.newest
+	var vars, argv []string
 	switch tool {
-	case toolOurs:
-		args := append([]string{"--out", out, "--attrs", c.attrs, "--compression", method, "--quiet"}, b.cfg.args...)
-		cmd = exec.CommandContext(ctx, b.ours, args...)
-	case toolNixCopy:
-		cmd = exec.CommandContext(ctx, "nix", "--extra-experimental-features", "nix-command", "copy",
-			"--to", "file://"+out+"?compression="+method, c.root)
+	case toolOurs, toolOursGoXz:
+		argv = append([]string{b.ours, "--out", out, "--attrs", c.attrs, "--compression", method, "--quiet"}, b.cfg.args...)
+		if tool == toolOursGoXz {
+			argv = append(argv, "--xz-program", "none")
+		}
+	case toolNixCopy, toolNixCopy28:
+		argv = []string{"nix", "--extra-experimental-features", "nix-command", "copy",
+			"--to", "file://" + out + "?compression=" + method, c.root}
+		if tool == toolNixCopy28 {
+			e = b.host
+			// Nix remembers narinfos of binary caches in ~/.cache.
+			cache := filepath.Join(b.work, "xdg-cache")
+			if err := os.RemoveAll(cache); err != nil {
+				return sample{}, err
+			}
+			vars = []string{"XDG_CACHE_HOME=" + cache}
+		}
 	case toolNixpkgs:
+		// As nixpkgs' mkBinaryCache calls its builder.
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			return sample{}, err
 		}
-		cmd = exec.CommandContext(ctx, "python3", b.nixpkgs, c.attrs, out, method)
+		vars = []string{"out=" + out, "NIX_STORE=/nix/store", "NIX_ATTRS_JSON_FILE=" + c.attrs,
+			"NIX_BUILD_CORES=" + strconv.Itoa(runtime.NumCPU())}
+		argv = []string{"python3", b.model, "--compression", method}
+	case toolFloor:
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return sample{}, err
+		}
+		argv = []string{"zstd", "-q", "-f", fmt.Sprintf("-T%d", runtime.NumCPU()), c.nar, "-o", filepath.Join(out, "closure.nar.zst")}
 	}
-	s, err := timed(cmd)
+	t, err := e.timed(ctx, b.self, result, vars, argv)
 	if err != nil {
-		return s, err
+		return sample{}, err
 	}
-	if s.bytes, err = b.check(c, out, method, r); err != nil {
+	s := sample{wall: t.Wall, rss: t.MaxRSS}
+	if tool == toolFloor {
+		s.bytes, err = dirBytes(out)
+	} else {
+		s.bytes, err = check(c, out, method, r)
+	}
+	if err != nil {
 		return s, fmt.Errorf("check %s: %w", out, err)
 	}
-	if b.cfg.work == "" || c.narBytes > 50<<20 {
-		os.RemoveAll(out) // keep the disk and page cache for the next run
+	// Keep the disk and the page cache for the next run; the small
+	// closure's outputs stay for a look.
+	if c.narBytes > 50<<20 {
+		os.RemoveAll(out)
 	}
 	return s, nil
 }
 
-// timed runs cmd and measures its wall time and peak RSS (wait4's Maxrss:
-// the largest single process of the tree that was waited for).
-func timed(cmd *exec.Cmd) (sample, error) {
-	var errBuf strings.Builder
-	cmd.Stdout = &errBuf
-	cmd.Stderr = &errBuf
-	start := time.Now()
-	err := cmd.Run()
-	s := sample{wall: time.Since(start)}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			s.rss = ru.Maxrss << 10 // KiB on Linux
-		}
-	}
-	if err != nil {
-		return s, fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, errBuf.String())
-	}
-	return s, nil
-}
-
-// check verifies a cache: one narinfo per path, each NarHash and NarSize as
-// Nix recorded them, and one NAR (the largest on the first run, then others
-// in turn) decompressed and hashed against its narinfo.
-func (b *bench) check(c *builtClosure, dir, method string, r int) (uint64, error) {
-	var total uint64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type().IsRegular() {
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			total += uint64(fi.Size())
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	infos, err := filepath.Glob(filepath.Join(dir, "*.narinfo"))
-	if err != nil {
-		return 0, err
-	}
-	if len(infos) != len(c.paths) {
-		return 0, fmt.Errorf("%d narinfo files, want %d", len(infos), len(c.paths))
-	}
-	var nis []*narinfo.NarInfo
-	for _, f := range infos {
-		ni, err := readNarInfo(f)
-		if err != nil {
-			return 0, err
-		}
-		want, ok := c.paths[ni.StorePath]
-		if !ok {
-			return 0, fmt.Errorf("%s: %s is not in the closure", f, ni.StorePath)
-		}
-		wantHash, err := nixhash.ParseAny(want.NarHash, nil)
-		if err != nil {
-			return 0, err
-		}
-		if ni.NarHash.String() != nixhash.MustNewHashWithEncoding(wantHash.Algo(), wantHash.Digest(), nixhash.NixBase32, true).String() || ni.NarSize != want.NarSize {
-			return 0, fmt.Errorf("%s: NarHash %s NarSize %d, Nix recorded %s %d", f, ni.NarHash, ni.NarSize, want.NarHash, want.NarSize)
-		}
-		if ni.Compression != method && !(method == "none" && ni.Compression == "") {
-			return 0, fmt.Errorf("%s: Compression %q, want %q", f, ni.Compression, method)
-		}
-		nis = append(nis, ni)
-	}
-	sort.Slice(nis, func(i, j int) bool { return nis[i].NarSize > nis[j].NarSize })
-	ni := nis[r%len(nis)]
-	if err := checkNAR(dir, ni); err != nil {
-		return 0, err
-	}
-	return total, nil
-}
-
-func readNarInfo(path string) (*narinfo.NarInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	ni, err := narinfo.Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return ni, nil
-}
-
-// checkNAR decompresses the NAR of ni and compares its size and hash, and
-// the file's, with the narinfo.
-func checkNAR(dir string, ni *narinfo.NarInfo) error {
-	f, err := os.Open(filepath.Join(dir, ni.URL))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	fileHash := sha256.New()
-	m := compress.Method(ni.Compression)
-	if m == "" {
-		m = compress.Bzip2
-	}
-	dec, err := compress.NewReader(io.TeeReader(f, fileHash), m)
-	if err != nil {
-		return err
-	}
-	narHash := sha256.New()
-	n, err := io.Copy(narHash, dec)
-	if err != nil {
-		return fmt.Errorf("%s: decompress: %w", ni.URL, err)
-	}
-	dec.Close()
-	if _, err := io.Copy(fileHash, f); err != nil { // trailing bytes, if the decoder stopped early
-		return err
-	}
-	if uint64(n) != ni.NarSize || !slices.Equal(narHash.Sum(nil), ni.NarHash.Digest()) {
-		return fmt.Errorf("%s: the NAR (%d bytes) does not match NarHash/NarSize of %s", ni.URL, n, ni.StorePath)
-	}
-	if ni.FileHash != nil && !slices.Equal(fileHash.Sum(nil), ni.FileHash.Digest()) {
-		return fmt.Errorf("%s: FileHash does not match the file", ni.URL)
-	}
-	return nil
-}
-
-// floor dumps the closure's NAR once (untimed) and times zstd -T0 on it.
-func (b *bench) floor(ctx context.Context, c *builtClosure, res results) error {
-	if _, err := exec.LookPath("zstd"); err != nil {
-		b.notes = append(b.notes, "zstd floor skipped: no zstd on PATH")
-		return nil
-	}
+// dumpNAR writes the closure's NAR, every path's `nix-store --dump` one
+// after the other, for the floor (untimed).
+func (b *bench) dumpNAR(ctx context.Context, c *builtClosure) error {
 	c.nar = filepath.Join(b.work, c.name, "closure.nar")
-	f, err := os.Create(c.nar)
-	if err != nil {
-		return err
-	}
 	paths := make([]string, 0, len(c.paths))
 	for p := range c.paths {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	for _, p := range paths {
-		cmd := exec.CommandContext(ctx, "nix-store", "--dump", p)
-		cmd.Stdout = f
-		if err := cmd.Run(); err != nil {
-			f.Close()
-			return fmt.Errorf("nix-store --dump %s: %w", p, err)
-		}
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	defer os.Remove(c.nar)
-	for r := range b.cfg.runs {
-		out := c.nar + ".zst"
-		s, err := timed(exec.CommandContext(ctx, "zstd", "-q", "-f", "-T0", c.nar, "-o", out))
-		if err != nil {
-			return err
-		}
-		if fi, err := os.Stat(out); err == nil {
-			s.bytes = uint64(fi.Size())
-		}
-		os.Remove(out)
-		k := key{c.name, "zstd", toolFloor}
-		res[k] = append(res[k], s)
-		b.logf("%s zstd %-14s run %d: %6.2fs %8.1f MB", c.name, toolFloor, r+1, s.wall.Seconds(), float64(s.bytes)/1e6)
-	}
-	return nil
+	script := "set -e; for p in " + nixtest.ShellQuote(paths...) + "; do nix-store --dump \"$p\"; done > " + nixtest.ShellQuote(c.nar)
+	_, err := b.newest.output(ctx, script)
+	return err
 }
 
-func machine() string {
+// loadavg is the 1, 5 and 15 minute load averages.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func machine(b *bench) string {
 	cpu := "unknown CPU"
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {
@@ -585,9 +628,16 @@ func machine() string {
 			mem = fmt.Sprintf(", %.0f GB RAM", float64(kb)/1e6)
 		}
 	}
-	nixv := ""
-	if out, err := exec.Command("nix", "--version").Output(); err == nil {
-		nixv = ", " + strings.TrimSpace(string(out))
+	return fmt.Sprintf("%s, %d cores%s, %s; Nix %s (chrooted) and %s (host), one store", cpu, runtime.NumCPU(), mem,
+		runtime.Version(), b.newest.name, b.host.name)
+}
+
+// toolVersions lists the compressors of the root file system, for the
+// table's header.
+func (b *bench) toolVersions(ctx context.Context) string {
+	out, err := b.newest.output(ctx, "zstd --version; xz --version | head -1; python3 --version")
+	if err != nil {
+		return ""
 	}
-	return fmt.Sprintf("%s, %d cores%s, %s%s", cpu, runtime.NumCPU(), mem, runtime.Version(), nixv)
+	return strings.Join(strings.Fields(strings.ReplaceAll(out, "\n", "; ")), " ")
 }

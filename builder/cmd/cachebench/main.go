@@ -1,8 +1,18 @@
-// Command cachebench measures mkbinarycache side by side with `nix copy`
-// and the nixpkgs builder's method (../shared/bench/nixpkgs_ref.py) on the
-// same closures (DESIGN.md §5), and prints one table: wall time (min and
-// median), output bytes, peak RSS and the ratios to each anchor, plus the
-// zstd floor (the pre-dumped NAR through `zstd -T0`).
+// Command cachebench measures mkbinarycache side by side with `nix copy
+// --to file://` of the newest Nix and of the host's, the nixpkgs builder's
+// method (nixpkgs_model.py) and the zstd floor (the pre-dumped NAR through
+// `zstd -T<cores>`), all on the same closures in the same store, and prints
+// one table (wall time, output bytes, peak RSS, the ratios) and which of
+// the project's targets hold.
+//
+// The newest Nix runs chrooted into the Debian root file system that
+// scripts/setup.sh prepares, in a private mount namespace, on the
+// benchmark's own persistent store (-state DIR/sid-nix as /nix), so that
+// the closures are built once and the host's store is never opened by a
+// newer Nix. mkbinarycache (static), the nixpkgs method and the floor run
+// there too; the host's Nix runs its own binaries on the same store, bound
+// on /nix. What the benchmark installs in the root file system (python3,
+// zstd, strace) goes into an overlay in the state directory.
 //
 // The closures are built from files every machine here has, imported with
 // builtins.path and tied together by one busybox derivation; their
@@ -12,15 +22,17 @@
 // against Nix's, one NAR decompressed and hashed) so a broken fast path
 // cannot win.
 //
-//	go run ./builder/cmd/cachebench                       # BIG and MANY, zstd xz none, 3 runs
-//	go run ./builder/cmd/cachebench -closures many -methods zstd -runs 5
-//	go run ./builder/cmd/cachebench -quick                # a tiny closure, 1 run: seconds
+//	go run ./builder/cmd/cachebench                        # the published cases, 3 runs each
+//	go run ./builder/cmd/cachebench -cases many:zstd -runs 5 -profile /tmp/prof
+//	go run ./builder/cmd/cachebench -quick                 # a tiny closure, 1 run
 //
-// It needs root, Nix and busybox-static (DESIGN.md §3).
+// It needs root, Nix, busybox-static and the root file system with the
+// newest Nix (scripts/setup.sh).
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,7 +44,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(2)
 		}
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
@@ -41,6 +53,15 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// The subcommands the benchmark runs inside the chroot.
+	if len(args) >= 3 && args[2] == "--" {
+		switch args[0] {
+		case "timeit":
+			return timeit(args[1], args[3:])
+		case "profile":
+			return profileRun(ctx, args[1], args[3:])
+		}
+	}
 	cfg, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
@@ -49,11 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer b.cleanup()
 	res, err := b.run(ctx)
 	if err != nil {
 		return err
 	}
-	printTable(stdout, cfg, b, res)
+	printTable(stdout, b, res)
 	return nil
 }

@@ -6,34 +6,86 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
 
-// TestQuick runs the whole harness on a tiny closure, so it cannot rot
-// between the full runs made by hand.
+// newest is the newest Nix of the matrix: the benchmark's anchor.
+func newest(t *testing.T) nixtest.Version {
+	t.Helper()
+	vs := nixtest.Versions(t)
+	return vs[len(vs)-1]
+}
+
+// TestQuick runs the whole harness on a tiny closure (every tool, every
+// method, one run each), so it cannot rot between the full runs made by
+// hand. It is no measurement: the machine may be busy.
 func TestQuick(t *testing.T) {
-	nixtest.Require(t)
+	v := newest(t)
+	v.Require(t)
 	var out, log bytes.Buffer
-	if err := run(context.Background(), []string{"-quick", "-work", t.TempDir()}, &out, &log); err != nil {
+	if err := run(context.Background(), []string{"-quick", "-rootfs", v.Root}, &out, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	table := out.String()
-	for _, m := range []string{"zstd", "xz", "none"} {
-		for _, tool := range []string{toolOurs, toolNixCopy} {
-			if !strings.Contains(table, "| TINY | "+m+" | "+tool+" | 1 |") {
-				t.Errorf("no %s row for %s in the table:\n%s", tool, m, table)
-			}
+	for _, row := range []string{
+		"| TINY zstd | mkbinarycache | 1 |",
+		"| TINY zstd | nix copy " + v.Name + " | 1 |",
+		"| TINY zstd | nix copy " + shortVersion(hostNix(t)) + " | 1 |",
+		"| TINY zstd | nixpkgs method | 1 |",
+		"| TINY zstd | floor: zstd -T",
+		"| TINY xz | mkbinarycache, pure Go xz | 1 |",
+		"| TINY xz | nixpkgs method | 1 |",
+		"| TINY none | nix copy " + v.Name + " | 1 |",
+		"| zstd TINY", // no target is about TINY
+	} {
+		want := !strings.HasPrefix(row, "| zstd TINY")
+		if got := strings.Contains(table, row); got != want {
+			t.Errorf("row %q in the table: %v, want %v\n%s", row, got, want, table)
 		}
-	}
-	if !strings.Contains(table, toolFloor) {
-		t.Errorf("no floor row:\n%s", table)
 	}
 }
 
+func hostNix(t *testing.T) string {
+	t.Helper()
+	v, err := hostVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func TestFlags(t *testing.T) {
-	for _, args := range [][]string{{"-closures", "huge"}, {"-methods", "lz4"}, {"-tools", "cp"}, {"-runs", "0"}} {
+	for _, args := range [][]string{{"-cases", "huge:zstd"}, {"-cases", "big:lz4"}, {"-cases", "big"}, {"-tools", "cp"}, {"-runs", "0"}, {"extra"}} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted it", args)
 		}
+	}
+	cfg, err := parseFlags([]string{"-cases", "many:xz,big:none"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]benchCase{{"many", "xz"}, {"big", "none"}}, cfg.cases, cmp.AllowUnexported(benchCase{})); diff != "" {
+		t.Errorf("cases (-want +got):\n%s", diff)
+	}
+}
+
+func TestStraceTotals(t *testing.T) {
+	const out = `% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 41.05    0.012345          10      1200           write
+ 30.00    0.010000           5       800        12 openat
+  1.00    0.000100           1        30           fstat
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.030000                  2030        12 total
+`
+	total, top := straceTotals(out)
+	if total != 2030 {
+		t.Errorf("total %d, want 2030", total)
+	}
+	want := []syscallCount{{"write", 1200}, {"openat", 800}, {"fstat", 30}}
+	if diff := cmp.Diff(want, top, cmp.AllowUnexported(syscallCount{})); diff != "" {
+		t.Errorf("top (-want +got):\n%s", diff)
 	}
 }

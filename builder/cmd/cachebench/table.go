@@ -37,42 +37,86 @@ func summarize(ss []sample) summary {
 	return sum
 }
 
-// printTable writes a Markdown table; ratios compare medians (time) and
-// bytes of mkbinarycache with each anchor: below 1 is better.
-func printTable(w io.Writer, cfg *config, b *bench, res results) {
-	fmt.Fprintf(w, "Machine: %s\n\n", machine())
-	for _, c := range b.closures {
-		fmt.Fprintf(w, "%s: %d paths, NAR %.0f MB (%s)\n", strings.ToUpper(c.name), len(c.paths), float64(c.narBytes)/1e6, c.desc)
+func (r results) get(c benchCase, tool string) (summary, bool) {
+	ss, ok := r[key{c, tool}]
+	if !ok || len(ss) == 0 {
+		return summary{}, false
+	}
+	return summarize(ss), true
+}
+
+// faster words a ratio of times, anchor over ours.
+func faster(r float64) string {
+	if r < 1 {
+		return fmt.Sprintf("%.2f× (slower)", r)
+	}
+	return fmt.Sprintf("%.2f× faster", r)
+}
+
+func mb(n uint64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// printTable writes the Markdown table and the targets. Time ratios compare
+// minimums (the run least disturbed by the rest of the machine).
+func printTable(w io.Writer, b *bench, res results) {
+	fmt.Fprintf(w, "Machine: %s\n", machine(b))
+	if b.versions != "" {
+		fmt.Fprintf(w, "In the root file system: %s\n", b.versions)
+	}
+	fmt.Fprintf(w, "Load average (1, 5, 15 min): %s at the start, %s at the end\n\n", b.load[0], b.load[1])
+	names := make([]string, 0, len(b.closures))
+	for n := range b.closures {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := b.closures[n]
+		fmt.Fprintf(w, "- %s: %d paths, NAR %.0f MB (%s)\n", strings.ToUpper(c.name), len(c.paths), float64(c.narBytes)/1e6, c.desc)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| closure | method | tool | runs | wall min | wall median | output | peak RSS | time ratio | size ratio |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-	tools := append(slices.Clone(cfg.tools), toolFloor)
-	for _, c := range b.closures {
-		for _, m := range cfg.methods {
-			ours, haveOurs := res[key{c.name, m, toolOurs}]
-			var o summary
-			if haveOurs {
-				o = summarize(ours)
+	fmt.Fprintln(w, "| case | tool | runs | wall min | wall median | output | peak RSS | mkbinarycache is | output ratio |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	for _, bc := range b.cfg.cases {
+		o, haveOurs := res.get(bc, toolOurs)
+		nc, haveNC := res.get(bc, toolNixCopy)
+		for _, t := range allTools {
+			s, ok := res.get(bc, t)
+			if !ok {
+				continue
 			}
-			for _, t := range tools {
-				ss, ok := res[key{c.name, m, t}]
-				if !ok {
-					continue
+			ratioT, ratioB := "", ""
+			switch {
+			case t == toolOurs:
+			case t == toolOursGoXz:
+				if haveNC {
+					ratioT = fmt.Sprintf("(this row vs %s: %s)", b.label(toolNixCopy), faster(nc.min.Seconds()/s.min.Seconds()))
+					ratioB = fmt.Sprintf("(%.3f×)", float64(s.bytes)/float64(nc.bytes))
 				}
-				s := summarize(ss)
-				ratioT, ratioB := "", ""
-				if haveOurs && t != toolOurs {
-					ratioT = fmt.Sprintf("ours %.2f× (%.1f× faster)", o.med.Seconds()/s.med.Seconds(), s.med.Seconds()/o.med.Seconds())
-					ratioB = fmt.Sprintf("ours %.3f×", float64(o.bytes)/float64(s.bytes))
-				}
-				rss := "—"
-				if t != toolFloor || s.rss > 0 {
-					rss = fmt.Sprintf("%d MB", s.rss>>20)
-				}
-				fmt.Fprintf(w, "| %s | %s | %s | %d | %.2f s | %.2f s | %.1f MB | %s | %s | %s |\n",
-					strings.ToUpper(c.name), m, t, s.n, s.min.Seconds(), s.med.Seconds(), float64(s.bytes)/1e6, rss, ratioT, ratioB)
+			case !haveOurs:
+			case t == toolFloor:
+				ratioT = fmt.Sprintf("%.2f× the floor", o.min.Seconds()/s.min.Seconds())
+				ratioB = fmt.Sprintf("%.3f×", float64(o.bytes)/float64(s.bytes))
+			default:
+				ratioT = faster(s.min.Seconds() / o.min.Seconds())
+				ratioB = fmt.Sprintf("%.3f×", float64(o.bytes)/float64(s.bytes))
 			}
+			rss := "—"
+			if s.rss > 0 {
+				rss = fmt.Sprintf("%d MB", s.rss>>20)
+			}
+			fmt.Fprintf(w, "| %s %s | %s | %d | %.2f s | %.2f s | %s | %s | %s | %s |\n",
+				strings.ToUpper(bc.closure), bc.method, b.label(t), s.n, s.min.Seconds(), s.med.Seconds(), mb(s.bytes), rss, ratioT, ratioB)
+		}
+	}
+	fmt.Fprintln(w, "\nmkbinarycache is: the row's minimum wall time over mkbinarycache's (the floor: the other way round).")
+	fmt.Fprintln(w, "Output ratio: mkbinarycache's output over the row's (all files of the cache).")
+	fmt.Fprintf(w, "Peak RSS: wait4's Maxrss, the VmHWM of the largest process of the tool's tree.\n")
+	fmt.Fprintf(w, "%s runs with the host's binaries on the same store, bound on /nix in a private mount namespace.\n",
+		b.label(toolNixCopy28))
+	if ts := targets(b, res); len(ts) > 0 {
+		fmt.Fprintln(w, "\n| target | measured | holds? |")
+		fmt.Fprintln(w, "|---|---|---|")
+		for _, t := range ts {
+			fmt.Fprintf(w, "| %s | %s | %s |\n", t.desc, t.measured, t.holds)
 		}
 	}
 	notes := slices.Clone(b.notes)
@@ -80,5 +124,76 @@ func printTable(w io.Writer, cfg *config, b *bench, res results) {
 	for _, n := range notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
 	}
-	fmt.Fprintln(w, "\nPeak RSS is wait4's Maxrss: the largest single process of the tool's process tree.")
+}
+
+type target struct{ desc, measured, holds string }
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+// targets evaluates the project's speed, size and memory targets on the
+// cases that were measured.
+func targets(b *bench, res results) []target {
+	var out []target
+	nc := b.label(toolNixCopy)
+	for _, s := range []struct {
+		closure       string
+		faster, floor float64
+	}{{"many", 1.5, 2}, {"big", 1.3, 1.3}} {
+		bc := benchCase{s.closure, "zstd"}
+		o, ok := res.get(bc, toolOurs)
+		if !ok {
+			continue
+		}
+		name := strings.ToUpper(s.closure)
+		if n, ok := res.get(bc, toolNixCopy); ok {
+			r := n.min.Seconds() / o.min.Seconds()
+			out = append(out, target{fmt.Sprintf("zstd %s ≥ %.1f× faster than %s", name, s.faster, nc),
+				fmt.Sprintf("%.2f× (%.2f s vs %.2f s)", r, o.min.Seconds(), n.min.Seconds()), yes(r >= s.faster)})
+			sr := float64(o.bytes) / float64(n.bytes)
+			out = append(out, target{fmt.Sprintf("zstd %s output ≤ 1.01× %s's", name, nc), fmt.Sprintf("%.3f×", sr), yes(sr <= 1.01)})
+		}
+		if f, ok := res.get(bc, toolFloor); ok {
+			r := o.min.Seconds() / f.min.Seconds()
+			out = append(out, target{fmt.Sprintf("zstd %s within %.1f× of the floor", name, s.floor),
+				fmt.Sprintf("%.2f× (%.2f s vs %.2f s)", r, o.min.Seconds(), f.min.Seconds()), yes(r <= s.floor)})
+		}
+	}
+	for _, cl := range []string{"many", "big"} {
+		bc := benchCase{cl, "xz"}
+		n, ok := res.get(bc, toolNixCopy)
+		if !ok {
+			continue
+		}
+		for _, t := range []string{toolOurs, toolOursGoXz} {
+			o, ok := res.get(bc, t)
+			if !ok {
+				continue
+			}
+			r, sr := n.min.Seconds()/o.min.Seconds(), float64(o.bytes)/float64(n.bytes)
+			out = append(out, target{fmt.Sprintf("xz %s as fast as %s at ≤ 1.03× its output (%s)", strings.ToUpper(cl), nc, b.label(t)),
+				fmt.Sprintf("%.2f× faster (%.1f s vs %.1f s), %.3f× the output", r, o.min.Seconds(), n.min.Seconds(), sr), yes(r >= 1 && sr <= 1.03)})
+		}
+	}
+	var peak int64
+	var which []string
+	for _, bc := range b.cfg.cases {
+		if bc.closure != "big" {
+			continue
+		}
+		for _, t := range []string{toolOurs, toolOursGoXz} {
+			if o, ok := res.get(bc, t); ok {
+				peak = max(peak, o.rss)
+				which = append(which, fmt.Sprintf("%s %d MB", strings.TrimPrefix(bc.method+" "+strings.TrimPrefix(b.label(t), "mkbinarycache"), " "), o.rss>>20))
+			}
+		}
+	}
+	if len(which) > 0 {
+		out = append(out, target{"peak RSS ≤ 300 MB on BIG", strings.Join(which, ", "), yes(peak <= 300<<20)})
+	}
+	return out
 }
