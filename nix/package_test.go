@@ -449,7 +449,12 @@ func TestCheckPhaseInSandbox(t *testing.T) {
 
 	// The sources package.nix's fileset takes, and the vendor directory
 	// buildGoModule makes of them.
-	dir := t.TempDir()
+	// Not t.TempDir(): its parent is closed to the unprivileged user.
+	dir, err := os.MkdirTemp("", "mbc-check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	for _, p := range []string{"go.mod", "go.sum", "builder", "internal", "testdata"} {
 		nixtest.Run(t, "cp", "-r", filepath.Join(root, p), dir)
 	}
