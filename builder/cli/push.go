@@ -81,13 +81,12 @@ func runPush(ctx context.Context, args []string, env Env) error {
 // pushProgress renders a push's events: on a terminal one line redrawn in
 // place, elsewhere a line per uploaded object; both end with the summary.
 type pushProgress struct {
-	out              io.Writer
-	tty, quiet       bool
-	start, last      time.Time
-	objects, done    int
-	total, sent      int64
-	drawn            bool
-	skipped, aborted int
+	out           io.Writer
+	tty, quiet    bool
+	start, last   time.Time
+	objects, done int
+	total, sent   int64
+	drawn         bool
 }
 
 func newPushProgress(out io.Writer, quiet bool) *pushProgress {
@@ -100,7 +99,7 @@ func (p *pushProgress) event(e s3push.Event) {
 	}
 	switch e.Kind {
 	case s3push.Planned:
-		p.objects, p.total, p.skipped = e.Objects, e.Bytes, e.Skipped
+		p.objects, p.total = e.Objects, e.Bytes
 		if !p.tty {
 			fmt.Fprintf(p.out, "uploading %d objects (%s); %d already in the bucket\n", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped)
 		}

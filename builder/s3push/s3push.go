@@ -183,13 +183,11 @@ func (p *push) list(ctx context.Context) error {
 	// error has a body saying which; a HEAD bucket's has not).
 	probe, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	for obj := range p.client.ListObjects(probe, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true, MaxKeys: 1}) {
-		if obj.Err != nil {
-			return describe(obj.Err, t, "")
-		}
-		break
-	}
+	first, ok := <-p.client.ListObjects(probe, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true, MaxKeys: 1})
 	cancel()
+	if ok && first.Err != nil {
+		return describe(first.Err, t, "")
+	}
 	p.bucket = map[string]remote{}
 	for obj := range p.client.ListObjects(ctx, t.Bucket, minio.ListObjectsOptions{Prefix: t.Prefix, Recursive: true}) {
 		if obj.Err != nil {
