@@ -185,7 +185,7 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 		return err
 	}
 	if !f.quiet {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d were there, in %s\n",
+		fmt.Fprintf(env.Stderr, "mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, in %s\n",
 			stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
 			stats.Skipped, stats.Elapsed.Round(time.Millisecond))
 	}

@@ -1,0 +1,167 @@
+package ciloop
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+)
+
+// The CI recipe, exactly as the README gives it: nix.conf lines and the
+// post-build-hook script. %s is the public key.
+const (
+	recipeConf = `post-build-hook = /etc/nix/cache-hook.sh
+extra-substituters = file:///var/cache/nix-ci
+extra-trusted-public-keys = %s
+`
+	recipeHook = `#!/bin/sh
+exec /usr/local/bin/mkbinarycache hook --build-closure --key-file /etc/nix/ci-cache.sec --out /var/cache/nix-ci
+`
+	cacheURL = "file:///var/cache/nix-ci"
+)
+
+// baseConf is what every nix.conf here has (no network, root single-user).
+const baseConf = `build-users-group =
+substituters =
+experimental-features = nix-command
+sandbox = true
+`
+
+// hostSetup makes a fresh host the recipe's machine, in the script's own
+// mount namespace (nothing shows outside it): mkbinarycache in
+// /usr/local/bin, /etc/nix holding the recipe's nix.conf and hook and the
+// secret key, and the cache directory kept between runs at
+// /var/cache/nix-ci.
+func hostSetup(bin, secretKey, publicKey, cache string) string {
+	return fmt.Sprintf(`set -e
+mount -t tmpfs tmpfs /usr/local/bin
+cp %s /usr/local/bin/mkbinarycache
+mount -t tmpfs tmpfs /etc/nix
+cat > /etc/nix/nix.conf <<'EOF'
+%s%sEOF
+cat > /etc/nix/cache-hook.sh <<'EOF'
+%sEOF
+chmod 0755 /etc/nix/cache-hook.sh
+cp %s /etc/nix/ci-cache.sec
+chmod 0600 /etc/nix/ci-cache.sec
+mount -t tmpfs tmpfs /var/cache
+mkdir /var/cache/nix-ci
+mount --bind %s /var/cache/nix-ci
+`, nixtest.ShellQuote(bin), baseConf, fmt.Sprintf(recipeConf, publicKey), recipeHook,
+		nixtest.ShellQuote(secretKey), nixtest.ShellQuote(cache))
+}
+
+// TestCILoop is a CI pipeline on fresh machines sharing one cache
+// directory: run 1 builds with the recipe's post-build-hook, run 2
+// substitutes everything (max-jobs 0), gc keeps the root's build closure,
+// run 3 changes one leaf and builds it and its dependents only,
+// substituting the rest, build-time inputs included.
+func TestCILoop(t *testing.T) {
+	nixtest.Require(t)
+	bin := binary(t)
+	bb := nixtest.BusyboxDir(t)
+	keys := t.TempDir()
+	sec, pub := filepath.Join(keys, "ci-cache.sec"), filepath.Join(keys, "ci-cache.pub")
+	mustMBC(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
+	pubKey, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range nixtest.Versions(t) {
+		if v.Name != "2.8" && v.Name != "2.34" {
+			continue
+		}
+		t.Run("Nix "+v.Name, func(t *testing.T) {
+			v.Require(t)
+			cache := filepath.Join(t.TempDir(), "cache")
+			if err := os.Mkdir(cache, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			setup := hostSetup(bin, sec, strings.TrimSpace(string(pubKey)), cache)
+			build := func(label string, args string) (result []string, log string) {
+				t.Helper()
+				script := setup + fmt.Sprintf("out=$(nix-build %s --argstr busybox %s --no-out-link %s)\necho RESULT $out\n",
+					nixtest.ShellQuote(ciNix(t)), nixtest.ShellQuote(bb), args)
+				log, err := v.FreshStore(t, script)
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", label, err, log)
+				}
+				if testing.Verbose() {
+					t.Logf("%s:\n%s", label, log)
+				}
+				for _, l := range strings.Split(log, "\n") {
+					if r, ok := strings.CutPrefix(l, "RESULT "); ok {
+						return strings.Fields(r), log
+					}
+				}
+				t.Fatalf("%s: no result\n%s", label, log)
+				return nil, ""
+			}
+			verify := func(label string) {
+				t.Helper()
+				if out, err := mbc(t, nil, "verify", "--public-key", pub, cache); err != nil {
+					t.Fatalf("%s: verify: %v\n%s", label, err, out)
+				}
+			}
+
+			// Run 1: every build adds its build closure, signed.
+			res, log := build("run 1", "-A app -A junk")
+			app, junk := res[0], res[1]
+			built := names(matches(buildingRE, log))
+			if d := cmp.Diff([]string{"app", "hello", "junk", "libgreet", "motd", "tool"}, built); d != "" {
+				t.Errorf("run 1 built (-want +got):\n%s", d)
+			}
+			want := []string{"app", "app", "busybox", "hello", "hello", "junk", "junk", "libgreet", "libgreet", "motd", "motd", "tool", "tool"}
+			if d := cmp.Diff(want, narinfoNames(t, cache)); d != "" {
+				t.Errorf("cache after run 1, outputs and derivations (-want +got):\n%s", d)
+			}
+			verify("run 1")
+
+			// Run 2, a fresh machine: everything comes from the cache.
+			res, log = build("run 2", "-A app --option max-jobs 0")
+			if res[0] != app {
+				t.Errorf("run 2 got %s, run 1 %s", res[0], app)
+			}
+			if b := matches(buildingRE, log); len(b) > 0 {
+				t.Errorf("run 2 built %q, want everything substituted", b)
+			}
+			if c := matches(copyingRE, log); !slices.Contains(c, app) {
+				t.Errorf("run 2 did not substitute %s from the cache:\n%s", app, log)
+			}
+
+			// gc keeps app's build closure: junk goes, the build-time tool stays.
+			out := mustMBC(t, "gc", "--build-closure", "--keep", app, cache)
+			if !strings.Contains(out, "removing "+junk) {
+				t.Errorf("gc did not report removing %s:\n%s", junk, out)
+			}
+			want = []string{"app", "app", "busybox", "hello", "hello", "libgreet", "libgreet", "motd", "motd", "tool", "tool"}
+			if d := cmp.Diff(want, narinfoNames(t, cache)); d != "" {
+				t.Errorf("cache after gc (-want +got):\n%s", d)
+			}
+			verify("gc")
+
+			// Run 3, one leaf changed: only it and its dependents build.
+			res, log = build("run 3", "-A app --argstr motd 'third run'")
+			if res[0] == app {
+				t.Errorf("run 3 got the same app %s", app)
+			}
+			if d := cmp.Diff([]string{"app", "motd"}, names(matches(buildingRE, log))); d != "" {
+				t.Errorf("run 3 built (-want +got):\n%s", d)
+			}
+			copied := names(matches(copyingRE, log))
+			for _, n := range []string{"tool", "hello", "libgreet"} {
+				if !slices.Contains(copied, n) {
+					t.Errorf("run 3 did not substitute %s (copied %q)", n, copied)
+				}
+			}
+			verify("run 3")
+			t.Logf("Nix %s: %d narinfos after run 3", v.Name, len(narinfoNames(t, cache)))
+		})
+	}
+}
