@@ -1,7 +1,6 @@
 package cache_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,16 +13,13 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // addChunkyTree adds to the store a path whose NAR spans several 1 MiB
 // chunks: compressible text with incompressible runs.
 func addChunkyTree(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "chunky-tree")
-	if err := os.MkdirAll(filepath.Join(dir, "share"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(6, 6))
 	words := strings.Fields("store path closure narinfo reference deriver chunk frame stream block")
 	var b strings.Builder
@@ -34,13 +30,8 @@ func addChunkyTree(t *testing.T) string {
 		}
 		b.WriteByte(' ')
 	}
-	if err := os.WriteFile(filepath.Join(dir, "share", "big"), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "small"), []byte("small\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return nixtest.Run(t, "nix-store", "--add", dir)
+	return testkit.AddToNix(t, testkit.Path{Name: "chunky-tree",
+		Files: map[string]string{"share/big": b.String(), "small": "small\n"}})[0]
 }
 
 // A NAR compressed as several independent chunks (concatenated zstd frames,
@@ -64,14 +55,8 @@ func TestMultiChunkNARSubstitutes(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "cache")
-			w, err := cache.NewWriter(dir, cache.Options{StoreDir: "/nix/store", Compression: v.m, Level: compress.DefaultLevel,
-				Threads: 2, ChunkSize: 1 << 20, XZProgram: v.program})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := w.Write(context.Background(), closure.Closure{{StorePath: tree}}, nil); err != nil {
-				t.Fatal(err)
-			}
+			testkit.WriteCache(t, dir, closure.Closure{{StorePath: tree}}, cache.Options{StoreDir: "/nix/store",
+				Compression: v.m, Level: compress.DefaultLevel, Threads: 2, ChunkSize: 1 << 20, XZProgram: v.program})
 			nars, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
 			if len(nars) != 1 {
 				t.Fatalf("want one NAR, got %q", nars)

@@ -1,8 +1,6 @@
 package cache_test
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,8 +9,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cli"
+	"github.com/mkbinarycache/mkbinarycache/builder/cache"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // addDebugTree adds to the store a path with separate debug info and names
@@ -20,24 +21,20 @@ import (
 // run), and returns it.
 func addDebugTree(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "debug-tree")
-	for name, content := range map[string]string{
-		"lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug": "dwarf 1",
-		"lib/debug/.build-id/cd/0123456789abcdef0123456789abcdef012345.debug": "dwarf 2",
-		"lib/debug/.build-id/cd/short.debug":                                  "skipped",
-		"bin/tool":                                                            "#!/bin/sh\n",
-		"share/q\"uote\\back\ttab\x01":                                        "",
-		"share/é\x7f":                                                         "x",
-	} {
-		p := filepath.Join(dir, name)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.Chmod(filepath.Join(dir, "bin/tool"), 0o755)
-	os.Symlink("../ab/cdef0123456789abcdef0123456789abcdef01.debug", filepath.Join(dir, "lib/debug/.build-id/cd/1123456789abcdef0123456789abcdef012345.debug"))
-	return nixtest.Run(t, "nix-store", "--add", dir)
+	return testkit.AddToNix(t, testkit.Path{
+		Name: "debug-tree",
+		Files: map[string]string{
+			"lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug": "dwarf 1",
+			"lib/debug/.build-id/cd/0123456789abcdef0123456789abcdef012345.debug": "dwarf 2",
+			"lib/debug/.build-id/cd/short.debug":                                  "skipped",
+			"share/q\"uote\\back\ttab\x01":                                        "",
+			"share/é\x7f":                                                         "x",
+		},
+		Executables: map[string]string{"bin/tool": "#!/bin/sh\n"},
+		Symlinks: map[string]string{
+			"lib/debug/.build-id/cd/1123456789abcdef0123456789abcdef012345.debug": "../ab/cdef0123456789abcdef0123456789abcdef01.debug",
+		},
+	})[0]
 }
 
 // indexFiles returns the listings and debuginfo entries of a cache.
@@ -68,13 +65,12 @@ func TestIndexMatchesNixCopy(t *testing.T) {
 		"file://"+nixDir+"?compression=none&write-nar-listing=1&index-debug-info=1", fx.Hello, tree)
 
 	ourDir := filepath.Join(t.TempDir(), "cache")
-	var stderr bytes.Buffer
-	code := cli.Main(context.Background(), []string{"--out", ourDir, "--compression", "none",
-		"--nar-listing", "--index-debug-info", "--quiet", fx.Hello, tree},
-		cli.Env{Getenv: os.Getenv, Stdout: &stderr, Stderr: &stderr})
-	if code != 0 {
-		t.Fatalf("mkbinarycache: exit %d: %s", code, stderr.String())
+	var c closure.Closure
+	for _, p := range append(fx.Closure, tree) {
+		c = append(c, closure.Path{StorePath: p})
 	}
+	testkit.WriteCache(t, ourDir, c, cache.Options{StoreDir: "/nix/store", Compression: compress.None,
+		Level: compress.DefaultLevel, NarListing: true, IndexDebugInfo: true})
 
 	want, got := indexFiles(t, nixDir), indexFiles(t, ourDir)
 	var names []string

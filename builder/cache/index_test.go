@@ -1,8 +1,7 @@
-package cache
+package cache_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,65 +13,39 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
-	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
-	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 func TestNarListingAndDebugInfo(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	withDebug := filepath.Join(store, "11111111111111111111111111111111-app-debug")
-	plain := filepath.Join(store, "22222222222222222222222222222222-plain")
-	for name, content := range map[string]string{
-		withDebug + "/lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug": "dwarf",
-		withDebug + "/lib/debug/.build-id/ab/not-a-build-id.debug":                         "x",
-		plain: "a single file",
-	} {
-		os.MkdirAll(filepath.Dir(name), 0o755)
-		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s := testkit.NewStore(t)
+	c := s.Add(t, testkit.Path{Name: "app-debug", Files: map[string]string{
+		"lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug": "dwarf",
+		"lib/debug/.build-id/ab/not-a-build-id.debug":                         "x",
+	}}, testkit.Path{Name: "plain", Files: map[string]string{"": "a single file"}})
+	withDebug, plain := c[0].StorePath, c[1].StorePath
 	dir := filepath.Join(t.TempDir(), "cache")
 	// A debuginfo entry already there is left alone, as Nix does.
-	os.MkdirAll(filepath.Join(dir, "debuginfo"), 0o755)
+	testkit.Must(t, os.MkdirAll(filepath.Join(dir, "debuginfo"), 0o755))
 	const kept = `{"archive":"../nar/kept.nar","member":"lib/debug/.build-id/cd/0123456789abcdef0123456789abcdef012345.debug"}`
-	os.WriteFile(filepath.Join(dir, "debuginfo", "cd0123456789abcdef0123456789abcdef012345.debug"), []byte(kept), 0o644)
+	testkit.Must(t, os.WriteFile(filepath.Join(dir, "debuginfo", "cd0123456789abcdef0123456789abcdef012345.debug"), []byte(kept), 0o644))
 
-	o := Options{StoreDir: store, Compression: compress.XZ, Level: compress.DefaultLevel,
-		NarListing: true, IndexDebugInfo: true}
-	if _, err := write(closure.Closure{{StorePath: withDebug}, {StorePath: plain}}, dir, o); err != nil {
-		t.Fatal(err)
-	}
+	o := s.Options(compress.XZ)
+	o.NarListing, o.IndexDebugInfo = true, true
+	// No NAR hashes: the writer takes what it dumps.
+	testkit.WriteCache(t, dir, closure.Closure{{StorePath: withDebug}, {StorePath: plain}}, o)
 
 	for _, p := range []string{withDebug, plain} {
-		var nar bytes.Buffer
-		if err := nardump.Dump(&nar, p); err != nil {
-			t.Fatal(err)
-		}
-		root, err := listing.Read(&nar)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := os.ReadFile(filepath.Join(dir, narinfo.HashPart(p)+".ls"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		root, err := listing.Read(bytes.NewReader(testkit.DumpNAR(t, p)))
+		testkit.Must(t, err)
+		got, err := os.ReadFile(cachedir.ListingPath(dir, p))
+		testkit.Must(t, err)
 		if d := cmp.Diff(string(listing.JSON(root)), string(got)); d != "" {
 			t.Errorf("%s listing (-want +got):\n%s", p, d)
 		}
 	}
 
-	ni, err := os.ReadFile(cachedir.NarInfoPath(dir, withDebug))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := ""
-	for _, l := range strings.Split(string(ni), "\n") {
-		if v, ok := strings.CutPrefix(l, "URL: "); ok {
-			url = v
-		}
-	}
+	url := testkit.NarInfos(t, dir)[withDebug].URL
 	entries, _ := os.ReadDir(filepath.Join(dir, "debuginfo"))
 	var names []string
 	for _, e := range entries {
@@ -91,27 +64,21 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 	}
 
 	// The cache checks out, listings included; the kept entry's NAR is not there.
-	var problems []string
-	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir}, func(p verify.Problem) {
-		problems = append(problems, p.String())
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(problems) != 1 || !strings.Contains(problems[0], "archive ../nar/kept.nar is missing") {
-		t.Errorf("verify: %q", problems)
+	if p := testkit.Problems(t, verify.Options{Dir: dir}); len(p) != 1 || !strings.Contains(p[0], "archive ../nar/kept.nar is missing") {
+		t.Errorf("verify: %q", p)
 	}
 }
 
 func TestNarListingDumpError(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	os.MkdirAll(store, 0o755)
+	s := testkit.NewStore(t)
 	dir := t.TempDir()
-	o := Options{StoreDir: store, Compression: compress.Zstd, Level: compress.DefaultLevel, NarListing: true}
-	missing := filepath.Join(store, "11111111111111111111111111111111-missing")
+	o := s.Options(compress.Zstd)
+	o.NarListing = true
+	missing := s.Path("missing")
 	if _, err := write(closure.Closure{{StorePath: missing}}, dir, o); err == nil {
 		t.Fatal("a missing store path was written")
 	}
-	if _, err := os.Stat(filepath.Join(dir, "11111111111111111111111111111111.ls")); err == nil {
+	if _, err := os.Stat(cachedir.ListingPath(dir, missing)); err == nil {
 		t.Errorf("listing written for a failed path")
 	}
 }

@@ -1,4 +1,4 @@
-package sign
+package sign_test
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
-	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 func mustKey(t *testing.T) signature.SecretKey {
@@ -36,43 +38,25 @@ func TestSignMatchesNix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := Sign(ni, key, "/nix/store")
+			s, err := sign.Sign(ni, key, "/nix/store")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if d := cmp.Diff(tc.sig, s.String()); d != "" {
 				t.Errorf("signature differs from Nix's (-nix +ours):\n%s", d)
 			}
-			pub, err := ParsePublicKey(testkit.TestPublic)
+			pub, err := sign.ParsePublicKey(testkit.TestPublic)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ni.Signatures = append(ni.Signatures, s)
-			valid, err := Valid(ni, []signature.PublicKey{pub}, "/nix/store")
+			valid, err := sign.Valid(ni, []signature.PublicKey{pub}, "/nix/store")
 			if err != nil || len(valid) != 1 {
 				t.Errorf("Valid = %v, %v; want our signature", valid, err)
 			}
 			ni.NarSize++
-			if valid, _ := Valid(ni, []signature.PublicKey{pub}, "/nix/store"); len(valid) != 0 {
+			if valid, _ := sign.Valid(ni, []signature.PublicKey{pub}, "/nix/store"); len(valid) != 0 {
 				t.Errorf("signature still valid after NarSize changed")
-			}
-		})
-	}
-}
-
-func TestInsertSig(t *testing.T) {
-	for _, tc := range []struct{ name, in, want string }{
-		{"at the end", "A: 1\nB: 2\n", "A: 1\nB: 2\nSig: k:S\n"},
-		{"no final newline", "A: 1", "A: 1\nSig: k:S\n"},
-		{"before CA", "A: 1\nCA: x\n", "A: 1\nSig: k:S\nCA: x\n"},
-		{"after other sigs", "A: 1\nSig: o:1\nSig: p:2\nCA: x\n", "A: 1\nSig: o:1\nSig: p:2\nSig: k:S\nCA: x\n"},
-		{"replaces ours", "A: 1\nSig: k:OLD\nSig: o:1\n", "A: 1\nSig: o:1\nSig: k:S\n"},
-		{"keeps a longer name", "Sig: kk:1\n", "Sig: kk:1\nSig: k:S\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, _ := insertSig([]byte(tc.in), "k", "k:S")
-			if d := cmp.Diff(tc.want, string(got)); d != "" {
-				t.Errorf("(-want +got):\n%s", d)
 			}
 		})
 	}
@@ -96,7 +80,7 @@ func TestSignDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	ni, _, _ := narinfo.Parse([]byte(testkit.HelloUnsigned))
-	otherSig, _ := Sign(ni, other, "/nix/store")
+	otherSig, _ := sign.Sign(ni, other, "/nix/store")
 	helloOther := testkit.HelloUnsigned + "Sig: " + otherSig.String() + "\n"
 	// A signature by test-1 of other content: stale, must be replaced.
 	stale := strings.Replace(testkit.BusyboxUnsigned, "CA:", "Sig: "+testkit.HelloSig+"\nCA:", 1)
@@ -106,11 +90,11 @@ func TestSignDir(t *testing.T) {
 		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": stale,
 		"not-a-narinfo.ls":                         "{}",
 	})
-	stats, err := SignDir(context.Background(), key, DirOptions{Dir: dir}, nil)
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(DirStats{Files: 2, Added: 1, Replaced: 1}, stats); d != "" {
+	if d := cmp.Diff(sign.DirStats{Files: 2, Added: 1, Replaced: 1}, stats); d != "" {
 		t.Errorf("stats (-want +got):\n%s", d)
 	}
 	want := map[string]string{
@@ -128,11 +112,11 @@ func TestSignDir(t *testing.T) {
 	}
 
 	// Idempotent: a second run changes nothing.
-	stats, err = SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/nix/store"}, nil)
+	stats, err = sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, StoreDir: "/nix/store"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(DirStats{Files: 2, Present: 2}, stats); d != "" {
+	if d := cmp.Diff(sign.DirStats{Files: 2, Present: 2}, stats); d != "" {
 		t.Errorf("second run stats (-want +got):\n%s", d)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -140,7 +124,7 @@ func TestSignDir(t *testing.T) {
 		t.Errorf("leftover files: %v", entries)
 	}
 
-	if _, err := SignDir(context.Background(), key, DirOptions{Dir: dir, StoreDir: "/opt/store"}, nil); err == nil {
+	if _, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, StoreDir: "/opt/store"}, nil); err == nil {
 		t.Errorf("a --store-dir contradicting nix-cache-info was accepted")
 	}
 }
@@ -151,7 +135,7 @@ func TestSignDirReportsEveryBadNarInfo(t *testing.T) {
 		"bbbb.narinfo": "StorePath: /nix/store/70gvzv4w0ffkb6chy0ayi86xcnc4i950-hello\nURL: x\n", // no NarHash
 		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": testkit.HelloUnsigned,
 	})
-	stats, err := SignDir(context.Background(), mustKey(t), DirOptions{Dir: dir}, nil)
+	stats, err := sign.SignDir(context.Background(), mustKey(t), sign.DirOptions{Dir: dir}, nil)
 	if err == nil || !strings.Contains(err.Error(), "aaaa.narinfo") || !strings.Contains(err.Error(), "bbbb.narinfo") {
 		t.Errorf("err = %v, want both bad narinfos named", err)
 	}
@@ -161,37 +145,37 @@ func TestSignDirReportsEveryBadNarInfo(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	sec, pub, err := GenerateKey("cache.example.org-1")
+	sec, pub, err := sign.GenerateKey("cache.example.org-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	f := filepath.Join(dir, "key.sec")
 	os.WriteFile(f, []byte(sec+"\n"), 0o600)
-	k, err := LoadSecretKeyFile(f)
+	k, err := sign.LoadSecretKeyFile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.ToPublicKey().String() != pub || KeyName(k) != "cache.example.org-1" {
-		t.Errorf("public key %q name %q, want %q", k.ToPublicKey(), KeyName(k), pub)
+	if k.ToPublicKey().String() != pub || sign.KeyName(k) != "cache.example.org-1" {
+		t.Errorf("public key %q name %q, want %q", k.ToPublicKey(), sign.KeyName(k), pub)
 	}
 	pf := filepath.Join(dir, "key.pub")
 	os.WriteFile(pf, []byte(pub), 0o644)
 	for _, s := range []string{pub, pf} {
-		if p, err := ParsePublicKey(s); err != nil || p.String() != pub {
+		if p, err := sign.ParsePublicKey(s); err != nil || p.String() != pub {
 			t.Errorf("ParsePublicKey(%q) = %v, %v", s, p, err)
 		}
 	}
-	if _, err := ParsePublicKey("nope:AAAA"); err == nil {
+	if _, err := sign.ParsePublicKey("nope:AAAA"); err == nil {
 		t.Errorf("a short public key was accepted")
 	}
 	for _, bad := range []string{"", "a:b", "a b"} {
-		if _, _, err := GenerateKey(bad); err == nil {
+		if _, _, err := sign.GenerateKey(bad); err == nil {
 			t.Errorf("GenerateKey(%q) accepted", bad)
 		}
 	}
 	os.WriteFile(f, []byte("name:c2VjcmV0"), 0o600)
-	if _, err := LoadSecretKeyFile(f); err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
+	if _, err := sign.LoadSecretKeyFile(f); err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
 		t.Errorf("bad secret key: err = %v (must fail and not echo the key)", err)
 	}
 }

@@ -1,77 +1,45 @@
-package verify
+package verify_test
 
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cache"
-	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
-	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
-const (
-	libHash = "11111111111111111111111111111111"
-	appHash = "22222222222222222222222222222222"
+// The hash parts of the two paths of fakeCache.
+var (
+	libHash = testkit.HashPart("lib")
+	appHash = testkit.HashPart("app")
 )
 
 // fakeCache writes a cache of two paths of a store in a temp dir: app
 // refers to lib. It returns the cache dir and the store dir.
 func fakeCache(t *testing.T, m compress.Method) (string, string) {
 	t.Helper()
-	store := filepath.Join(t.TempDir(), "store")
-	lib := filepath.Join(store, libHash+"-lib")
-	app := filepath.Join(store, appHash+"-app")
-	for name, content := range map[string]string{
-		lib + "/lib/libx.so":  strings.Repeat("library ", 5000),
-		lib + "/share/readme": "read me\n",
-		app + "/bin/app":      "#!/bin/sh\nexec " + lib + "/lib/libx.so\n",
-	} {
-		os.MkdirAll(filepath.Dir(name), 0o755)
-		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c := closure.Closure{
-		{StorePath: app, References: []string{app, lib}},
-		{StorePath: lib},
-	}
+	s := testkit.NewStore(t)
+	c := s.Add(t, testkit.Path{Name: "app", Files: map[string]string{"bin/app": "#!/bin/sh\nexec " + s.Path("lib") + "/lib/libx.so\n"},
+		Refs: []string{"app", "lib"}},
+		testkit.Path{Name: "lib", Files: map[string]string{"lib/libx.so": strings.Repeat("library ", 5000), "share/readme": "read me\n"}})
 	dir := filepath.Join(t.TempDir(), "cache")
-	w, err := cache.NewWriter(dir, cache.Options{StoreDir: store, Compression: m, Level: compress.DefaultLevel, Jobs: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(context.Background(), c, nil); err != nil {
-		t.Fatal(err)
-	}
-	return dir, store
-}
-
-func check(t *testing.T, o Options) []string {
-	t.Helper()
-	var got []string
-	_, err := Cache(context.Background(), o, func(p Problem) {
-		rel, _ := filepath.Rel(o.Dir, p.File)
-		if rel == "" || strings.HasPrefix(rel, "..") {
-			rel = p.File
-		}
-		got = append(got, rel+": "+p.Msg)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(got)
-	return got
+	o := s.Options(m)
+	o.Jobs = 2
+	testkit.WriteCache(t, dir, c, o)
+	return dir, s.Dir
 }
 
 func narInfoFile(dir, hash string) string { return filepath.Join(dir, hash+".narinfo") }
@@ -105,7 +73,7 @@ func TestGoodCaches(t *testing.T) {
 	for _, m := range compress.Methods {
 		t.Run(string(m), func(t *testing.T) {
 			dir, _ := fakeCache(t, m)
-			if got := check(t, Options{Dir: dir}); len(got) != 0 {
+			if got := testkit.Problems(t, verify.Options{Dir: dir}); len(got) != 0 {
 				t.Errorf("problems in a good cache:\n%s", strings.Join(got, "\n"))
 			}
 		})
@@ -221,13 +189,14 @@ func TestProblems(t *testing.T) {
 			b, _ := os.ReadFile(f)
 			b = b[:len(b)-16] // the root's closing token
 			os.WriteFile(f, b, 0o644)
-			h := nixhash.MustNewHash(nixhash.SHA256, sha256sum(b)).Format(nixhash.NixBase32, true)
+			sum := sha256.Sum256(b)
+			h := nixhash.MustNewHash(nixhash.SHA256, sum[:]).Format(nixhash.NixBase32, true)
 			edit(t, dir, libHash, func(s string) string {
 				for _, k := range []string{"FileHash", "NarHash"} {
 					s = strings.Replace(s, k+": "+field(ni, k), k+": "+h, 1)
 				}
 				for _, k := range []string{"FileSize", "NarSize"} {
-					s = strings.Replace(s, k+": "+field(ni, k), k+": "+itoa(len(b)), 1)
+					s = strings.Replace(s, k+": "+field(ni, k), k+": "+strconv.Itoa(len(b)), 1)
 				}
 				return s
 			})
@@ -247,7 +216,7 @@ func TestProblems(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _ := fakeCache(t, tc.m)
 			tc.break_(t, dir)
-			got := check(t, Options{Dir: dir})
+			got := testkit.Problems(t, verify.Options{Dir: dir})
 			sort.Strings(tc.want)
 			if !matchAll(tc.want, got) {
 				t.Errorf("problems:\n%s\nwant (glob):\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
@@ -260,7 +229,7 @@ func TestSignatures(t *testing.T) {
 	dir, store := fakeCache(t, compress.Zstd)
 	sk, pk, _ := signature.GenerateKeypair("test-1", nil)
 	_, other, _ := signature.GenerateKeypair("other-1", nil)
-	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
+	if got := testkit.Problems(t, verify.Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
 		appHash + ".narinfo: not signed", libHash + ".narinfo: not signed",
 	}, got) {
 		t.Errorf("unsigned: %q", got)
@@ -268,10 +237,10 @@ func TestSignatures(t *testing.T) {
 	if _, err := sign.SignDir(context.Background(), sk, sign.DirOptions{Dir: dir}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{other, pk}}); len(got) != 0 {
+	if got := testkit.Problems(t, verify.Options{Dir: dir, PublicKeys: []signature.PublicKey{other, pk}}); len(got) != 0 {
 		t.Errorf("signed cache: %q", got)
 	}
-	if got := check(t, Options{Dir: dir, StoreDir: store, PublicKeys: []signature.PublicKey{other}}); !matchAll([]string{
+	if got := testkit.Problems(t, verify.Options{Dir: dir, StoreDir: store, PublicKeys: []signature.PublicKey{other}}); !matchAll([]string{
 		appHash + ".narinfo: no signature by a given key (signed only by test-1)",
 		libHash + ".narinfo: no signature by a given key (signed only by test-1)",
 	}, got) {
@@ -281,23 +250,19 @@ func TestSignatures(t *testing.T) {
 	edit(t, dir, appHash, func(s string) string {
 		return strings.Replace(s, " "+libHash+"-lib", "", 1)
 	})
-	if got := check(t, Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
+	if got := testkit.Problems(t, verify.Options{Dir: dir, PublicKeys: []signature.PublicKey{pk}}); !matchAll([]string{
 		appHash + ".narinfo: signature by test-1 does not verify (*)",
 	}, got) {
 		t.Errorf("tampered: %q", got)
 	}
-	if _, err := Cache(context.Background(), Options{Dir: dir, StoreDir: "/nix/store"}, func(Problem) {}); err == nil {
+	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir, StoreDir: "/nix/store"}, func(verify.Problem) {}); err == nil {
 		t.Errorf("a store dir contradicting nix-cache-info was accepted")
 	}
 }
 
 func TestListingsAndDebugInfo(t *testing.T) {
 	dir, store := fakeCache(t, compress.Zstd)
-	var nar bytes.Buffer
-	if err := nardump.Dump(&nar, filepath.Join(store, libHash+"-lib")); err != nil {
-		t.Fatal(err)
-	}
-	root, err := listing.Read(&nar)
+	root, err := listing.Read(bytes.NewReader(testkit.DumpNAR(t, filepath.Join(store, libHash+"-lib"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +272,7 @@ func TestListingsAndDebugInfo(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, appHash+".ls"), []byte(`{"root": {"entries": {"bin": {"entries": {"app": {"narOffset": 0, "size": 0, "type": "regular"}}, "type": "directory"}}, "type": "directory"}, "version": 1}`), 0o644)
 	os.WriteFile(filepath.Join(dir, "debuginfo", "0123456789abcdef0123456789abcdef01234567.debug"),
 		[]byte(`{"archive":"../nar/nothere.nar.zst","member":"lib/debug/.build-id/01/23456789abcdef0123456789abcdef01234567.debug"}`), 0o644)
-	got := check(t, Options{Dir: dir})
+	got := testkit.Problems(t, verify.Options{Dir: dir})
 	if !matchAll([]string{
 		appHash + ".narinfo: listing " + appHash + ".ls does not match the NAR",
 		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug: archive ../nar/nothere.nar.zst is missing",
@@ -320,7 +285,7 @@ func TestCancel(t *testing.T) {
 	dir, _ := fakeCache(t, compress.Zstd)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Cache(ctx, Options{Dir: dir}, func(p Problem) { t.Errorf("problem reported after cancel: %v", p) }); err == nil {
+	if _, err := verify.Cache(ctx, verify.Options{Dir: dir}, func(p verify.Problem) { t.Errorf("problem reported after cancel: %v", p) }); err == nil {
 		t.Errorf("no error after cancel")
 	}
 }
