@@ -1,14 +1,14 @@
-package cli_test
+package main_test
 
 import (
 	"crypto/rand"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // Faults of the output file system, with the real binary in a private mount
@@ -33,9 +33,8 @@ fi
 
 func runInMountNS(t *testing.T, mode, mnt string, args ...string) string {
 	t.Helper()
-	bin := filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
 	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private",
-		"sh", "-c", mountScript, "sh", mnt, bin}, args...)...)
+		"sh", "-c", mountScript, "sh", mnt, binary(t)}, args...)...)
 	cmd.Env = append(os.Environ(), "MODE="+mode)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -46,24 +45,19 @@ func runInMountNS(t *testing.T, mode, mnt string, args ...string) string {
 
 func TestBadOutputFS(t *testing.T) {
 	nixtest.Require(t)
-	s := newFakeStore(t)
+	s := newBadStore(t)
 	// 3 MB of random bytes: too big for a 1 MB tmpfs, even compressed.
-	big := s.dir + "/0000000000000000000000000000000g-big"
-	must(t, os.MkdirAll(big, 0o755))
 	data := make([]byte, 3<<20)
 	rand.Read(data)
-	must(t, os.WriteFile(big+"/blob", data, 0o644))
-	bigHash, bigSize := narHash(t, big)
-	attrsFile := filepath.Join(t.TempDir(), "attrs.json")
-	must(t, os.WriteFile(attrsFile, []byte(attrsJSON(
-		entry(s.good, s.goodHash, s.goodSize), entry(big, bigHash, bigSize))), 0o644))
+	big := s.Add(t, testkit.Path{Name: "big", Files: map[string]string{"blob": string(data)}})[0]
+	attrsFile := writeTemp(t, "attrs.json", attrsJSON(entryOf(s.good), entryOf(big)))
 
 	t.Run("disk full", func(t *testing.T) {
 		mnt := t.TempDir()
-		out := runInMountNS(t, "full", mnt, "--quiet", "--store-dir", s.dir, "--attrs", attrsFile,
+		out := runInMountNS(t, "full", mnt, "--quiet", "--store-dir", s.Dir, "--attrs", attrsFile,
 			"--out", mnt+"/cache", "--jobs", "1")
 		t.Log(out)
-		for _, w := range []string{"exit=1", big, "no space left on device", "verify=ok", "leftovers: 0"} {
+		for _, w := range []string{"exit=1", big.StorePath, "no space left on device", "verify=ok", "leftovers: 0"} {
 			if !strings.Contains(out, w) {
 				t.Errorf("output lacks %q:\n%s", w, out)
 			}
@@ -71,7 +65,7 @@ func TestBadOutputFS(t *testing.T) {
 	})
 	t.Run("read-only", func(t *testing.T) {
 		mnt := t.TempDir()
-		out := runInMountNS(t, "ro", mnt, "--quiet", "--store-dir", s.dir, "--attrs", attrsFile,
+		out := runInMountNS(t, "ro", mnt, "--quiet", "--store-dir", s.Dir, "--attrs", attrsFile,
 			"--out", mnt+"/cache")
 		t.Log(out)
 		for _, w := range []string{"exit=1", mnt + "/cache", "read-only file system"} {

@@ -1,0 +1,60 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/mkbinarycache/mkbinarycache/builder/cli"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+)
+
+// The tests here drive the command: in-process through cli.Main
+// (runMain), where no Nix and no second process are needed, and as the
+// built binary (binary, mkbinarycache) where a run is killed, measured,
+// put in a namespace or compared with Nix.
+
+// runMain runs the command in-process with an empty environment and
+// returns its exit code, stdout and stderr.
+func runMain(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = cli.Main(context.Background(), args, cli.Env{Getenv: func(string) string { return "" }, Stdout: &out, Stderr: &errb})
+	return code, out.String(), errb.String()
+}
+
+// entry is the structured-attrs closure entry of a path, as Nix writes it.
+func entry(path, hash string, size uint64, refs ...string) string {
+	r := `[]`
+	if len(refs) > 0 {
+		r = `["` + strings.Join(refs, `","`) + `"]`
+	}
+	return fmt.Sprintf(`{"path":%q,"narHash":%q,"narSize":%d,"references":%s}`, path, hash, size, r)
+}
+
+// entryOf is the entry of p, with what Nix recorded for it.
+func entryOf(p closure.Path) string {
+	return entry(p.StorePath, narHash(p), p.NarSize, p.References...)
+}
+
+// narHash is p's NAR hash as Nix writes it: sha256:<nix32>.
+func narHash(p closure.Path) string { return p.NarHash.Format(nixhash.NixBase32, true) }
+
+// attrsJSON is a structured-attrs file with the closure of entries.
+func attrsJSON(entries ...string) string {
+	return `{"closure":[` + strings.Join(entries, ",") + `]}`
+}
+
+// writeTemp writes data to a file named name in a new temporary directory.
+func writeTemp(t *testing.T, name, data string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), name)
+	testkit.Must(t, os.WriteFile(f, []byte(data), 0o644))
+	return f
+}
