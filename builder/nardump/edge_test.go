@@ -385,3 +385,61 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// MaxDepth and MaxNixDepth against every Nix of the matrix: Nix 2.34 and
+// later unpack a NAR iff its MaxDepth is at most MaxNixDepth (whatever the
+// deepest node is), older ones any.
+func TestDepthLimitAgainstNix(t *testing.T) {
+	dir := t.TempDir()
+	type tree struct {
+		name  string
+		dirs  int    // nested below the root
+		leaf  string // "file", "symlink" or "" for none
+		depth int
+	}
+	trees := []tree{
+		{"file-64", nardump.MaxNixDepth - 2, "file", 64},
+		{"file-65", nardump.MaxNixDepth - 1, "file", 65},
+		{"dir-64", nardump.MaxNixDepth - 1, "", 64},
+		{"dir-65", nardump.MaxNixDepth, "", 65},
+		{"symlink-65", nardump.MaxNixDepth - 1, "symlink", 65},
+	}
+	for _, tr := range trees {
+		p := filepath.Join(dir, tr.name) + strings.Repeat("/d", tr.dirs)
+		must(t, os.MkdirAll(p, 0o755))
+		switch tr.leaf {
+		case "file":
+			must(t, os.WriteFile(p+"/f", []byte("x"), 0o644))
+		case "symlink":
+			must(t, os.Symlink("target", p+"/l"))
+		}
+		f, err := os.Create(filepath.Join(dir, tr.name+".nar"))
+		must(t, err)
+		info, err := new(nardump.Dumper).Dump(f, filepath.Join(dir, tr.name))
+		must(t, err)
+		must(t, f.Close())
+		if info.MaxDepth != tr.depth {
+			t.Fatalf("%s: MaxDepth %d, want %d", tr.name, info.MaxDepth, tr.depth)
+		}
+	}
+	for _, v := range nixtest.Versions(t) {
+		t.Run(v.Name, func(t *testing.T) {
+			var major, minor int
+			if _, err := fmt.Sscanf(v.Name, "%d.%d", &major, &minor); err != nil {
+				t.Fatal(err)
+			}
+			limited := major > 2 || major == 2 && minor >= 34
+			for _, tr := range trees {
+				out, err := v.FreshStore(t, fmt.Sprintf("nix-store --restore %s < %s",
+					nixtest.ShellQuote(filepath.Join(dir, "out-"+v.Name+"-"+tr.name)), nixtest.ShellQuote(filepath.Join(dir, tr.name+".nar"))), dir)
+				refused := err != nil
+				if want := limited && tr.depth > nardump.MaxNixDepth; refused != want {
+					t.Errorf("%s (MaxDepth %d): refused %v, want %v: %v\n%s", tr.name, tr.depth, refused, want, err, out)
+				}
+				if refused && !strings.Contains(out, fmt.Sprintf("exceeds maximum depth of %d", nardump.MaxNixDepth)) {
+					t.Errorf("%s: refused for another reason:\n%s", tr.name, out)
+				}
+			}
+		})
+	}
+}
