@@ -378,7 +378,7 @@ func TestVMTestsShape(t *testing.T) {
 			if vt.PackedRefs == nil || len(vt.PackedRefs) != 0 {
 				t.Errorf("the packed cache's allowedReferences = %v, want []", vt.PackedRefs)
 			}
-			if !strings.Contains(vt.PackedCmd, "-binary-cache-"+c+" -c . | base64") {
+			if !strings.Contains(vt.PackedCmd, "-binary-cache-"+c+" -c -f - . | base64") {
 				t.Errorf("the packed cache is not the %s cache, tarred and base64-encoded: %q", c, vt.PackedCmd)
 			}
 			if len(vt.MinioVulns) != 0 {
@@ -496,4 +496,72 @@ func TestCheckPhaseInSandbox(t *testing.T) {
 		t.Fatalf("%s, as in the sandbox: %v\n%s", check, err, out)
 	}
 	t.Logf("%s, as in the sandbox:\n%s", check, out)
+}
+
+// The closure and the packed cache of vmtests/default.nix, built for real
+// with busybox standing in for stdenv: the closure builds, and the packed
+// cache refers to no store path (Nix checks allowedReferences = [ ]), while
+// unpacking it gives the cache of the whole closure.
+func TestVMTestsPackedCache(t *testing.T) {
+	nixtest.Require(t)
+	root := nixtest.RepoRoot(t)
+	track(t, root, "vmtests/default.nix", "nix/default.nix")
+	expr := `let
+    lib = ` + stubLib + `;
+    stubDrv = ` + stubDrv + `;
+    bb = builtins.path { path = ` + nixtest.BusyboxDir(t) + `; name = "busybox"; };
+    run = name: env: cmd: derivation ({
+      inherit name;
+      system = builtins.currentSystem;
+      builder = "${bb}/bin/busybox";
+      args = [ "sh" "-e" "-c" cmd ];
+      PATH = "${bb}/bin";
+    } // env);
+    pkgs = {
+      inherit lib;
+      mkbinarycache = stubDrv "mkbinarycache" { };
+      inherit ((import ` + root + `/nix { builder = builtins.path { path = ` + nixtest.BuildBinary(t) + `; name = "mkbinarycache"; }; })) mkBinaryCache;
+      writeText = name: text: run name { inherit text; } "printf '%s' \"$text\" > $out";
+      runCommand = run;
+      runtimeShell = "${bb}/bin/busybox";
+      curl = stubDrv "curl" { };
+      minio = stubDrv "minio" { };
+      minio-client = stubDrv "minio-client" { };
+      testers.runNixOSTest = test: test;
+    };
+    host1 = (import ` + root + `/vmtests { inherit pkgs; }).zstd.nodes.host1 { inherit pkgs; };
+  in {
+    packed = host1.environment.etc."mkbinarycache-test/cache.tar.b64".source;
+    root = builtins.head host1.virtualisation.additionalPaths;
+  }`
+	build := func(attr string) string {
+		out, err := exec.Command("nix-build", "--no-out-link", "--option", "sandbox", "true", "-E", expr, "-A", attr).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nix-build -A %s: %v\n%s", attr, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		return lines[len(lines)-1]
+	}
+	packed, rootPath := build("packed"), build("root")
+	if refs := nixtest.Run(t, "nix-store", "--query", "--references", packed); refs != "" {
+		t.Errorf("the packed cache refers to %s", refs)
+	}
+	dir := t.TempDir()
+	nixtest.Run(t, "sh", "-c", "base64 -d "+packed+" | tar -x -f - --no-same-owner -C "+dir)
+	closure := strings.Fields(nixtest.Run(t, "nix-store", "--query", "--requisites", rootPath))
+	if len(closure) != 4 {
+		t.Errorf("the closure under test is %v, want root, mid, leaf and the shell", closure)
+	}
+	var want, got []string
+	for _, p := range closure {
+		want = append(want, strings.SplitN(filepath.Base(p), "-", 2)[0]+".narinfo")
+	}
+	narinfos, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	for _, n := range narinfos {
+		got = append(got, filepath.Base(n))
+	}
+	sort.Strings(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("narinfos of the unpacked cache (-want +got):\n%s", diff)
+	}
 }

@@ -90,7 +90,7 @@ let
             allowedReferences = [ ];
           }
           ''
-            tar -C ${cache} -c . | base64 > $out
+            tar -C ${cache} -c -f - . | base64 > $out
           '';
     in
     pkgs'.testers.runNixOSTest {
@@ -265,7 +265,7 @@ let
         with subtest("server: unpack the cache, check it and sign a copy"):
             host1.succeed(
                 "mkdir /srv/cache"
-                " && base64 -d /etc/mkbinarycache-test/cache.tar.b64 | tar -x -C /srv/cache"
+                " && base64 -d /etc/mkbinarycache-test/cache.tar.b64 | tar -x -f - --no-same-owner -C /srv/cache"
                 " && chmod -R a-w /srv/cache"
             )
             server = {
