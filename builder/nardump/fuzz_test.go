@@ -73,6 +73,7 @@ type gen struct {
 	t     *testing.T
 	data  []byte
 	files int
+	bytes int64 // of file contents, holes included
 }
 
 func (g *gen) next() byte {
@@ -105,6 +106,7 @@ func (g *gen) name() string {
 }
 
 func (g *gen) content(size int) []byte {
+	g.bytes += int64(size)
 	b := make([]byte, size)
 	seed := g.next()
 	for i := range b {
@@ -129,7 +131,8 @@ func (g *gen) build(root string) {
 	}
 	must(os.Mkdir(root, 0o755))
 	stack := []string{root}
-	for len(g.data) > 0 && g.files < 300 {
+	// Bounded, to keep the executions fast: a large tree finds no more.
+	for len(g.data) > 0 && g.files < 300 && g.bytes < 8<<20 {
 		op, cur := g.next()%8, stack[len(stack)-1]
 		if op == 4 {
 			if len(stack) > 1 {
@@ -165,6 +168,7 @@ func (g *gen) build(root string) {
 			f, err := os.Create(p)
 			must(err)
 			size := int64(g.next())<<12 + 64<<10
+			g.bytes += size
 			must(f.Truncate(size))
 			for range g.next() % 4 {
 				_, err := f.WriteAt(g.content(int(g.next())*16), int64(g.next())<<11)
