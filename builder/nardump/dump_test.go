@@ -130,8 +130,16 @@ func (failWriter) Write([]byte) (int, error) { return 0, errBoom }
 func TestWriteError(t *testing.T) {
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644))
-	if _, err := new(nardump.Dumper).Dump(failWriter{}, dir); !errors.Is(err, errBoom) {
+	if _, err := new(nardump.Dumper).Dump(failWriter{}, dir); !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "dump "+dir+": ") {
 		t.Errorf("got %v, want the writer's error", err)
+	}
+}
+
+func TestNotAPath(t *testing.T) {
+	for _, p := range []string{"", "a\x00b"} {
+		if _, err := new(nardump.Dumper).Dump(io.Discard, p); err == nil {
+			t.Errorf("%q: no error", p)
+		}
 	}
 }
 
@@ -164,6 +172,14 @@ func TestNoAllocations(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("%v allocations per dump of 200 files", a)
+	}
+	buf := make([]byte, 0, 1<<20)
+	if a := testing.AllocsPerRun(10, func() {
+		if _, _, err := d.Append(buf[:0], dir); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Errorf("Append: %v allocations per dump of 200 files", a)
 	}
 	if a := testing.AllocsPerRun(10, func() {
 		if err := nardump.Dump(io.Discard, dir); err != nil {
@@ -198,4 +214,15 @@ func TestAgainstGoNix(t *testing.T) {
 		}
 		sameTree(t, wantTree, info.Tree)
 	}
+	// Append, after other bytes: offsets are from the start of the NAR.
+	prefix := []byte("before the NAR")
+	got, info, err := d.Append(bytes.Clone(prefix), dir)
+	must(t, err)
+	if !bytes.Equal(got, append(prefix, want.Bytes()...)) {
+		t.Errorf("Append: NAR differs from go-nix's")
+	}
+	if info.Size != int64(want.Len()) || info.MaxDepth != 3 {
+		t.Errorf("Append: Size %d MaxDepth %d, want %d and 3", info.Size, info.MaxDepth, want.Len())
+	}
+	sameTree(t, wantTree, info.Tree)
 }

@@ -42,17 +42,24 @@ func FuzzDump(f *testing.F) {
 		if len(data) > 0 && data[0]&0x40 != 0 {
 			d.BufferSize = 1 // the smallest: many flushes
 		}
-		var got bytes.Buffer
-		info, err := d.Dump(&got, root)
+		var got []byte
+		var info nardump.Info
+		if len(data) > 0 && data[0]&0x20 != 0 {
+			got, info, err = d.Append(nil, root)
+		} else {
+			var b bytes.Buffer
+			info, err = d.Dump(&b, root)
+			got = b.Bytes()
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		if !bytes.Equal(got, want.Bytes()) {
 			i := 0
-			for i < got.Len() && i < want.Len() && got.Bytes()[i] == want.Bytes()[i] {
+			for i < len(got) && i < want.Len() && got[i] == want.Bytes()[i] {
 				i++
 			}
-			t.Fatalf("NARs differ at byte %d of %d/%d:\nnardump: %q\ngo-nix:  %q", i, got.Len(), want.Len(), around(got.Bytes(), i), around(want.Bytes(), i))
+			t.Fatalf("NARs differ at byte %d of %d/%d:\nnardump: %q\ngo-nix:  %q", i, len(got), want.Len(), around(got, i), around(want.Bytes(), i))
 		}
 		if info.Size != int64(want.Len()) {
 			t.Errorf("Info.Size %d, want %d", info.Size, want.Len())

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -60,8 +61,10 @@ type Dumper struct {
 	BufferSize int
 
 	w       io.Writer
-	buf     []byte // output not yet written to w
-	flushed int64  // bytes written to w so far
+	own     []byte // Dump's buffer
+	buf     []byte // output not yet written to w, or Append's slice
+	grow    bool   // Append: grow buf rather than flush it
+	flushed int64  // bytes written to w so far (in Append, minus those before the NAR)
 	err     error  // first error from w
 	depth   int    // Info.MaxDepth so far
 
@@ -103,31 +106,59 @@ func (d *Dumper) Dump(w io.Writer, path string) (Info, error) {
 	if d.BufferSize == 0 {
 		size = DefaultBufferSize
 	}
-	if cap(d.buf) != size {
-		d.buf = make([]byte, 0, size)
+	if cap(d.own) != size {
+		d.own = make([]byte, 0, size)
 	}
-	d.w, d.buf, d.flushed, d.err, d.depth = w, d.buf[:0], 0, nil, 0
-	d.names, d.ents, d.chain = d.names[:0], d.ents[:0], d.chain[:0]
-	// Keep neither the writer nor the caller's tree.
-	defer func() { d.w, d.slab = nil, nil }()
+	d.w, d.buf, d.flushed, d.grow = w, d.own[:0], 0, false
+	defer func() { d.w = nil }()
+	root, err := d.dump(path)
+	if err == nil {
+		d.flush()
+		if err = d.err; err != nil {
+			err = fmt.Errorf("dump %s: %w", path, err)
+		}
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	return Info{Size: d.flushed, MaxDepth: d.depth, Tree: root}, nil
+}
 
+// Append appends the NAR serialisation of the file system object at path
+// to dst and returns the extended slice, growing it as needed: for callers
+// that hold a whole NAR anyway, it saves a copy through the Dumper's
+// buffer. Info.Size is the length of the NAR, Tree's offsets are from its
+// start. Errors are Dump's.
+func (d *Dumper) Append(dst []byte, path string) ([]byte, Info, error) {
+	d.buf, d.flushed, d.grow = dst, -int64(len(dst)), true
+	root, err := d.dump(path)
+	out, size := d.buf, d.offset()
+	d.buf = nil // the caller's
+	if err != nil {
+		return out, Info{}, err
+	}
+	return out, Info{Size: size, MaxDepth: d.depth, Tree: root}, nil
+}
+
+// dump writes the NAR of path into the buffer.
+func (d *Dumper) dump(path string) (*listing.Node, error) {
+	d.err, d.depth = nil, 0
+	d.names, d.ents, d.chain = d.names[:0], d.ents[:0], d.chain[:0]
+	// Keep no tree: the caller has it.
+	defer func() { d.slab = nil }()
+	if path == "" || strings.IndexByte(path, 0) >= 0 {
+		return nil, fmt.Errorf("dump %q: not a path", path)
+	}
 	d.raw(tokMagic)
 	// The root is looked up by its path from the working directory, as an
 	// entry of unknown type.
 	clean := filepath.Clean(path)
-	if strings.IndexByte(clean, 0) >= 0 {
-		return Info{}, fmt.Errorf("dump %q: the path contains a NUL byte", path)
-	}
 	d.names = append(append(d.names, clean...), 0)
 	root, err := d.node(atFDCWD, entry{len: len(clean), kind: dtUnknown}, 1)
-	if err == nil {
-		d.flush()
-		err = d.err
-	}
 	if err != nil {
-		return Info{}, fmt.Errorf("dump %s: %w", path, err)
+		return nil, fmt.Errorf("dump %s: %w", path, err)
 	}
-	return Info{Size: d.flushed, MaxDepth: d.depth, Tree: root}, nil
+	return root, nil
 }
 
 // offset is where the next byte goes in the NAR.
@@ -143,11 +174,29 @@ func (d *Dumper) flush() {
 	d.buf = d.buf[:0]
 }
 
-// room makes room for n bytes, n <= cap(d.buf).
+// room makes room for n bytes, n <= minBufferSize.
 func (d *Dumper) room(n int) {
 	if cap(d.buf)-len(d.buf) < n {
-		d.flush()
+		if d.grow {
+			d.buf = slices.Grow(d.buf, n)
+		} else {
+			d.flush()
+		}
 	}
+}
+
+// free returns free space at the end of the buffer, of want bytes or less
+// but at least one: in Append's buffer, it grows to want.
+func (d *Dumper) free(want int64) []byte {
+	if int64(cap(d.buf)-len(d.buf)) < want {
+		if d.grow {
+			d.buf = slices.Grow(d.buf, int(want))
+		} else if len(d.buf) == cap(d.buf) {
+			d.flush()
+		}
+	}
+	f := d.buf[len(d.buf):cap(d.buf)]
+	return f[:min(int64(len(f)), want)]
 }
 
 // raw writes pre-encoded tokens.
@@ -168,10 +217,7 @@ func (d *Dumper) str(s []byte) {
 // zeros writes n zero bytes.
 func (d *Dumper) zeros(n int64) {
 	for n > 0 {
-		if len(d.buf) == cap(d.buf) {
-			d.flush()
-		}
-		k := int(min(n, int64(cap(d.buf)-len(d.buf))))
+		k := len(d.free(n))
 		l := len(d.buf)
 		d.buf = d.buf[:l+k]
 		clear(d.buf[l:])

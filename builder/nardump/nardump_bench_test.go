@@ -87,6 +87,12 @@ func BenchmarkManySmall(b *testing.B) {
 		_, err := d.Dump(io.Discard, p)
 		return err
 	})
+	var buf []byte
+	run("Dumper.Append", func(p string) error {
+		var err error
+		buf, _, err = d.Append(buf[:0], p)
+		return err
+	})
 	dt := Dumper{Tree: true}
 	run("Dumper+tree", func(p string) error {
 		_, err := dt.Dump(io.Discard, p)

@@ -24,6 +24,9 @@ var errChanged = errors.New("changed while being dumped")
 // node dumps the entry e of the directory dirfd, from "(" to ")". level is
 // its depth in Info.MaxDepth's unit.
 func (d *Dumper) node(dirfd int, e entry, level int) (*listing.Node, error) {
+	if d.err != nil { // w failed: stop reading
+		return nil, d.err
+	}
 	d.depth = max(d.depth, level)
 	d.chain = append(d.chain, e)
 	defer func() { d.chain = d.chain[:len(d.chain)-1] }()
@@ -117,12 +120,8 @@ func (d *Dumper) regular(dirfd int, e entry) (*listing.Node, error) {
 func (d *Dumper) contents(fd int, size int64) error {
 	left, eof := size, false
 	for left > 0 {
-		if len(d.buf) == cap(d.buf) {
-			d.flush()
-		}
-		l := len(d.buf)
-		want := int(min(left+1, int64(cap(d.buf)-l)))
-		n, err := read(fd, d.buf[l:l+want])
+		f := d.free(left + 1)
+		n, err := read(fd, f)
 		if err != nil {
 			return d.pathErr("read", err)
 		}
@@ -132,14 +131,12 @@ func (d *Dumper) contents(fd int, size int64) error {
 		if int64(n) > left {
 			return d.grew(size)
 		}
-		d.buf = d.buf[:l+n]
+		d.buf = d.buf[:len(d.buf)+n]
 		left -= int64(n)
-		eof = n < want
+		eof = n < len(f)
 	}
 	if !eof {
-		d.room(1)
-		l := len(d.buf)
-		n, err := read(fd, d.buf[l:l+1])
+		n, err := read(fd, d.free(1))
 		if err != nil {
 			return d.pathErr("read", err)
 		}
@@ -177,19 +174,14 @@ func (d *Dumper) sparse(fd int, size int64) (bool, error) {
 			return true, d.pathErr("lseek", err)
 		}
 		for hole = min(hole, size); data < hole; {
-			if len(d.buf) == cap(d.buf) {
-				d.flush()
-			}
-			l := len(d.buf)
-			want := int(min(hole-data, int64(cap(d.buf)-l)))
-			n, err := pread(fd, d.buf[l:l+want], data)
+			n, err := pread(fd, d.free(hole-data), data)
 			if err != nil {
 				return true, d.pathErr("read", err)
 			}
 			if n == 0 {
 				return true, d.shrunk(data, size)
 			}
-			d.buf = d.buf[:l+n]
+			d.buf = d.buf[:len(d.buf)+n]
 			data += int64(n)
 		}
 		off = hole
