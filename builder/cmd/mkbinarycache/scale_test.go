@@ -1,4 +1,4 @@
-package reliability
+package main_test
 
 import (
 	"bytes"
@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // ScaleEnv turns on the scale measurements: they take minutes and GiBs of
 // disk, and report figures rather than pass or fail on timings.
 //
-//	MKBINARYCACHE_SCALE=1 go test -run TestScale -v -timeout 60m ./internal/reliability
+//	MKBINARYCACHE_SCALE=1 go test -run TestScale -v -timeout 60m ./builder/cmd/mkbinarycache
 //
 // MKBINARYCACHE_SCALE_PATHS (default "1000 2500 5000") sets the closure
 // sizes and MKBINARYCACHE_SCALE_GIB (default 4) the size of the big file.
@@ -120,16 +121,13 @@ func TestScaleManyPaths(t *testing.T) {
 		paths := smallPaths(t, n)
 		t.Logf("%d paths: nix-store --add took %v", n, time.Since(start).Round(time.Millisecond))
 		pathInfo := nixtest.Run(t, "nix", append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json"}, paths...)...)
-		attrsFile := filepath.Join(t.TempDir(), "attrs.json")
-		if err := os.WriteFile(attrsFile, []byte(`{"closure":`+pathInfo+`}`), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		attrsFile := writeTemp(t, "attrs.json", `{"closure":`+pathInfo+`}`)
 		for _, comp := range []string{"zstd", "xz"} {
 			out := filepath.Join(t.TempDir(), "cache")
 			m := measureRun(t, bin, out, "--quiet", "--compression", comp, "--attrs", attrsFile, "--out", out)
 			t.Logf("SCALE paths=%d %s: %v (%.2f ms/path)", n, comp, m, float64(m.wall.Microseconds())/1000/float64(n))
-			if p := verifyCache(t, out, false); len(p) > 0 {
-				t.Fatalf("problems: %q", p[:min(len(p), 5)])
+			if testkit.CheckCache(t, out); t.Failed() {
+				t.FailNow()
 			}
 		}
 	}
@@ -143,41 +141,30 @@ func TestScaleBigFile(t *testing.T) {
 	scaleOn(t)
 	bin := binary(t)
 	gib := 4
-	if s := os.Getenv("MKBINARYCACHE_SCALE_GIB"); s != "" {
-		fmt.Sscan(s, &gib)
+	if v := os.Getenv("MKBINARYCACHE_SCALE_GIB"); v != "" {
+		fmt.Sscan(v, &gib)
 	}
-	root := t.TempDir()
-	store := filepath.Join(root, "store")
-	sparse := store + "/00000000000000000000000000000000-sparse"
-	dense := store + "/11111111111111111111111111111111-dense"
-	if err := os.MkdirAll(sparse, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	s := testkit.NewStore(t)
+	sparse, dense := s.Path("sparse"), s.Path("dense")
+	testkit.Must(t, os.MkdirAll(sparse, 0o755))
 	f, err := os.Create(sparse + "/big")
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.Must(t, err)
 	f.Truncate(int64(gib) << 30)
 	f.WriteAt([]byte("end"), int64(gib)<<30-3)
 	f.Close()
-	if err := os.MkdirAll(dense, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testkit.Must(t, os.MkdirAll(dense, 0o755))
 	f, err = os.Create(dense + "/big")
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.Must(t, err)
 	for i := range 64 {
 		f.Write(pseudoRandom(int64(i), 16<<20))
 	}
 	f.Close()
 
 	for _, c := range []struct{ name, path string }{{fmt.Sprintf("sparse %d GiB", gib), sparse}, {"random 1 GiB", dense}} {
-		graph := filepath.Join(root, filepath.Base(c.path)+".graph")
-		os.WriteFile(graph, []byte(c.path+"\n\n0\n"), 0o644)
+		graph := writeTemp(t, "graph", c.path+"\n\n0\n")
 		for _, comp := range []string{"zstd", "none"} {
 			out := filepath.Join(t.TempDir(), "cache")
-			m := measureRun(t, bin, out, "--quiet", "--compression", comp, "--store-dir", store, "--graph", graph, "--out", out)
+			m := measureRun(t, bin, out, "--quiet", "--compression", comp, "--store-dir", s.Dir, "--graph", graph, "--out", out)
 			t.Logf("SCALE %s %s: %v", c.name, comp, m)
 			os.RemoveAll(out)
 		}
