@@ -23,9 +23,9 @@ let
   pkgs' = if pkgs ? mkbinarycache then pkgs else pkgs.extend (import ../nix/overlay.nix);
   inherit (pkgs') lib;
 
-  # The closure under test: three small paths that exist nowhere but here, so
-  # that host2 cannot have them (unlike nixpkgs' hello, whose closure a NixOS
-  # system shares), plus bash, which host2 has.
+  # The closure under test: three paths that exist nowhere but here, so that
+  # host2 cannot have them (unlike nixpkgs' hello, whose closure a NixOS
+  # system largely shares), plus bash and glibc, which host2 has.
   leaf = pkgs'.writeText "mkbinarycache-vmtest-leaf" "the leaf of the closure under test\n";
   mid = pkgs'.runCommand "mkbinarycache-vmtest-mid" { } ''
     mkdir $out
