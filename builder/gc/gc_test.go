@@ -277,7 +277,7 @@ func TestCollectScale(t *testing.T) {
 	if st.Kept+st.Paths != len(c) || st.Paths < n/4 {
 		t.Errorf("stats %+v", st)
 	}
-	if st.Elapsed > 10*time.Second {
+	if st.Elapsed > 30*time.Second { // a loaded 2-core machine
 		t.Errorf("gc took %v", st.Elapsed)
 	}
 }
