@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
-	"golang.org/x/sys/unix"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
@@ -103,7 +102,7 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	// Two shared locks wait for nothing but a gc, which holds one cache
 	// only: no cycle of waits can form. The source's lock is taken
 	// read-only, without the stale-file cleanup that would change it.
-	unlock, err := lockReadOnly(ctx, o.Src, o.LockWait)
+	unlock, err := cachegraph.LockReadOnly(ctx, o.Src, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -344,34 +343,4 @@ func sameDir(a, b string) (bool, error) {
 		return false, err
 	}
 	return os.SameFile(fa, fb), nil
-}
-
-// lockReadOnly takes a shared flock on the cache at dir, as
-// cachedir.Acquire does but changing nothing: no directory is created and
-// no stale temporary file removed, so a read-only source works.
-func lockReadOnly(ctx context.Context, dir string, wait time.Duration) (func(), error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("lock cache: %w", err)
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-		switch {
-		case err == nil, errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
-			return func() { f.Close() }, nil
-		case !errors.Is(err, unix.EWOULDBLOCK):
-			f.Close()
-			return nil, fmt.Errorf("lock cache %s: %w", dir, err)
-		case wait >= 0 && time.Now().After(deadline):
-			f.Close()
-			return nil, fmt.Errorf("lock cache %s: %w", dir, cachedir.ErrBusy)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

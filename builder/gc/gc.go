@@ -79,7 +79,7 @@ type Stats struct {
 }
 
 // Collect removes everything outside the closures of o.Keep from the cache
-// at o.Dir, holding its lock alone (shared for a dry run). A kept path
+// at o.Dir, holding its lock alone (a read-only shared lock for a dry run). A kept path
 // without a narinfo is an error before anything is removed. report, if not
 // nil, gets each event, in the order of removal.
 func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) {
@@ -93,15 +93,20 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 		// Before locking: Acquire would create the directory.
 		return Stats{}, fmt.Errorf("%s: %w", o.Dir, cachegraph.ErrNotCache)
 	}
-	mode := cachedir.Exclusive
 	if o.DryRun {
-		mode = cachedir.Shared
+		// Changes nothing, not even the temporary files of killed runs.
+		unlock, err := cachegraph.LockReadOnly(ctx, o.Dir, o.LockWait)
+		if err != nil {
+			return Stats{}, err
+		}
+		defer unlock()
+	} else {
+		lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Exclusive, o.LockWait)
+		if err != nil {
+			return Stats{}, err
+		}
+		defer lock.Release()
 	}
-	lock, err := cachedir.Acquire(ctx, o.Dir, mode, o.LockWait)
-	if err != nil {
-		return Stats{}, err
-	}
-	defer lock.Release()
 	p, err := plan(ctx, o, report)
 	if err != nil {
 		return Stats{}, err

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseDrvOutputs(t *testing.T) {
+	drv := `Derive([("dev","/nix/store/aaaa-x-dev","",""),("out","/nix/store/bbbb-x","","")],[("/nix/store/cccc-y.drv",["out"])],[],"x86_64-linux","/bin/sh",["-c","echo \"hi\"\n"],[("out","/nix/store/bbbb-x")])`
+	got, err := parseDrvOutputs(drv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"/nix/store/aaaa-x-dev", "/nix/store/bbbb-x"}, got); d != "" {
+		t.Errorf("outputs (-want +got):\n%s", d)
+	}
+	for _, bad := range []string{
+		"", "Derive(", `Derive([("out","","sha256","")],`, `Derive([("out","/nix/store/x`, `Derive([("out","/nix/store/x\`, `Derive([])`,
+	} {
+		if outs, err := parseDrvOutputs(bad); err == nil {
+			t.Errorf("parseDrvOutputs(%q) = %q, want an error", bad, outs)
+		}
+	}
+	if s, rest, err := atermString(`"a\"b\\c\nd\te"tail`); err != nil || s != "a\"b\\c\nd\te" || rest != "tail" {
+		t.Errorf("atermString: %q %q %v", s, rest, err)
+	}
+}
+
+func TestNixTool(t *testing.T) {
+	dir := t.TempDir()
+	tool := filepath.Join(dir, "nix-store")
+	if err := os.WriteFile(tool, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := func(k string) string {
+		if k == "NIX_BIN_DIR" {
+			return dir
+		}
+		return ""
+	}
+	if got := nixTool(env, "nix-store"); got != tool {
+		t.Errorf("with NIX_BIN_DIR: %s, want %s", got, tool)
+	}
+	t.Setenv("PATH", "")
+	if got := nixTool(func(string) string { return "" }, "no-such-tool-here"); got != "no-such-tool-here" {
+		t.Errorf("a missing tool: %s, want the bare name", got)
+	}
+	if len(ancestorExeDirs()) == 0 {
+		t.Errorf("no ancestor executables found in /proc")
+	}
+}
+
+func TestHookGCCopyUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		says string
+	}{
+		{[]string{"hook"}, map[string]string{"DRV_PATH": "/nix/store/x.drv"}, "--out is required"},
+		{[]string{"hook", "--out", dir}, nil, "neither OUT_PATHS nor DRV_PATH"},
+		{[]string{"hook", "--out", dir, "extra"}, nil, "unexpected argument"},
+		{[]string{"hook", "--out", dir, "--compression", "lz4"}, map[string]string{"OUT_PATHS": "/nix/store/x"}, "lz4"},
+		{[]string{"gc", dir}, nil, "--keep"},
+		{[]string{"gc", "--keep", "/nix/store/x"}, nil, "exactly one cache directory"},
+		{[]string{"gc", "--keep", "relative", dir}, nil, "relative"},
+		{[]string{"copy", "--from", dir}, nil, "--to"},
+		{[]string{"copy", "--from", dir, "--to", dir}, nil, "cache"},
+	} {
+		var stderr bytes.Buffer
+		code := Main(context.Background(), tc.args, Env{Getenv: func(k string) string { return tc.env[k] }, Stdout: &stderr, Stderr: &stderr})
+		if code != ExitUsage && !(tc.args[0] == "copy" && code == ExitFailure) || !strings.Contains(stderr.String(), tc.says) {
+			t.Errorf("%q: exit %d, %q; want a usage error saying %q", tc.args, code, stderr.String(), tc.says)
+		}
+	}
+}
