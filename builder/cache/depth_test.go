@@ -2,44 +2,32 @@ package cache_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
-	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // A NAR nested deeper than Nix 2.34 unpacks is written (older Nix reads
 // it) with a warning naming the path and its depth, and verify reports it.
 func TestDepthWarning(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	deep := filepath.Join(store, "00bgd045z0d4icpbc2yyz4gx48ak44la-deep")
-	ok := filepath.Join(store, "11bgd045z0d4icpbc2yyz4gx48ak44la-ok")
-	// 64 directories and a file: 65 nodes on the longest chain.
-	if err := os.MkdirAll(deep+strings.Repeat("/d", 63), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(deep+strings.Repeat("/d", 63)+"/f", []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// 63 directories and a file: the deepest Nix accepts.
-	if err := os.MkdirAll(ok+strings.Repeat("/d", 62), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(ok+strings.Repeat("/d", 62)+"/f", []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	s := testkit.NewStore(t)
+	// 64 directories and a file: 65 nodes on the longest chain; and 63
+	// directories and a file: the deepest Nix accepts.
+	c := s.Add(t, testkit.Path{Name: "deep", Files: map[string]string{strings.Repeat("d/", 63) + "f": "x"}},
+		testkit.Path{Name: "ok", Files: map[string]string{strings.Repeat("d/", 62) + "f": "x"}})
+	deep := c[0].StorePath
 	dir := filepath.Join(t.TempDir(), "cache")
-	w, err := cache.NewWriter(dir, cache.Options{StoreDir: store, Compression: compress.Zstd, Level: compress.DefaultLevel})
+	w, err := cache.NewWriter(dir, s.Options(compress.Zstd))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var warnings []string
-	if _, err := w.Write(context.Background(), closure.Closure{{StorePath: deep}, {StorePath: ok}}, func(e cache.Event) {
+	if _, err := w.Write(context.Background(), c, func(e cache.Event) {
 		if e.Kind == cache.Warning {
 			warnings = append(warnings, e.Path+": "+e.Msg)
 		}
@@ -50,12 +38,7 @@ func TestDepthWarning(t *testing.T) {
 	if len(warnings) != 1 || warnings[0] != want {
 		t.Errorf("warnings %q, want [%q]", warnings, want)
 	}
-	var problems []string
-	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir}, func(p verify.Problem) {
-		problems = append(problems, p.Msg)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	problems := testkit.Problems(t, verify.Options{Dir: dir})
 	if len(problems) != 1 || !strings.HasSuffix(problems[0], ": NAR nesting depth 65 exceeds 64: Nix 2.34 and later refuse to unpack it") {
 		t.Errorf("verify problems %q, want one about the depth", problems)
 	}
@@ -64,37 +47,27 @@ func TestDepthWarning(t *testing.T) {
 // With Durable, NARs are made durable (syncfs) before the narinfos that
 // name them, and the narinfos of a chain are published one round each.
 func TestDurableRounds(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	var c closure.Closure
-	var prev string
-	for _, h := range []string{"00bgd045z0d4icpbc2yyz4gx48ak44la", "11bgd045z0d4icpbc2yyz4gx48ak44la", "22bgd045z0d4icpbc2yyz4gx48ak44la"} {
-		p := filepath.Join(store, h+"-p")
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		refs := []string{}
-		if prev != "" {
-			refs = append(refs, prev)
-		}
-		c = append(c, closure.Path{StorePath: p, References: refs})
-		prev = p
-	}
+	s := testkit.NewStore(t)
+	// A chain: p2 refers to p1, which refers to p0.
+	c := s.Add(t, testkit.Path{Name: "p0"}, testkit.Path{Name: "p1", Refs: []string{"p0"}}, testkit.Path{Name: "p2", Refs: []string{"p1"}})
 	for _, durable := range []bool{false, true} {
 		dir := filepath.Join(t.TempDir(), "cache")
-		w, err := cache.NewWriter(dir, cache.Options{StoreDir: store, Compression: compress.None, Level: compress.DefaultLevel, Durable: durable})
+		o := s.Options(compress.None)
+		o.Durable = durable
+		w, err := cache.NewWriter(dir, o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var order []string
 		st, err := w.Write(context.Background(), c, func(e cache.Event) {
 			if e.Kind == cache.Written {
-				order = append(order, filepath.Base(e.Path)[:2])
+				order = append(order, strings.SplitN(filepath.Base(e.Path), "-", 2)[1])
 			}
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := strings.Join(order, " "); got != "00 11 22" {
+		if got := strings.Join(order, " "); got != "p0 p1 p2" {
 			t.Errorf("durable %v: published %s, want references first", durable, got)
 		}
 		// One syncfs before each of the three narinfos, one after the last.
