@@ -81,7 +81,9 @@ func describe(err error, t Target, op string) error {
 	switch {
 	case resp.Code == "":
 	case resp.Code == "NoSuchBucket":
-		return fmt.Errorf("%s: the bucket %q does not exist (create it first)", where, t.Bucket)
+		// minio-go says so of any bare 404, also from a server that is
+		// no S3 endpoint at all: name the server.
+		return fmt.Errorf("%s: the bucket %q does not exist (create it first; HTTP %d from server %q)", where, t.Bucket, resp.StatusCode, resp.Server)
 	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized || accessCode(resp.Code):
 		return fmt.Errorf("%s: access denied (%s: %s): check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE or profile= in ~/.aws/credentials", where, resp.Code, resp.Message)
 	default:

@@ -256,3 +256,23 @@ func TestPushAbortsIncompleteUploads(t *testing.T) {
 		t.Errorf("incomplete upload left: %+v", u)
 	}
 }
+
+// Without credentials, requests are anonymous: a bucket whose policy lets
+// anyone write takes the push, a private one refuses it.
+func TestPushAnonymous(t *testing.T) {
+	s := s3test.Start(t)
+	testEnv(t, s)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	s.MakeBucket(t, "open", s3test.PublicReadWrite)
+	s.MakeBucket(t, "closed", s3test.Private)
+	// Small: versitygw lets no anonymous user start a multipart upload.
+	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000})
+	if _, err := pushTo(t, dir, s.URL("open"), nil); err != nil {
+		t.Fatal(err)
+	}
+	checkBucket(t, s, "open", "", dir)
+	if _, err := pushTo(t, dir, s.URL("closed"), nil); err == nil || !strings.Contains(err.Error(), "access denied") {
+		t.Errorf("anonymous push to a private bucket: %v", err)
+	}
+}
