@@ -30,6 +30,18 @@ func (d *Dumper) node(dirfd int, e entry, level int) (*listing.Node, error) {
 	d.depth = max(d.depth, level)
 	d.chain = append(d.chain, e)
 	defer func() { d.chain = d.chain[:len(d.chain)-1] }()
+	if e.kind == dtUnknown && level == 1 {
+		// The root of a store path is most often a directory: try that
+		// first, saving the look. O_DIRECTORY fails before a device or
+		// FIFO would be opened.
+		fd, err := openat(dirfd, &d.names[e.off], syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC)
+		if err == nil {
+			return d.openDirectory(fd, level)
+		}
+		if err != syscall.ENOTDIR && err != syscall.ELOOP {
+			return nil, d.pathErr("open", err)
+		}
+	}
 	if e.kind == dtUnknown {
 		// No type from the directory (or the root): look, without
 		// opening the object itself, which might be a device.
@@ -204,6 +216,11 @@ func (d *Dumper) directory(dirfd int, e entry, level int) (*listing.Node, error)
 	if err != nil {
 		return nil, d.pathErr("open", err)
 	}
+	return d.openDirectory(fd, level)
+}
+
+// openDirectory dumps the directory open as fd, and closes it.
+func (d *Dumper) openDirectory(fd int, level int) (*listing.Node, error) {
 	defer syscall.Close(fd)
 	start, namesStart := len(d.ents), len(d.names)
 	defer func() { d.ents, d.names = d.ents[:start], d.names[:namesStart] }()
