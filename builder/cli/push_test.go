@@ -209,9 +209,10 @@ func TestPushKilled(t *testing.T) {
 		if p := s.Problems(t, bucket, ""); len(p) > 0 {
 			t.Fatalf("killed after %v: inconsistent bucket:\n%s", at, strings.Join(p, "\n"))
 		}
+		left := len(s.Objects(t, bucket))
 		t0 := time.Now()
 		_, out := run(bucket, 0)
-		t.Logf("killed at %v (%v), re-run %v", at, killed, time.Since(t0))
+		t.Logf("killed after %v (%v) with %d of %d objects stored; the re-run took %v", at, killed, left, files, time.Since(t0))
 		if n := len(s.Objects(t, bucket)); n != files {
 			t.Errorf("after the re-run: %d objects, want %d:\n%s", n, files, out)
 		}
