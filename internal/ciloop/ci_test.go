@@ -165,3 +165,51 @@ func TestCILoop(t *testing.T) {
 		})
 	}
 }
+
+// TestHookUnderDaemon runs the recipe in multi-user mode: nix-daemon,
+// started with an empty environment as an init system would, runs the
+// hook as root with no PATH.
+func TestHookUnderDaemon(t *testing.T) {
+	nixtest.Require(t)
+	bin := binary(t)
+	keys := t.TempDir()
+	sec, pub := filepath.Join(keys, "ci-cache.sec"), filepath.Join(keys, "ci-cache.pub")
+	mustMBC(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
+	pubKey, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range nixtest.Versions(t) {
+		if v.Name != "2.8" && v.Name != "2.34" {
+			continue
+		}
+		t.Run("Nix "+v.Name, func(t *testing.T) {
+			v.Require(t)
+			cache := filepath.Join(t.TempDir(), "cache")
+			if err := os.Mkdir(cache, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			script := hostSetup(bin, sec, strings.TrimSpace(string(pubKey)), cache) + fmt.Sprintf(`
+env -i /usr/bin/nix-daemon > /tmp/nix-daemon.log 2>&1 &
+daemon=$!
+for i in $(seq 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+NIX_REMOTE=daemon nix-build %s --argstr busybox %s -A app --no-out-link
+kill $daemon
+`, nixtest.ShellQuote(ciNix(t)), nixtest.ShellQuote(nixtest.BusyboxDir(t)))
+			log, err := v.FreshStore(t, script)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, log)
+			}
+			if !strings.Contains(log, "post-build-hook: mkbinarycache hook: added") {
+				t.Errorf("no hook output:\n%s", log)
+			}
+			want := []string{"app", "app", "busybox", "hello", "hello", "libgreet", "libgreet", "motd", "motd", "tool", "tool"}
+			if d := cmp.Diff(want, narinfoNames(t, cache)); d != "" {
+				t.Errorf("cache (-want +got):\n%s\n%s", d, log)
+			}
+			if out, err := mbc(t, nil, "verify", "--public-key", pub, cache); err != nil {
+				t.Errorf("verify: %v\n%s", err, out)
+			}
+		})
+	}
+}

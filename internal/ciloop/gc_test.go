@@ -167,3 +167,29 @@ func TestCopyTime(t *testing.T) {
 	t.Logf("copy of 701 paths: %v (%s)", time.Since(start), strings.TrimSpace(out))
 	sameFiles(t, src, dst)
 }
+
+// TestGCTime times a gc of a 5,000-path cache that removes a quarter of
+// it, as the command runs (MKBINARYCACHE_MEASURE=1).
+func TestGCTime(t *testing.T) {
+	if os.Getenv(measureEnv) != "1" {
+		t.Skipf("a measurement: set %s=1", measureEnv)
+	}
+	nixtest.Require(t)
+	dir, root := manyCache(t, 5000)
+	for _, dry := range []bool{true, false} {
+		args := []string{"gc", "--quiet", "--keep", root, dir}
+		if dry {
+			args = append(args[:1], append([]string{"--dry-run"}, args[1:]...)...)
+		}
+		cmd := exec.Command(binary(t), args...)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		wall := time.Since(start)
+		u := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		t.Logf("dry run %v: %v wall, %v CPU: %s", dry, wall.Round(time.Millisecond), u.Round(time.Millisecond), strings.TrimSpace(string(out)))
+	}
+	verifyOK(t, dir)
+}
