@@ -15,20 +15,41 @@ import (
 
 // dumpNAR dumps the store path into w with a Dumper of the run's pool; it
 // returns the NAR's file tree when a listing or debug info index is wanted
-// (from the walk itself: the NAR is never parsed again), else nil. A NAR
-// nested deeper than Nix 2.34 and later unpack is reported as a warning.
+// (from the walk itself: the NAR is never parsed again), else nil.
 func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
-	d := r.dumpers.Get().(*nardump.Dumper)
+	d := r.dumper()
 	defer r.dumpers.Put(d)
-	d.Tree = r.o.NarListing || r.o.IndexDebugInfo
 	info, err := d.Dump(w, storePath)
 	if err != nil {
 		return nil, err
 	}
+	r.checkDepth(storePath, info)
+	return info.Tree, nil
+}
+
+// appendNAR is dumpNAR into a buffer: the NAR appended to dst.
+func (r *run) appendNAR(dst []byte, storePath string) ([]byte, *listing.Node, error) {
+	d := r.dumper()
+	defer r.dumpers.Put(d)
+	nar, info, err := d.Append(dst, storePath)
+	if err != nil {
+		return nar, nil, err
+	}
+	r.checkDepth(storePath, info)
+	return nar, info.Tree, nil
+}
+
+func (r *run) dumper() *nardump.Dumper {
+	d := r.dumpers.Get().(*nardump.Dumper)
+	d.Tree = r.o.NarListing || r.o.IndexDebugInfo
+	return d
+}
+
+// checkDepth warns of a NAR nested deeper than Nix 2.34 and later unpack.
+func (r *run) checkDepth(storePath string, info nardump.Info) {
 	if msg := nardump.DepthProblem(info.MaxDepth); msg != "" {
 		r.emit(Event{Kind: Warning, Path: storePath, Msg: msg})
 	}
-	return info.Tree, nil
 }
 
 // writeIndex writes the listing <hashpart>.ls and the debuginfo/ entries of

@@ -80,21 +80,20 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 // compressSmall dumps p into one pooled buffer and compresses it in one
 // call: the same bytes as compressStream, since the NAR is one chunk.
 func (r *run) compressSmall(p closure.Path, f *os.File, narHash, fileHash *countingHash) (*listing.Node, error) {
-	nar := &appendWriter{b: r.enc.Buffer(int(p.NarSize))}
-	defer func() { r.enc.Release(nar.b) }()
-	tree, err := r.dumpNAR(nar, p.StorePath)
+	nar, tree, err := r.appendNAR(r.enc.Buffer(int(p.NarSize)), p.StorePath)
+	defer r.enc.Release(nar)
 	if err != nil {
 		return nil, err
 	}
-	narHash.Write(nar.b)
-	r.emit(Event{Kind: Progress, Path: p.StorePath, NarBytes: uint64(len(nar.b))})
-	if uint64(len(nar.b)) > uint64(r.enc.ChunkSize()) {
+	narHash.Write(nar)
+	r.emit(Event{Kind: Progress, Path: p.StorePath, NarBytes: uint64(len(nar))})
+	if uint64(len(nar)) > uint64(r.enc.ChunkSize()) {
 		// Changed since Nix recorded it: narInfo reports the mismatch.
 		return tree, nil
 	}
-	out := nar.b
+	out := nar
 	if r.o.Compression != compress.None {
-		if out, err = r.enc.Append(nil, nar.b); err != nil {
+		if out, err = r.enc.Append(nil, nar); err != nil {
 			return nil, fmt.Errorf("%s: compress: %w", p.StorePath, err)
 		}
 		defer r.enc.Release(out)
@@ -129,14 +128,6 @@ func (r *run) compressStream(p closure.Path, f *os.File, narHash, fileHash *coun
 		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
 	}
 	return tree, nil
-}
-
-// appendWriter collects what is written into b.
-type appendWriter struct{ b []byte }
-
-func (w *appendWriter) Write(p []byte) (int, error) {
-	w.b = append(w.b, p...)
-	return len(p), nil
 }
 
 // progressWriter reports the NAR bytes of a large path as they stream.
