@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -162,11 +163,12 @@ func countFiles(t *testing.T, dir string) int {
 func TestPushKilled(t *testing.T) {
 	s := s3test.Start(t)
 	pushEnv(t, s)
-	bin := filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
 	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 30, Big: 24 << 20})
 	files := countFiles(t, dir)
 	run := func(bucket string, kill time.Duration) (killed bool, out string) {
-		cmd := exec.Command(bin, "push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket))
+		args, _ := json.Marshal([]string{"push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket)})
+		cmd := exec.Command(os.Args[0], "-test.run=^TestPushHelperProcess$")
+		cmd.Env = append(os.Environ(), pushHelperEnv+"="+string(args))
 		var b strings.Builder
 		var mu sync.Mutex
 		cmd.Stdout, cmd.Stderr = &lockedWriter{w: &b, mu: &mu}, &lockedWriter{w: &b, mu: &mu}
@@ -226,6 +228,24 @@ func TestPushKilled(t *testing.T) {
 	if kills < rounds/2 {
 		t.Errorf("only %d of %d pushes were killed before they ended (a whole push takes %v)", kills, rounds, whole)
 	}
+}
+
+// pushHelperEnv holds the arguments of TestPushHelperProcess, as JSON.
+const pushHelperEnv = "MKBINARYCACHE_PUSH_HELPER"
+
+// TestPushHelperProcess is no test: it is the command, run by
+// TestPushKilled in a process of its own to be killed, without building
+// the binary.
+func TestPushHelperProcess(t *testing.T) {
+	data := os.Getenv(pushHelperEnv)
+	if data == "" {
+		return
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(data), &args); err != nil {
+		t.Fatal(err)
+	}
+	os.Exit(cli.Main(context.Background(), args, cli.Env{Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr}))
 }
 
 type lockedWriter struct {
