@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nar"
@@ -28,6 +29,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
 	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/order"
+	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
@@ -46,7 +48,7 @@ type Options struct {
 	Durable bool
 	// LockWait bounds the wait for commands using the cache (< 0: forever).
 	LockWait time.Duration
-	Jobs     int // narinfos read at once; 0: the number of CPUs
+	Jobs     int // files read or removed at once; 0: the number of CPUs
 }
 
 // EventKind says what an Event reports.
@@ -125,8 +127,8 @@ type victim struct {
 // removal is what a collection removes, in order.
 type removal struct {
 	kept      int
-	paths     []string // store paths, referrers first
-	narinfos  []victim // in the order of paths
+	paths     []string   // store paths, referrers first
+	narinfos  [][]victim // layers, referrers first; in the order of paths
 	listings  []victim
 	debug     []victim
 	repoint   map[string][]byte // debuginfo file -> new content
@@ -174,12 +176,14 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 		return nil, fmt.Errorf("%s: %w", o.Dir, err)
 	}
 	for i := len(layers) - 1; i >= 0; i-- {
+		var layer []victim
 		for _, p := range layers[i] {
 			e := g.Paths[p]
 			r.paths = append(r.paths, p)
-			r.narinfos = append(r.narinfos, victim{e.File, int64(len(e.Raw))})
+			layer = append(layer, victim{e.File, int64(len(e.Raw))})
 			r.storePath[e.File] = p
 		}
+		r.narinfos = append(r.narinfos, layer)
 	}
 
 	// NARs: those of removed narinfos, and any file of nar/ no kept
@@ -335,21 +339,38 @@ func stat(name string) (victim, bool) {
 }
 
 // execute removes, in order: re-pointed and orphaned debuginfo entries,
-// narinfos (referrers first) and listings; a syncfs; the NARs. It stops
-// before the NARs at the first failure, so that no NAR goes while a
-// narinfo naming it may stay.
+// narinfos (referrers first, a layer at a time) and listings; a syncfs; the
+// NARs. It stops before the NARs at the first failure, so that no NAR goes
+// while a narinfo naming it may stay. Within each step files go jobs at a
+// time: the unlinks, not the planning, are what a large gc waits for.
 func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	stats := Stats{Kept: r.kept, Paths: len(r.paths)}
-	remove := func(v victim) error {
-		stats.Files++
-		stats.Bytes += v.size
-		if o.DryRun {
-			return nil
+	var mu sync.Mutex
+	removeAll := func(vs []victim) error {
+		var errs []error
+		pool.Each(ctx, o.Jobs, vs, func(v victim) {
+			var err error
+			if !o.DryRun {
+				if err = os.Remove(v.name); errors.Is(err, os.ErrNotExist) {
+					err = nil
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if p := r.storePath[v.name]; p != "" {
+					err = fmt.Errorf("%s: %w", p, err)
+				}
+				errs = append(errs, err)
+				return
+			}
+			stats.Files++
+			stats.Bytes += v.size
+		})
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
 		}
-		if err := os.Remove(v.name); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		return nil
+		return errors.Join(errs...)
 	}
 	names := make([]string, 0, len(r.repoint))
 	for n := range r.repoint {
@@ -364,24 +385,19 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 		}
 		report(Event{Kind: Repointed, Path: n, Msg: string(r.repoint[n])})
 	}
-	for _, v := range r.debug {
-		if err := remove(v); err != nil {
+	if err := removeAll(r.debug); err != nil {
+		return stats, err
+	}
+	for _, layer := range r.narinfos {
+		if err := removeAll(layer); err != nil {
 			return stats, err
+		}
+		for _, v := range layer {
+			report(Event{Kind: Removed, Path: r.storePath[v.name]})
 		}
 	}
-	for _, v := range r.narinfos {
-		if err := ctx.Err(); err != nil {
-			return stats, err
-		}
-		if err := remove(v); err != nil {
-			return stats, fmt.Errorf("%s: %w", r.storePath[v.name], err)
-		}
-		report(Event{Kind: Removed, Path: r.storePath[v.name]})
-	}
-	for _, v := range r.listings {
-		if err := remove(v); err != nil {
-			return stats, err
-		}
+	if err := removeAll(r.listings); err != nil {
+		return stats, err
 	}
 	if o.Durable && !o.DryRun && len(r.nars) > 0 {
 		stats.Syncs++
@@ -389,13 +405,5 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 			return stats, err
 		}
 	}
-	for _, v := range r.nars {
-		if err := ctx.Err(); err != nil {
-			return stats, err
-		}
-		if err := remove(v); err != nil {
-			return stats, err
-		}
-	}
-	return stats, nil
+	return stats, removeAll(r.nars)
 }
