@@ -50,8 +50,9 @@ type config struct {
 	cases   []benchCase
 	tools   []string
 	runs    int
-	state   string // persistent: store, overlay, outputs
-	rootfs  string // the root file system with the newest Nix
+	runsOf  map[string]int // fewer runs of some tools (the slow anchors)
+	state   string         // persistent: store, overlay, outputs
+	rootfs  string         // the root file system with the newest Nix
 	args    []string
 	profile string // write profiles of mkbinarycache here; "" for none
 	rev     string // build mkbinarycache from this commit; "" for the work tree
@@ -71,6 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cases := fs.String("cases", defaultCases, "`CLOSURE:METHOD` pairs (comma-separated); closures big, many, tiny; methods zstd, xz, none, bzip2")
 	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run (comma-separated): "+strings.Join(allTools, ", "))
 	runs := fs.Int("runs", 3, "timed runs of each tool and case (the table compares the minimums)")
+	runsOf := fs.String("runs-of", "", "`TOOL=N` pairs (comma-separated): fewer runs of these tools, e.g. nixpkgs=1 on a busy machine")
 	state := fs.String("state", "/var/tmp/mkbinarycache-bench", "persistent `DIR`: the benchmark's store (closures are built once), overlay and outputs")
 	rootfsFlag := fs.String("rootfs", rootfs, "Debian root file system `DIR` with the newest Nix (scripts/setup.sh makes it)")
 	extra := fs.String("args", "", "extra arguments for mkbinarycache (space-separated), e.g. \"--jobs 1\"")
@@ -108,6 +110,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.runs < 1 {
 		return nil, errors.New("-runs must be at least 1")
+	}
+	c.runsOf = map[string]int{}
+	for _, s := range split(*runsOf) {
+		t, n, ok := strings.Cut(s, "=")
+		runs, err := strconv.Atoi(n)
+		if !ok || err != nil || runs < 1 || !slices.Contains(allTools, t) {
+			return nil, fmt.Errorf("-runs-of: %q is not TOOL=N with N ≥ 1 (tools: %s)", s, strings.Join(allTools, ", "))
+		}
+		c.runsOf[t] = runs
 	}
 	return c, nil
 }
@@ -327,17 +338,20 @@ func (b *bench) source(ctx context.Context) (string, error) {
 	if out, err := exec.CommandContext(ctx, "sh", "-c", archive).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("%s: %w\n%s", archive, err, out)
 	}
-	self := filepath.Join("builder", "cmd", "cachebench")
-	files, err := filepath.Glob(filepath.Join(b.repo, self, "*"))
-	if err != nil {
-		return "", err
-	}
-	if err := os.RemoveAll(filepath.Join(dir, self)); err != nil {
-		return "", err
-	}
-	for _, f := range files {
-		if err := nixtest.CopyFile(f, filepath.Join(dir, self, filepath.Base(f)), 0o644); err != nil {
+	// The harness (internal/nixtest) comes along: older commits lack
+	// parts of it the benchmark uses.
+	for _, d := range []string{filepath.Join("builder", "cmd", "cachebench"), filepath.Join("internal", "nixtest")} {
+		files, err := filepath.Glob(filepath.Join(b.repo, d, "*"))
+		if err != nil {
 			return "", err
+		}
+		if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
+			return "", err
+		}
+		for _, f := range files {
+			if err := nixtest.CopyFile(f, filepath.Join(dir, d, filepath.Base(f)), 0o644); err != nil {
+				return "", err
+			}
 		}
 	}
 	return dir, nil
@@ -419,8 +433,9 @@ in derivation {
 // A measurement of one run.
 type sample struct {
 	wall  time.Duration
-	bytes uint64 // every file of the output
-	rss   int64  // bytes
+	cpu   time.Duration // user and system
+	bytes uint64        // every file of the output
+	rss   int64         // bytes
 }
 
 type key struct {
@@ -470,14 +485,17 @@ func (b *bench) run(ctx context.Context) (results, error) {
 			// cache warmed (or a machine loaded) by another.
 			for i := range tools {
 				tool := tools[(i+r)%len(tools)]
+				if n, ok := b.cfg.runsOf[tool]; ok && r >= n {
+					continue
+				}
 				s, err := b.once(ctx, c, bc.method, tool, r)
 				if err != nil {
 					return nil, fmt.Errorf("%s %s run %d: %w", bc, tool, r+1, err)
 				}
 				k := key{bc, tool}
 				res[k] = append(res[k], s)
-				b.logf("%-10s %-26s run %d: %7.2fs %8.1f MB  RSS %4d MB  (load %s)", bc, b.label(tool), r+1,
-					s.wall.Seconds(), float64(s.bytes)/1e6, s.rss>>20, loadavg())
+				b.logf("%-10s %-26s run %d: %7.2fs (CPU %6.2fs) %8.1f MB  RSS %4d MB  (load %s)", bc, b.label(tool), r+1,
+					s.wall.Seconds(), s.cpu.Seconds(), float64(s.bytes)/1e6, s.rss>>20, loadavg())
 			}
 		}
 		if c.nar != "" {
@@ -567,7 +585,7 @@ func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, 
 	if err != nil {
 		return sample{}, err
 	}
-	s := sample{wall: t.Wall, rss: t.MaxRSS}
+	s := sample{wall: t.Wall, cpu: t.CPU, rss: t.MaxRSS}
 	if tool == toolFloor {
 		s.bytes, err = dirBytes(out)
 	} else {

@@ -91,10 +91,13 @@ func (e *env) output(ctx context.Context, script string) (string, error) {
 }
 
 // A timing is what the timeit subcommand measures of the command it runs
-// and writes as JSON: wall time and wait4's Maxrss (the peak RSS, VmHWM, of
-// the largest process of the tree that was waited for).
+// and writes as JSON: wall time, CPU time (user and system, of the command
+// and every descendant it waited for: on a busy machine the one figure
+// that other jobs do not inflate) and wait4's Maxrss (the peak RSS, VmHWM,
+// of the largest process of the tree that was waited for).
 type timing struct {
 	Wall   time.Duration `json:"wall"`
+	CPU    time.Duration `json:"cpu"`
 	MaxRSS int64         `json:"maxrss"` // bytes
 }
 
@@ -146,6 +149,7 @@ func timeit(resultFile string, argv []string) error {
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		t.MaxRSS = ru.Maxrss << 10 // KiB on Linux
+		t.CPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 	data, err := json.Marshal(t)
 	if err != nil {

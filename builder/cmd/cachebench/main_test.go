@@ -57,7 +57,7 @@ func hostNix(t *testing.T) string {
 }
 
 func TestFlags(t *testing.T) {
-	for _, args := range [][]string{{"-cases", "huge:zstd"}, {"-cases", "big:lz4"}, {"-cases", "big"}, {"-tools", "cp"}, {"-runs", "0"}, {"extra"}} {
+	for _, args := range [][]string{{"-cases", "huge:zstd"}, {"-cases", "big:lz4"}, {"-cases", "big"}, {"-tools", "cp"}, {"-runs", "0"}, {"-runs-of", "nixpkgs=0"}, {"-runs-of", "cp=1"}, {"extra"}} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted it", args)
 		}

@@ -20,6 +20,7 @@ func median(ws []time.Duration) time.Duration {
 
 type summary struct {
 	min, med time.Duration
+	cpu      time.Duration // the least CPU time of the runs
 	bytes    uint64
 	rss      int64
 	n        int
@@ -28,8 +29,10 @@ type summary struct {
 func summarize(ss []sample) summary {
 	var sum summary
 	ws := make([]time.Duration, len(ss))
+	sum.cpu = ss[0].cpu
 	for i, s := range ss {
 		ws[i] = s.wall
+		sum.cpu = min(sum.cpu, s.cpu)
 		sum.bytes = max(sum.bytes, s.bytes)
 		sum.rss = max(sum.rss, s.rss)
 	}
@@ -73,8 +76,8 @@ func printTable(w io.Writer, b *bench, res results) {
 		fmt.Fprintf(w, "- %s: %d paths, NAR %.0f MB (%s)\n", strings.ToUpper(c.name), len(c.paths), float64(c.narBytes)/1e6, c.desc)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| case | tool | runs | wall min | wall median | output | peak RSS | mkbinarycache is | output ratio |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| case | tool | runs | wall min | wall median | CPU | output | peak RSS | mkbinarycache is | output ratio |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, bc := range b.cfg.cases {
 		o, haveOurs := res.get(bc, toolOurs)
 		nc, haveNC := res.get(bc, toolNixCopy)
@@ -103,11 +106,12 @@ func printTable(w io.Writer, b *bench, res results) {
 			if s.rss > 0 {
 				rss = fmt.Sprintf("%d MB", s.rss>>20)
 			}
-			fmt.Fprintf(w, "| %s %s | %s | %d | %.2f s | %.2f s | %s | %s | %s | %s |\n",
-				strings.ToUpper(bc.closure), bc.method, b.label(t), s.n, s.min.Seconds(), s.med.Seconds(), mb(s.bytes), rss, ratioT, ratioB)
+			fmt.Fprintf(w, "| %s %s | %s | %d | %.2f s | %.2f s | %.2f s | %s | %s | %s | %s |\n",
+				strings.ToUpper(bc.closure), bc.method, b.label(t), s.n, s.min.Seconds(), s.med.Seconds(), s.cpu.Seconds(), mb(s.bytes), rss, ratioT, ratioB)
 		}
 	}
 	fmt.Fprintln(w, "\nmkbinarycache is: the row's minimum wall time over mkbinarycache's (the floor: the other way round).")
+	fmt.Fprintln(w, "CPU: the least user and system time of the runs, of the tool and every process it waited for.")
 	fmt.Fprintln(w, "Output ratio: mkbinarycache's output over the row's (all files of the cache).")
 	fmt.Fprintf(w, "Peak RSS: wait4's Maxrss, the VmHWM of the largest process of the tool's tree.\n")
 	fmt.Fprintf(w, "%s runs with the host's binaries on the same store, bound on /nix in a private mount namespace.\n",
