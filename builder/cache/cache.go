@@ -250,12 +250,20 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 			}
 		}
 		if r.o.Durable {
+			// A syncfs only when it lets a narinfo out: one per level of
+			// the reference graph, whatever order the NARs come in.
+			if !r.anyReady(pending, fresh) {
+				if received == n {
+					return danglingErr(pending)
+				}
+				continue
+			}
 			if err := r.sync(); err != nil {
 				return err
 			}
-		}
-		for _, p := range fresh {
-			r.published[p] = true
+			for _, p := range fresh {
+				r.published[p] = true
+			}
 		}
 		before := len(pending)
 		var err error
@@ -264,13 +272,39 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 			return err
 		}
 		if received == n && len(pending) == before && len(fresh) == 0 {
-			return fmt.Errorf("%s: a reference is neither in the closure nor in the cache", pending[0].p.StorePath)
+			return danglingErr(pending)
 		}
 	}
 	if r.o.Durable && len(fresh) > 0 {
 		return r.sync()
 	}
 	return nil
+}
+
+func danglingErr(pending []written) error {
+	return fmt.Errorf("%s: a reference is neither in the closure nor in the cache", pending[0].p.StorePath)
+}
+
+// anyReady reports whether a pending path's references are all published
+// or in fresh.
+func (r *run) anyReady(pending []written, fresh []string) bool {
+	justNow := make(map[string]bool, len(fresh))
+	for _, p := range fresh {
+		justNow[p] = true
+	}
+	for _, w := range pending {
+		ok := true
+		for _, ref := range w.p.References {
+			if ref != w.p.StorePath && !r.published[ref] && !justNow[ref] {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *run) sync() error {
