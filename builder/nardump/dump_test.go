@@ -17,6 +17,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // Special files are refused, naming the path and what it is, as
@@ -25,7 +26,7 @@ func TestSpecialFiles(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(name string, f func(p string) error) string {
 		p := filepath.Join(dir, name)
-		must(t, os.MkdirAll(p, 0o755))
+		testkit.Must(t, os.MkdirAll(p, 0o755))
 		if err := f(filepath.Join(p, "x")); err != nil {
 			t.Skipf("cannot make %s: %v", name, err)
 		}
@@ -100,11 +101,11 @@ func TestChangingSize(t *testing.T) {
 			if c.sparse {
 				sparse(t, p, 4<<20, map[int64]string{4<<20 - 5: "tail"})
 			} else {
-				must(t, os.WriteFile(p, bytes.Repeat([]byte("x"), 1<<20), 0o644))
+				testkit.Must(t, os.WriteFile(p, bytes.Repeat([]byte("x"), 1<<20), 0o644))
 			}
 			// The smallest buffer: the first write comes early in the file.
 			d := nardump.Dumper{BufferSize: 1}
-			_, err := d.Dump(&onWrite{f: func() { must(t, c.change(p)) }}, dir)
+			_, err := d.Dump(&onWrite{f: func() { testkit.Must(t, c.change(p)) }}, dir)
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), p+": changed while being dumped") {
 				t.Errorf("got %v, want an error naming %s with %q", err, p, c.want)
 			}
@@ -129,7 +130,7 @@ func (failWriter) Write([]byte) (int, error) { return 0, errBoom }
 
 func TestWriteError(t *testing.T) {
 	dir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644))
+	testkit.Must(t, os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644))
 	if _, err := new(nardump.Dumper).Dump(failWriter{}, dir); !errors.Is(err, errBoom) || !strings.HasPrefix(err.Error(), "dump "+dir+": ") {
 		t.Errorf("got %v, want the writer's error", err)
 	}
@@ -195,17 +196,17 @@ func TestNoAllocations(t *testing.T) {
 func TestAgainstGoNix(t *testing.T) {
 	dir := t.TempDir()
 	smallTree(t, dir, 60)
-	must(t, os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("0123456789"), 100_000), 0o755))
+	testkit.Must(t, os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("0123456789"), 100_000), 0o755))
 	var want bytes.Buffer
-	must(t, nar.DumpPath(&want, dir))
+	testkit.Must(t, nar.DumpPath(&want, dir))
 	wantTree, err := listing.Read(bytes.NewReader(want.Bytes()))
-	must(t, err)
+	testkit.Must(t, err)
 	d := nardump.Dumper{Tree: true}
 	for _, size := range []int{0, 1, 8 << 10, 8<<10 + 3, 100_000, 4 << 20} {
 		d.BufferSize = size
 		var got bytes.Buffer
 		info, err := d.Dump(&got, dir)
-		must(t, err)
+		testkit.Must(t, err)
 		if !bytes.Equal(got.Bytes(), want.Bytes()) {
 			t.Errorf("buffer %d: NAR differs from go-nix's", size)
 		}
@@ -217,7 +218,7 @@ func TestAgainstGoNix(t *testing.T) {
 	// Append, after other bytes: offsets are from the start of the NAR.
 	prefix := []byte("before the NAR")
 	got, info, err := d.Append(bytes.Clone(prefix), dir)
-	must(t, err)
+	testkit.Must(t, err)
 	if !bytes.Equal(got, append(prefix, want.Bytes()...)) {
 		t.Errorf("Append: NAR differs from go-nix's")
 	}

@@ -19,9 +19,10 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
-// NAR edge cases (issue 8): Dump must be byte-identical to
+// NAR edge cases: Dump must be byte-identical to
 // `nix-store --dump` on each. Both outputs are streamed into sha256, so the
 // 1 GiB sparse file is never held; small trees are compared byte for byte
 // to show where they differ.
@@ -67,15 +68,15 @@ func dumpNix(t *testing.T, p string, keep *bytes.Buffer) (sum, *listing.Node) {
 	w := &hashWriter{h: h, keep: keep}
 	cmd := exec.Command("nix-store", "--dump", p)
 	out, err := cmd.StdoutPipe()
-	must(t, err)
+	testkit.Must(t, err)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	must(t, cmd.Start())
+	testkit.Must(t, cmd.Start())
 	tree, lerr := listing.Read(io.TeeReader(out, w))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("nix-store --dump %s: %v\n%s", p, err, stderr.String())
 	}
-	must(t, lerr)
+	testkit.Must(t, lerr)
 	return sum{hex.EncodeToString(h.Sum(nil)), w.n}, tree
 }
 
@@ -167,12 +168,12 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			return r + "/d"
 		}},
 		{"empty dir", func(t *testing.T, r string) string {
-			must(t, os.Mkdir(r+"/d", 0o755))
+			testkit.Must(t, os.Mkdir(r+"/d", 0o755))
 			return r + "/d"
 		}},
 		{"empty dirs nested", func(t *testing.T, r string) string {
-			must(t, os.MkdirAll(r+"/d/a/b/c", 0o755))
-			must(t, os.MkdirAll(r+"/d/e", 0o700))
+			testkit.Must(t, os.MkdirAll(r+"/d/a/b/c", 0o755))
+			testkit.Must(t, os.MkdirAll(r+"/d/e", 0o700))
 			return r + "/d"
 		}},
 		{"100 levels deep", func(t *testing.T, r string) string {
@@ -187,7 +188,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			long := strings.Repeat("n", 255)
 			file(r+"/d/"+long, "long\n", 0o644)
 			file(r+"/d/"+strings.Repeat("m", 254)+"/"+long, "x", 0o644)
-			must(t, os.Symlink(strings.Repeat("../", 300)+long, r+"/d/s"))
+			testkit.Must(t, os.Symlink(strings.Repeat("../", 300)+long, r+"/d/s"))
 			return r + "/d"
 		}},
 		{"non-UTF-8 names", func(t *testing.T, r string) string {
@@ -195,7 +196,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			file(r+"/d/caf\xe9", "e\n", 0o644)
 			file(r+"/d/\x01\x7f", "ctl\n", 0o644)
 			file(r+"/d/new\nline", "nl\n", 0o644)
-			must(t, os.Symlink("\xff\xfe", r+"/d/link"))
+			testkit.Must(t, os.Symlink("\xff\xfe", r+"/d/link"))
 			return r + "/d"
 		}},
 		{"name order", func(t *testing.T, r string) string {
@@ -205,14 +206,14 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			return r + "/d"
 		}},
 		{"symlink to nowhere", func(t *testing.T, r string) string {
-			must(t, os.Mkdir(r+"/d", 0o755))
-			must(t, os.Symlink("/nonexistent/target", r+"/d/dangling"))
-			must(t, os.Symlink("missing", r+"/d/relative"))
-			must(t, os.Symlink("loop", r+"/d/loop"))
+			testkit.Must(t, os.Mkdir(r+"/d", 0o755))
+			testkit.Must(t, os.Symlink("/nonexistent/target", r+"/d/dangling"))
+			testkit.Must(t, os.Symlink("missing", r+"/d/relative"))
+			testkit.Must(t, os.Symlink("loop", r+"/d/loop"))
 			return r + "/d"
 		}},
 		{"top-level dangling symlink", func(t *testing.T, r string) string {
-			must(t, os.Symlink("/nonexistent", r+"/s"))
+			testkit.Must(t, os.Symlink("/nonexistent", r+"/s"))
 			return r + "/s"
 		}},
 		{"executable bits", func(t *testing.T, r string) string {
@@ -227,9 +228,9 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 		}},
 		{"hard links", func(t *testing.T, r string) string {
 			file(r+"/d/a", "shared\n", 0o644)
-			must(t, os.Link(r+"/d/a", r+"/d/b"))
-			must(t, os.MkdirAll(r+"/d/sub", 0o755))
-			must(t, os.Link(r+"/d/a", r+"/d/sub/c"))
+			testkit.Must(t, os.Link(r+"/d/a", r+"/d/b"))
+			testkit.Must(t, os.MkdirAll(r+"/d/sub", 0o755))
+			testkit.Must(t, os.Link(r+"/d/a", r+"/d/sub/c"))
 			return r + "/d"
 		}},
 		{"file size multiple of 8 and not", func(t *testing.T, r string) string {
@@ -245,7 +246,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 		{"sparse: all hole", func(t *testing.T, r string) string {
 			sparse(t, r+"/d/f", 1<<20+1, nil)
 			sparse(t, r+"/d/g", 1<<20, nil)
-			must(t, os.Chmod(r+"/d/g", 0o755))
+			testkit.Must(t, os.Chmod(r+"/d/g", 0o755))
 			return r + "/d"
 		}},
 		{"sparse: holes below the seeking threshold", func(t *testing.T, r string) string {
@@ -280,7 +281,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			for _, n := range []string{"a", "aa", "a.", "a!", "a~", "\x80", "\xff", "\x7f", " ", "!", "A", "a\xff", "a\x01"} {
 				file(r+"/d/"+n, n, 0o644)
 			}
-			must(t, os.Mkdir(r+"/d/a0", 0o755))
+			testkit.Must(t, os.Mkdir(r+"/d/a0", 0o755))
 			file(r+"/d/a0/x", "in a dir", 0o644)
 			return r + "/d"
 		}},
@@ -290,21 +291,21 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 				file(r+"/d/"+n+"x", n, 0o644)
 				file(r+"/d/sub"+n+"/"+n+"y", n, 0o644)
 			}
-			must(t, os.Symlink("..", r+"/d/..b"))
+			testkit.Must(t, os.Symlink("..", r+"/d/..b"))
 			return r + "/d"
 		}},
 		{"symlinks to dirs", func(t *testing.T, r string) string {
 			file(r+"/d/real/f", "f", 0o644)
-			must(t, os.Symlink("real", r+"/d/link"))
-			must(t, os.Symlink(".", r+"/d/dot"))
-			must(t, os.Symlink("..", r+"/d/up"))
-			must(t, os.Symlink(r+"/d/real", r+"/d/abs"))
-			must(t, os.Symlink("real/", r+"/d/slash"))
+			testkit.Must(t, os.Symlink("real", r+"/d/link"))
+			testkit.Must(t, os.Symlink(".", r+"/d/dot"))
+			testkit.Must(t, os.Symlink("..", r+"/d/up"))
+			testkit.Must(t, os.Symlink(r+"/d/real", r+"/d/abs"))
+			testkit.Must(t, os.Symlink("real/", r+"/d/slash"))
 			return r + "/d"
 		}},
 		{"top-level symlink to a dir", func(t *testing.T, r string) string {
 			file(r+"/d/f", "f", 0o644)
-			must(t, os.Symlink("d", r+"/s"))
+			testkit.Must(t, os.Symlink("d", r+"/s"))
 			return r + "/s"
 		}},
 		{"many entries", func(t *testing.T, r string) string {
@@ -329,7 +330,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 				p += "/l"
 			}
 			file(p+"/leaf", "65\n", 0o644)
-			must(t, os.Mkdir(r+"/d/shallow", 0o755))
+			testkit.Must(t, os.Mkdir(r+"/d/shallow", 0o755))
 			return r + "/d"
 		}},
 		{"executable files of every size class", func(t *testing.T, r string) string {
@@ -346,11 +347,11 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			}
 			file(r+"/d/head", "h", 0o644)
 			f, err := os.Create(r + "/d/sparse")
-			must(t, err)
-			must(t, f.Truncate(1<<30))
+			testkit.Must(t, err)
+			testkit.Must(t, f.Truncate(1<<30))
 			_, err = f.WriteAt([]byte("end"), 1<<30-3)
-			must(t, err)
-			must(t, f.Close())
+			testkit.Must(t, err)
+			testkit.Must(t, f.Close())
 			return r + "/d"
 		}},
 	}
@@ -368,22 +369,15 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 // holes elsewhere.
 func sparse(t *testing.T, p string, size int64, data map[int64]string) {
 	t.Helper()
-	must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+	testkit.Must(t, os.MkdirAll(filepath.Dir(p), 0o755))
 	f, err := os.Create(p)
-	must(t, err)
-	must(t, f.Truncate(size))
+	testkit.Must(t, err)
+	testkit.Must(t, f.Truncate(size))
 	for off, s := range data {
 		_, err := f.WriteAt([]byte(s), off)
-		must(t, err)
+		testkit.Must(t, err)
 	}
-	must(t, f.Close())
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.Must(t, f.Close())
 }
 
 // MaxDepth and MaxNixDepth against every Nix of the matrix: Nix 2.34 and
@@ -406,18 +400,18 @@ func TestDepthLimitAgainstNix(t *testing.T) {
 	}
 	for _, tr := range trees {
 		p := filepath.Join(dir, tr.name) + strings.Repeat("/d", tr.dirs)
-		must(t, os.MkdirAll(p, 0o755))
+		testkit.Must(t, os.MkdirAll(p, 0o755))
 		switch tr.leaf {
 		case "file":
-			must(t, os.WriteFile(p+"/f", []byte("x"), 0o644))
+			testkit.Must(t, os.WriteFile(p+"/f", []byte("x"), 0o644))
 		case "symlink":
-			must(t, os.Symlink("target", p+"/l"))
+			testkit.Must(t, os.Symlink("target", p+"/l"))
 		}
 		f, err := os.Create(filepath.Join(dir, tr.name+".nar"))
-		must(t, err)
+		testkit.Must(t, err)
 		info, err := new(nardump.Dumper).Dump(f, filepath.Join(dir, tr.name))
-		must(t, err)
-		must(t, f.Close())
+		testkit.Must(t, err)
+		testkit.Must(t, f.Close())
 		if info.MaxDepth != tr.depth {
 			t.Fatalf("%s: MaxDepth %d, want %d", tr.name, info.MaxDepth, tr.depth)
 		}
