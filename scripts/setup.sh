@@ -130,9 +130,13 @@ build_rootfs() {
 		# The mirror's sid Release file may be past its Valid-Until date.
 		# dpkg --configure -a: finish what an interrupted run unpacked.
 		in_chroot "$tmp" 'dpkg --configure -a &&
-			apt-get -o Acquire::Check-Valid-Until=false update &&
-			apt-get -o Acquire::Check-Valid-Until=false install -y --no-install-recommends nix-bin &&
-			apt-get clean'
+			apt-get -q -o Acquire::Check-Valid-Until=false update &&
+			apt-get -q -o Acquire::Check-Valid-Until=false install -y --no-install-recommends nix-bin &&
+			apt-get clean' >"$ROOTFS/$suite.apt.log" 2>&1 || {
+			tail -n 20 "$ROOTFS/$suite.apt.log" >&2
+			echo "error: installing nix-bin in $tmp failed; log: $ROOTFS/$suite.apt.log" >&2
+			exit 1
+		}
 	fi
 	mkdir -p "$tmp/etc/nix" "$tmp/nix"
 	printf '%s\n' "$nix_conf" >"$tmp/etc/nix/nix.conf"
@@ -151,6 +155,7 @@ if [ -n "$SUITES" ]; then
 		apt-get install -y debootstrap
 	fi
 	mkdir -p "$ROOTFS"
+	pids=()
 	for suite in $SUITES; do
 		if [ -f "$ROOTFS/$suite/$MARKER" ]; then
 			# Cheap, and keeps an older rootfs in step with this script.
@@ -159,12 +164,23 @@ if [ -n "$SUITES" ]; then
 			fi
 			continue
 		fi
-		# One setup at a time per suite (CI and a developer, or two test runs).
-		exec 9>"$ROOTFS/.$suite.lock"
-		flock 9
-		[ -f "$ROOTFS/$suite/$MARKER" ] || build_rootfs "$suite"
-		exec 9>&-
+		# The suites build at once (mostly downloads); one setup at a time
+		# per suite (CI and a developer, or two test runs).
+		(
+			exec 9>"$ROOTFS/.$suite.lock"
+			flock 9
+			[ -f "$ROOTFS/$suite/$MARKER" ] || build_rootfs "$suite"
+		) &
+		pids+=($!)
 	done
+	failed=0
+	for pid in "${pids[@]}"; do
+		wait "$pid" || failed=1
+	done
+	if [ $failed != 0 ]; then
+		echo "error: could not prepare the Nix root file systems in $ROOTFS" >&2
+		exit 1
+	fi
 fi
 
 # --- S3 server for the push tests ------------------------------------------
