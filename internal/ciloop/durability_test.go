@@ -3,9 +3,14 @@ package ciloop
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +94,38 @@ func TestDurabilityCost(t *testing.T) {
 			}
 		}
 	}
+	// The time the command spends in syncfs, an upper bound of what
+	// durability costs (the workers go on meanwhile); strace with seccomp
+	// stops it at syncfs calls only.
+	graph := filepath.Join(t.TempDir(), "graph")
+	var g strings.Builder
+	for _, p := range c {
+		fmt.Fprintf(&g, "%s\n\n0\n", p.StorePath)
+	}
+	if err := os.WriteFile(graph, []byte(g.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	trace := filepath.Join(t.TempDir(), "strace")
+	start := time.Now()
+	out, err := exec.Command("strace", "-f", "--seccomp-bpf", "-T", "-o", trace, "-e", "trace=syncfs", binary(t),
+		"--out", filepath.Join(t.TempDir(), "cache"), "--graph", graph, "--store-dir", storeDir, "--quiet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	wall := time.Since(start)
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inSync time.Duration
+	calls := 0
+	for _, m := range regexp.MustCompile(`syncfs\(.*<([0-9.]+)>`).FindAllStringSubmatch(string(data), -1) {
+		secs, _ := strconv.ParseFloat(m[1], 64)
+		inSync += time.Duration(secs * float64(time.Second))
+		calls++
+	}
+	t.Logf("the command: %v, of which %v in %d syncfs calls (%.1f%%)", wall.Round(time.Millisecond), inSync.Round(time.Millisecond), calls, 100*float64(inSync)/float64(wall))
+
 	med := func(d []time.Duration) time.Duration {
 		d = append([]time.Duration(nil), d...)
 		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
@@ -97,4 +134,35 @@ func TestDurabilityCost(t *testing.T) {
 	off, on := med(times[false]), med(times[true])
 	t.Logf("%d paths: durable off %v, on %v (%d syncfs): %+.1f%%; all runs off %v on %v",
 		len(c), off, on, syncs, 100*(float64(on)/float64(off)-1), times[false], times[true])
+}
+
+// TestCopyTime times a copy of the MANY closure's cache (about 700 paths,
+// 60 MB of zstd NARs) by the command, and checks it file by file.
+func TestCopyTime(t *testing.T) {
+	if os.Getenv(measureEnv) != "1" {
+		t.Skipf("a measurement: set %s=1", measureEnv)
+	}
+	nixtest.Require(t)
+	storeDir, c := docStore(t)
+	src := filepath.Join(t.TempDir(), "src")
+	w, err := cache.NewWriter(src, cache.Options{StoreDir: storeDir, Compression: compress.Zstd,
+		Level: compress.DefaultLevel, NarListing: true, Durable: true, LockWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(context.Background(), c, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		dst := filepath.Join(t.TempDir(), "dst")
+		cmd := exec.Command(binary(t), "copy", "--quiet", "--from", src, "--to", dst)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		t.Logf("copy: %v wall, %v CPU: %s", time.Since(start).Round(time.Millisecond),
+			(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Round(time.Millisecond), strings.TrimSpace(string(out)))
+		sameFiles(t, src, dst)
+	}
 }

@@ -158,17 +158,6 @@ func sameFiles(t *testing.T, src, dst string) {
 	}
 }
 
-// TestCopyTime times a copy of a 700-path cache.
-func TestCopyTime(t *testing.T) {
-	nixtest.Require(t)
-	src, _ := manyCache(t, 700)
-	dst := filepath.Join(t.TempDir(), "dst")
-	start := time.Now()
-	out := mustMBC(t, "copy", "--quiet", "--from", src, "--to", dst)
-	t.Logf("copy of 701 paths: %v (%s)", time.Since(start), strings.TrimSpace(out))
-	sameFiles(t, src, dst)
-}
-
 // TestGCTime times a gc of a 5,000-path cache that removes a quarter of
 // it, as the command runs (MKBINARYCACHE_MEASURE=1).
 func TestGCTime(t *testing.T) {
