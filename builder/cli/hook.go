@@ -307,15 +307,15 @@ var wellKnownNixDirs = []string{"/run/current-system/sw/bin", "/nix/var/nix/prof
 
 // nixTool finds the Nix program name without relying on PATH, which is
 // minimal when nix-daemon runs a post-build-hook: NIX_BIN_DIR, the
-// directory of the running Nix (the first ancestor process whose
-// executable's directory has it: the same version as the one building),
+// directory of the running Nix (the nearest ancestor process that is Nix
+// and whose directory has name: the same version as the one building),
 // PATH, then the usual places. It returns name when none has it.
 func nixTool(getenv func(string) string, name string) string {
 	var dirs []string
 	if d := getenv("NIX_BIN_DIR"); d != "" {
 		dirs = append(dirs, d)
 	}
-	dirs = append(dirs, ancestorExeDirs()...)
+	dirs = append(dirs, nixAncestorDirs()...)
 	for _, d := range dirs {
 		if p := filepath.Join(d, name); isExecutable(p) {
 			return p
@@ -337,16 +337,18 @@ func isExecutable(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
-// ancestorExeDirs returns the directories of the executables of this
-// process's ancestors, nearest first (the hook script's shell, then Nix).
-func ancestorExeDirs() []string {
+// nixAncestorDirs returns the directories of the executables of this
+// process's ancestors that are Nix (nix, nix-daemon, nix-build, …),
+// nearest first. Others are skipped: the directory of a user's shell may
+// hold another Nix than the one on PATH.
+func nixAncestorDirs() []string {
 	var dirs []string
 	pid := os.Getppid()
 	for range 8 {
 		if pid <= 1 {
 			break
 		}
-		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil {
+		if exe, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe"); err == nil && strings.HasPrefix(filepath.Base(exe), "nix") {
 			dirs = append(dirs, filepath.Dir(exe))
 		}
 		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

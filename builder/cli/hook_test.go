@@ -51,8 +51,26 @@ func TestNixTool(t *testing.T) {
 	if got := nixTool(func(string) string { return "" }, "no-such-tool-here"); got != "no-such-tool-here" {
 		t.Errorf("a missing tool: %s, want the bare name", got)
 	}
-	if len(ancestorExeDirs()) == 0 {
-		t.Errorf("no ancestor executables found in /proc")
+	// The test binary's ancestors are go and shells, not Nix.
+	if d := nixAncestorDirs(); len(d) != 0 {
+		t.Errorf("Nix ancestors of a test: %q", d)
+	}
+}
+
+func TestReadKeepFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "keep")
+	if err := os.WriteFile(f, []byte("# roots\n/nix/store/a-x\n\n  /nix/store/b-y  \n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readKeepFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"/nix/store/a-x", "/nix/store/b-y"}, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if _, err := readKeepFile(f + "-missing"); err == nil {
+		t.Errorf("a missing keep file was accepted")
 	}
 }
 
