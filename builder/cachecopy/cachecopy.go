@@ -102,11 +102,11 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	// Two shared locks wait for nothing but a gc, which holds one cache
 	// only: no cycle of waits can form. The source's lock is taken
 	// read-only, without the stale-file cleanup that would change it.
-	unlock, err := cachegraph.LockReadOnly(ctx, o.Src, o.LockWait)
+	srcLock, err := cachedir.Acquire(ctx, o.Src, cachedir.ReadOnly, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
-	defer unlock()
+	defer srcLock.Release()
 	lock, err := cachedir.Acquire(ctx, o.Dst, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return Stats{}, err

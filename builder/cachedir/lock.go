@@ -16,10 +16,13 @@ import (
 type LockMode int
 
 // The lock modes: commands that add files share the cache; gc, which
-// removes them, holds it alone.
+// removes them, holds it alone; readers that must change nothing (a
+// source of copy, a gc --dry-run, a read-only cache) share it without
+// creating the directory or removing stale temporary files.
 const (
 	Shared LockMode = iota
 	Exclusive
+	ReadOnly
 )
 
 // ErrBusy is returned (wrapped) when the lock was not had within the wait.
@@ -39,8 +42,10 @@ const pollInterval = 20 * time.Millisecond
 // system without flock it returns an unlocking lock and leaves temporary
 // files alone (verify ignores them).
 func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration) (*Lock, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create cache: %w", err)
+	if mode != ReadOnly {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create cache: %w", err)
+		}
 	}
 	f, err := os.Open(dir)
 	if err != nil {
@@ -49,9 +54,15 @@ func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration)
 	l := &Lock{f: f}
 	fd := int(f.Fd())
 	deadline := time.Now().Add(wait)
-	// Try alone first: the chance to clean up.
-	err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	if mode == ReadOnly {
+		err = flockWait(ctx, fd, unix.LOCK_SH, deadline, wait < 0)
+	} else {
+		// Try alone first: the chance to clean up.
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+	}
 	switch {
+	case mode == ReadOnly && (err == nil || unsupported(err)):
+		return l, nil
 	case err == nil:
 		cleanErr := RemoveStale(dir)
 		if mode == Shared {
@@ -62,7 +73,7 @@ func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration)
 		if err == nil {
 			err = cleanErr
 		}
-	case errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS):
+	case unsupported(err):
 		return l, nil
 	case errors.Is(err, unix.EWOULDBLOCK):
 		// Others hold it: their temporary files are live.
@@ -77,6 +88,11 @@ func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration)
 		return nil, fmt.Errorf("lock cache %s: %w", dir, err)
 	}
 	return l, nil
+}
+
+// unsupported reports a file system without flock.
+func unsupported(err error) bool {
+	return errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
 }
 
 func flockWait(ctx context.Context, fd, how int, deadline time.Time, forever bool) error {

@@ -16,9 +16,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
@@ -255,35 +252,4 @@ func CleanURL(u string) (string, error) {
 		return "", fmt.Errorf("URL %q is not a file inside the cache", u)
 	}
 	return c, nil
-}
-
-// LockReadOnly takes a shared flock on the cache at dir, as
-// cachedir.Acquire does but changing nothing: no directory is created and
-// no stale temporary file removed, so a read-only cache works. It returns
-// the function that releases the lock.
-func LockReadOnly(ctx context.Context, dir string, wait time.Duration) (func(), error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("lock cache: %w", err)
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-		switch {
-		case err == nil, errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
-			return func() { f.Close() }, nil
-		case !errors.Is(err, unix.EWOULDBLOCK):
-			f.Close()
-			return nil, fmt.Errorf("lock cache %s: %w", dir, err)
-		case wait >= 0 && time.Now().After(deadline):
-			f.Close()
-			return nil, fmt.Errorf("lock cache %s: %w", dir, cachedir.ErrBusy)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }

@@ -97,11 +97,11 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 	}
 	if o.DryRun {
 		// Changes nothing, not even the temporary files of killed runs.
-		unlock, err := cachegraph.LockReadOnly(ctx, o.Dir, o.LockWait)
+		lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.ReadOnly, o.LockWait)
 		if err != nil {
 			return Stats{}, err
 		}
-		defer unlock()
+		defer lock.Release()
 	} else {
 		lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Exclusive, o.LockWait)
 		if err != nil {
