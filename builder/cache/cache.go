@@ -101,6 +101,10 @@ type Event struct {
 	Msg                 string
 }
 
+// syncEvery is the least time between two syncfs of a run, unless the
+// last NAR is in: a round publishes what arrived meanwhile.
+const syncEvery = 50 * time.Millisecond
+
 // progressStep is how many NAR bytes a Progress event reports at least.
 const progressStep = 4 << 20
 
@@ -222,6 +226,7 @@ func (r *run) write(ctx context.Context, c closure.Closure) (Stats, error) {
 func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 	var pending []written
 	var fresh []string // published in the last round, not yet durable
+	var lastSync time.Time
 	received := 0
 	for received < n || len(pending) > 0 {
 		if received < n {
@@ -235,7 +240,14 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
-		drain:
+			// Gather what else is ready; with durability, for at least
+			// syncEvery since the last syncfs, so that many small paths
+			// share one.
+			var due <-chan time.Time
+			if r.o.Durable {
+				due = time.After(time.Until(lastSync.Add(syncEvery)))
+			}
+		gather:
 			for received < n {
 				select {
 				case w, ok := <-ready:
@@ -244,8 +256,23 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 					}
 					pending = append(pending, w)
 					received++
+					continue
 				default:
-					break drain
+				}
+				if due == nil {
+					break
+				}
+				select {
+				case w, ok := <-ready:
+					if !ok {
+						return context.Cause(ctx)
+					}
+					pending = append(pending, w)
+					received++
+				case <-due:
+					break gather
+				case <-ctx.Done():
+					return context.Cause(ctx)
 				}
 			}
 		}
@@ -261,6 +288,7 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 			if err := r.sync(); err != nil {
 				return err
 			}
+			lastSync = time.Now()
 			for _, p := range fresh {
 				r.published[p] = true
 			}
