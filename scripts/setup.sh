@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what mkbinarycache's tests and example need on a Debian machine,
 # as root: Nix 2.8 (nix-bin), a static busybox for test closures, zstd, xz,
-# python3, iproute2; and a nix.conf for a machine without a network. Then two
+# python3, iproute2, strace; and a nix.conf for a machine without a network. Then two
 # Debian root file systems with newer Nix (trixie: 2.26, sid: 2.34) for the
 # tests' Nix version matrix (internal/nixtest).
 # Does nothing that is already done, so every entry point can call it.
@@ -23,13 +23,16 @@ command -v zstd >/dev/null || missing+=(zstd)
 command -v xz >/dev/null || missing+=(xz-utils)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
+# The tests record the order of file operations (power-loss safety) with it.
+command -v strace >/dev/null || missing+=(strace)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then
 	step "installing system packages (missing: ${missing[*]})"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
 	# confold: keep a nix.conf already written below instead of prompting.
 	apt-get install -y -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-		nix-bin busybox-static zstd xz-utils python3 iproute2
+		nix-bin busybox-static zstd xz-utils python3 iproute2 strace debootstrap
 fi
 
 # --- Nix -------------------------------------------------------------------
@@ -46,6 +49,21 @@ if ! grep -Eq '^[[:space:]]*substituters[[:space:]]*=[[:space:]]*$' /etc/nix/nix
 fi
 # Single-user mode: Nix creates its database on first use, but needs these.
 mkdir -p /nix/store /nix/var/nix
+
+# --- S3 server for the push tests ------------------------------------------
+# versitygw (Apache-2.0), a real S3 server that the tests of
+# `mkbinarycache push` start on a free port. A binary in /usr/local/bin, not
+# a go.mod dependency: the module Nix vendors must not carry test servers.
+VERSITYGW_VERSION=v1.8.0
+# It builds (CPU) while the root file systems below download (network).
+versitygw_pid=
+if ! command -v versitygw >/dev/null; then
+	step "installing versitygw $VERSITYGW_VERSION (go install, a few minutes, in the background)"
+	go=$(command -v go || echo /usr/local/go/bin/go)
+	GOBIN=/usr/local/bin "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" &
+	versitygw_pid=$!
+fi
+
 
 # --- newer Nix: Debian root file systems -----------------------------------
 # Each is built in <suite>.tmp and renamed to <suite> once complete, with a
@@ -148,12 +166,6 @@ build_rootfs() {
 }
 
 if [ -n "$SUITES" ]; then
-	if ! command -v debootstrap >/dev/null; then
-		step "installing debootstrap"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update
-		apt-get install -y debootstrap
-	fi
 	mkdir -p "$ROOTFS"
 	pids=()
 	for suite in $SUITES; do
@@ -183,13 +195,7 @@ if [ -n "$SUITES" ]; then
 	fi
 fi
 
-# --- S3 server for the push tests ------------------------------------------
-# versitygw (Apache-2.0), a real S3 server that the tests of
-# `mkbinarycache push` start on a free port. A binary in /usr/local/bin, not
-# a go.mod dependency: the module Nix vendors must not carry test servers.
-VERSITYGW_VERSION=v1.8.0
-if ! command -v versitygw >/dev/null; then
-	step "installing versitygw $VERSITYGW_VERSION (go install, a few minutes)"
-	go=$(command -v go || echo /usr/local/go/bin/go)
-	GOBIN=/usr/local/bin "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+if [ -n "$versitygw_pid" ] && ! wait "$versitygw_pid"; then
+	echo "error: could not install versitygw $VERSITYGW_VERSION" >&2
+	exit 1
 fi
