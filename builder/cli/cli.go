@@ -397,8 +397,17 @@ func pathInfo(ctx context.Context, paths []string, v closure.Validator) (closure
 		if len(group.paths) == 0 {
 			continue
 		}
-		args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json", "--recursive"}, group.flags...)
-		out, err := nixOutput(ctx, "nix", append(append(args, "--"), group.paths...)...)
+		run := func(format ...string) (string, error) {
+			args := append([]string{"--extra-experimental-features", "nix-command", "path-info", "--json"}, format...)
+			args = append(append(args, "--recursive"), group.flags...)
+			return nixOutput(ctx, "nix", append(append(args, "--"), group.paths...)...)
+		}
+		// Nix 2.34 deprecates --json without --json-format, which Nix
+		// 2.8 and 2.26 do not know: try the new form first.
+		out, err := run("--json-format", "1")
+		if err != nil && strings.Contains(err.Error(), "unrecognised flag '--json-format'") {
+			out, err = run()
+		}
 		if err != nil {
 			return nil, err
 		}
