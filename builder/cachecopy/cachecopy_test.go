@@ -12,9 +12,9 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
-	"github.com/mkbinarycache/mkbinarycache/builder/internal/storetest"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
-	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 const debugFile = "lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug"
@@ -22,19 +22,21 @@ const debugFile = "lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01
 // source writes a cache of app (app -> lib -> libc, app.drv -> lib.drv)
 // and other, with listings and a debuginfo entry, and signs app by hand
 // (a Sig line copy must keep).
-func source(t *testing.T) (*storetest.Store, string) {
-	s := storetest.New(t)
+func source(t *testing.T) (*testkit.Store, string) {
+	s := testkit.NewStore(t)
 	dir := filepath.Join(t.TempDir(), "src")
-	c := s.Make(t,
-		storetest.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}},
-		storetest.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
-		storetest.Path{Name: "app", Files: map[string]string{"bin/app": "app", debugFile: "debug"}, Refs: []string{"lib", "libc"}, Deriver: "app.drv"},
-		storetest.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}},
-		storetest.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv"}},
-		storetest.Path{Name: "other", Files: map[string]string{"other": "other"}},
+	c := s.Add(t,
+		testkit.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}},
+		testkit.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
+		testkit.Path{Name: "app", Files: map[string]string{"bin/app": "app", debugFile: "debug"}, Refs: []string{"lib", "libc"}, Deriver: "app.drv"},
+		testkit.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}},
+		testkit.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv"}},
+		testkit.Path{Name: "other", Files: map[string]string{"other": "other"}},
 	)
-	storetest.Write(t, dir, c, s.Options())
-	f := cachedir.NarInfoPath(dir, s.StorePath("app"))
+	o := s.Options(compress.Zstd)
+	o.NarListing, o.IndexDebugInfo, o.LockWait = true, true, -1
+	testkit.WriteCache(t, dir, c, o)
+	f := cachedir.NarInfoPath(dir, s.Path("app"))
 	data, err := os.ReadFile(f)
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +65,7 @@ func subset(t *testing.T, src string, paths ...string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := storetest.Files(t, src)
+	all := testkit.Files(t, src)
 	want := map[string]string{cachedir.InfoFile: all[cachedir.InfoFile]}
 	urls := map[string]bool{}
 	for _, p := range paths {
@@ -88,15 +90,15 @@ func subset(t *testing.T, src string, paths ...string) map[string]string {
 
 func TestCopy(t *testing.T) {
 	s, src := source(t)
-	before := storetest.Files(t, src)
+	before := testkit.Files(t, src)
 	dst := filepath.Join(t.TempDir(), "dst")
-	app := s.StorePath("app")
+	app := s.Path("app")
 	st := run(t, Options{Src: src, Dst: dst, Paths: []string{app}, Durable: true})
 	if st.Copied != 3 || st.Skipped != 0 {
 		t.Errorf("stats %+v, want 3 copied", st)
 	}
-	want := subset(t, src, app, s.StorePath("lib"), s.StorePath("libc"))
-	if d := cmp.Diff(want, storetest.Files(t, dst)); d != "" {
+	want := subset(t, src, app, s.Path("lib"), s.Path("libc"))
+	if d := cmp.Diff(want, testkit.Files(t, dst)); d != "" {
 		t.Errorf("destination (-want +got):\n%s", d)
 	}
 	// Again with the build closure: only the derivations are new.
@@ -109,20 +111,14 @@ func TestCopy(t *testing.T) {
 	if st.Copied != 1 || st.Skipped != 5 {
 		t.Errorf("stats %+v, want 1 copied, 5 skipped", st)
 	}
-	all := storetest.Files(t, src)
-	if d := cmp.Diff(all, storetest.Files(t, dst)); d != "" {
+	all := testkit.Files(t, src)
+	if d := cmp.Diff(all, testkit.Files(t, dst)); d != "" {
 		t.Errorf("full copy (-src +dst):\n%s", d)
 	}
 	if d := cmp.Diff(before, all); d != "" {
 		t.Errorf("the source changed:\n%s", d)
 	}
-	var problems []string
-	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dst}, func(p verify.Problem) { problems = append(problems, p.String()) }); err != nil {
-		t.Fatal(err)
-	}
-	if len(problems) > 0 {
-		t.Errorf("verify: %q", problems)
-	}
+	testkit.CheckCache(t, dst)
 }
 
 func TestCopyBadInput(t *testing.T) {
@@ -136,7 +132,7 @@ func TestCopyBadInput(t *testing.T) {
 	if _, err := Copy(ctx, Options{Src: t.TempDir(), Dst: dst}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
 		t.Errorf("source not a cache: %v", err)
 	}
-	unknown := s.StorePath("unknown")
+	unknown := s.Path("unknown")
 	if _, err := Copy(ctx, Options{Src: src, Dst: dst, Paths: []string{unknown}}, nil); err == nil || !strings.Contains(err.Error(), unknown) {
 		t.Errorf("unknown path: %v", err)
 	}
@@ -155,7 +151,7 @@ func TestCopyBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	libc := s.StorePath("libc")
+	libc := s.Path("libc")
 	nar := filepath.Join(src, g.Paths[libc].Info.URL)
 	data, err := os.ReadFile(nar)
 	if err != nil {
@@ -174,11 +170,11 @@ func TestCopyBadInput(t *testing.T) {
 	}
 
 	// A missing reference.
-	if err := os.Remove(cachedir.NarInfoPath(src, s.StorePath("lib"))); err != nil {
+	if err := os.Remove(cachedir.NarInfoPath(src, s.Path("lib"))); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Copy(ctx, Options{Src: src, Dst: filepath.Join(t.TempDir(), "d")}, nil)
-	if err == nil || !strings.Contains(err.Error(), s.StorePath("lib")) {
+	if err == nil || !strings.Contains(err.Error(), s.Path("lib")) {
 		t.Errorf("missing reference: %v, want an error naming it", err)
 	}
 }
@@ -193,7 +189,7 @@ func TestCopyReadOnlySource(t *testing.T) {
 		if err := os.WriteFile(stale, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.StorePath("app")}})
+		run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.Path("app")}})
 		if _, err := os.Stat(stale); err != nil {
 			t.Errorf("copy changed the source: %v", err)
 		}
@@ -204,5 +200,5 @@ func TestCopyReadOnlySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Chmod(src, 0o755)
-	run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.StorePath("app")}})
+	run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.Path("app")}})
 }

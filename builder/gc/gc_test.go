@@ -14,11 +14,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
-	"github.com/mkbinarycache/mkbinarycache/builder/internal/storetest"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
-	"github.com/mkbinarycache/mkbinarycache/builder/verify"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 const (
@@ -30,26 +31,34 @@ const (
 // build-time-only tool, the derivations of all four, and junk that shares
 // a debug file with app; junk came first, so the shared build ID's
 // debuginfo entry points at junk's NAR.
-func world(t *testing.T) (*storetest.Store, string) {
-	s := storetest.New(t)
+func world(t *testing.T) (*testkit.Store, string) {
+	s := testkit.NewStore(t)
 	dir := filepath.Join(t.TempDir(), "cache")
-	junk := s.Make(t,
-		storetest.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}, Deriver: "libc.drv"},
-		storetest.Path{Name: "junk", Files: map[string]string{"bin/junk": "junk", sharedDebug: "debug", junkDebug: "junk debug"}, Refs: []string{"libc"}, Deriver: "junk.drv"},
-		storetest.Path{Name: "junk.drv", Files: map[string]string{"drv": "junk"}, Refs: []string{"libc.drv"}},
-		storetest.Path{Name: "libc.drv", Files: map[string]string{"drv": "libc"}},
+	junk := s.Add(t,
+		testkit.Path{Name: "libc", Files: map[string]string{"lib/libc.so": "libc"}, Deriver: "libc.drv"},
+		testkit.Path{Name: "junk", Files: map[string]string{"bin/junk": "junk", sharedDebug: "debug", junkDebug: "junk debug"}, Refs: []string{"libc"}, Deriver: "junk.drv"},
+		testkit.Path{Name: "junk.drv", Files: map[string]string{"drv": "junk"}, Refs: []string{"libc.drv"}},
+		testkit.Path{Name: "libc.drv", Files: map[string]string{"drv": "libc"}},
 	)
-	storetest.Write(t, dir, junk, s.Options())
-	app := s.Make(t,
-		storetest.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
-		storetest.Path{Name: "app", Files: map[string]string{"bin/app": "app", sharedDebug: "debug"}, Refs: []string{"app", "lib", "libc"}, Deriver: "app.drv"},
-		storetest.Path{Name: "tool", Files: map[string]string{"bin/tool": "tool"}, Refs: []string{"libc"}, Deriver: "tool.drv"},
-		storetest.Path{Name: "tool.drv", Files: map[string]string{"drv": "tool"}, Refs: []string{"libc.drv"}},
-		storetest.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}, Refs: []string{"libc.drv"}},
-		storetest.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv", "tool.drv", "libc.drv"}},
+	testkit.WriteCache(t, dir, junk, options(s))
+	app := s.Add(t,
+		testkit.Path{Name: "lib", Files: map[string]string{"lib/lib.so": "lib"}, Refs: []string{"libc"}, Deriver: "lib.drv"},
+		testkit.Path{Name: "app", Files: map[string]string{"bin/app": "app", sharedDebug: "debug"}, Refs: []string{"app", "lib", "libc"}, Deriver: "app.drv"},
+		testkit.Path{Name: "tool", Files: map[string]string{"bin/tool": "tool"}, Refs: []string{"libc"}, Deriver: "tool.drv"},
+		testkit.Path{Name: "tool.drv", Files: map[string]string{"drv": "tool"}, Refs: []string{"libc.drv"}},
+		testkit.Path{Name: "lib.drv", Files: map[string]string{"drv": "lib"}, Refs: []string{"libc.drv"}},
+		testkit.Path{Name: "app.drv", Files: map[string]string{"drv": "app"}, Refs: []string{"lib.drv", "tool.drv", "libc.drv"}},
 	)
-	storetest.Write(t, dir, append(app, junk...), s.Options())
+	testkit.WriteCache(t, dir, append(app, junk...), options(s))
 	return s, dir
+}
+
+// options are the writer's options for the caches here: zstd, listings
+// and the debug info index, not durable.
+func options(s *testkit.Store) cache.Options {
+	o := s.Options(compress.Zstd)
+	o.NarListing, o.IndexDebugInfo, o.LockWait = true, true, -1
+	return o
 }
 
 // names are the name parts of store paths.
@@ -63,21 +72,9 @@ func names(paths []string) []string {
 
 func storePaths(t *testing.T, dir string) []string {
 	t.Helper()
-	files, err := cachedir.NarInfoFiles(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ni, _, err := narinfo.Parse(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ni.StorePath)
+	for p := range testkit.NarInfos(t, dir) {
+		out = append(out, p)
 	}
 	return out
 }
@@ -92,19 +89,11 @@ func collect(t *testing.T, o Options) (Stats, []Event) {
 	return st, events
 }
 
-// checkClean fails unless verify finds no problem and nar/, the listings
-// and debuginfo/ hold exactly what the narinfos left name.
+// checkClean fails unless the cache is whole (testkit.CheckCache) and
+// nar/ and the listings hold exactly what the narinfos left name.
 func checkClean(t *testing.T, dir string) {
 	t.Helper()
-	var problems []string
-	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir}, func(p verify.Problem) {
-		problems = append(problems, p.String())
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(problems) > 0 {
-		t.Errorf("verify after gc: %q", problems)
-	}
+	testkit.CheckCache(t, dir)
 	g, err := cachegraph.Load(context.Background(), dir, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +103,7 @@ func checkClean(t *testing.T, dir string) {
 		want[e.Info.URL] = true
 		want[narinfo.HashPart(p)+".ls"] = true
 	}
-	for f := range storetest.Files(t, dir) {
+	for f := range testkit.Files(t, dir) {
 		if strings.HasPrefix(f, "nar/") || strings.HasSuffix(f, ".ls") {
 			if !want[f] {
 				t.Errorf("%s left behind", f)
@@ -125,12 +114,12 @@ func checkClean(t *testing.T, dir string) {
 
 func TestCollect(t *testing.T) {
 	s, dir := world(t)
-	app := s.StorePath("app")
-	before := storetest.Files(t, dir)
+	app := s.Path("app")
+	before := testkit.Files(t, dir)
 
 	// A dry run reports what a real one removes, and removes nothing.
 	dry, dryEvents := collect(t, Options{Dir: dir, Keep: []string{app}, DryRun: true, Durable: true, LockWait: -1})
-	if d := cmp.Diff(before, storetest.Files(t, dir)); d != "" {
+	if d := cmp.Diff(before, testkit.Files(t, dir)); d != "" {
 		t.Fatalf("dry run changed the cache (-before +after):\n%s", d)
 	}
 	st, events := collect(t, Options{Dir: dir, Keep: []string{app}, Durable: true, LockWait: -1})
@@ -195,7 +184,7 @@ func sortedPaths(p []string) []string {
 
 func TestCollectBuildClosure(t *testing.T) {
 	s, dir := world(t)
-	collect(t, Options{Dir: dir, Keep: []string{s.StorePath("app")}, BuildClosure: true, LockWait: -1})
+	collect(t, Options{Dir: dir, Keep: []string{s.Path("app")}, BuildClosure: true, LockWait: -1})
 	got := names(storePaths(t, dir))
 	sort.Strings(got)
 	want := []string{"app", "app.drv", "lib", "lib.drv", "libc", "libc.drv", "tool", "tool.drv"}
@@ -207,23 +196,23 @@ func TestCollectBuildClosure(t *testing.T) {
 
 func TestCollectBadInput(t *testing.T) {
 	s, dir := world(t)
-	before := storetest.Files(t, dir)
-	_, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app"), s.StorePath("unknown")}, LockWait: -1}, nil)
-	if err == nil || !strings.Contains(err.Error(), s.StorePath("unknown")) {
+	before := testkit.Files(t, dir)
+	_, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("app"), s.Path("unknown")}, LockWait: -1}, nil)
+	if err == nil || !strings.Contains(err.Error(), s.Path("unknown")) {
 		t.Errorf("unknown kept path: %v, want an error naming it", err)
 	}
-	if d := cmp.Diff(before, storetest.Files(t, dir)); d != "" {
+	if d := cmp.Diff(before, testkit.Files(t, dir)); d != "" {
 		t.Errorf("a failed gc changed the cache:\n%s", d)
 	}
 	notCache := t.TempDir()
-	if _, err := Collect(context.Background(), Options{Dir: notCache, Keep: []string{s.StorePath("app")}}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
+	if _, err := Collect(context.Background(), Options{Dir: notCache, Keep: []string{s.Path("app")}}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
 		t.Errorf("not a cache: %v", err)
 	}
 	// A corrupt narinfo stops gc before it removes anything.
 	if err := os.WriteFile(filepath.Join(dir, "00000000000000000000000000000000.narinfo"), []byte("garbage\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app")}, LockWait: -1}, nil); err == nil {
+	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: -1}, nil); err == nil {
 		t.Errorf("a corrupt narinfo was accepted")
 	}
 	// Held by a writer: gc waits, then gives up.
@@ -233,7 +222,7 @@ func TestCollectBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Release()
-	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.StorePath("app")}, LockWait: 50 * time.Millisecond}, nil); !errors.Is(err, cachedir.ErrBusy) {
+	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: 50 * time.Millisecond}, nil); !errors.Is(err, cachedir.ErrBusy) {
 		t.Errorf("gc beside a writer: %v, want ErrBusy", err)
 	}
 }
@@ -244,11 +233,11 @@ func TestCollectScale(t *testing.T) {
 		t.Skip("a measurement (a minute on 2 cores): set MKBINARYCACHE_MEASURE=1")
 	}
 	const n = 5000
-	s := storetest.New(t)
-	var paths []storetest.Path
+	s := testkit.NewStore(t)
+	var paths []testkit.Path
 	var rootRefs []string
 	for i := range n {
-		p := storetest.Path{Name: fmt.Sprintf("p%d", i), Files: map[string]string{"f": fmt.Sprint(i)}}
+		p := testkit.Path{Name: fmt.Sprintf("p%d", i), Files: map[string]string{"f": fmt.Sprint(i)}}
 		if i > 1 {
 			p.Refs = []string{fmt.Sprintf("p%d", i/2)}
 		}
@@ -257,11 +246,11 @@ func TestCollectScale(t *testing.T) {
 		}
 		paths = append(paths, p)
 	}
-	paths = append(paths, storetest.Path{Name: "root", Refs: rootRefs})
-	c := s.Make(t, paths...)
+	paths = append(paths, testkit.Path{Name: "root", Refs: rootRefs})
+	c := s.Add(t, paths...)
 	dir := filepath.Join(t.TempDir(), "cache")
 	start := time.Now()
-	storetest.Write(t, dir, c, s.Options())
+	testkit.WriteCache(t, dir, c, options(s))
 	t.Logf("wrote %d paths in %v", len(c), time.Since(start))
 	if err := cachedir.SyncFS(dir); err != nil {
 		t.Fatal(err)
@@ -272,7 +261,7 @@ func TestCollectScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("load of %d narinfos: %v", len(g.Paths), time.Since(start))
-	st, _ := collect(t, Options{Dir: dir, Keep: []string{s.StorePath("root")}, Durable: true, LockWait: -1})
+	st, _ := collect(t, Options{Dir: dir, Keep: []string{s.Path("root")}, Durable: true, LockWait: -1})
 	t.Logf("gc of %d paths: kept %d, removed %d paths, %d files in %v", len(c), st.Kept, st.Paths, st.Files, st.Elapsed)
 	if st.Kept+st.Paths != len(c) || st.Paths < n/4 {
 		t.Errorf("stats %+v", st)

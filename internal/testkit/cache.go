@@ -157,6 +157,19 @@ func CheckNAR(t testing.TB, dir string, ni *narinfo.NarInfo, m compress.Method, 
 	}
 }
 
+// Files is Tree restricted to the regular files under dir, temporary
+// files included.
+func Files(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	m := Tree(t, dir)
+	for rel, v := range m {
+		if !strings.HasPrefix(v, "-") { // not a regular file's mode
+			delete(m, rel)
+		}
+	}
+	return m
+}
+
 // Tree is a snapshot of everything under dir, for byte-identical
 // comparisons: relative name -> kind and mode, a symlink's target, a
 // regular file's contents (small text files as they are, so that a diff

@@ -1,7 +1,7 @@
 // Package testkit is what the tests of every package share: fake store
 // paths (Store, Path) and caches of them written by the real writer
 // (WriteCache), paths added to Nix's store (AddToNix), reading a cache's
-// narinfos (NarInfos), snapshots of a directory (Tree), the checks of a
+// narinfos (NarInfos), snapshots of a directory (Tree, Files), the checks of a
 // cache (CheckCache, Problems, CheckNAR), and golden vectors made by real
 // Nix. It imports the packages it drives (cache, verify, ...), so their
 // tests that use it are external test packages.

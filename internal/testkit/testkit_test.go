@@ -31,6 +31,9 @@ func TestKit(t *testing.T) {
 	if d := cmp.Diff(want, testkit.Tree(t, c[1].StorePath)); d != "" {
 		t.Errorf("tree (-want +got):\n%s", d)
 	}
+	if d := cmp.Diff(map[string]string{"bin/app": want["bin/app"], "share/doc": want["share/doc"]}, testkit.Files(t, c[1].StorePath)); d != "" {
+		t.Errorf("files (-want +got):\n%s", d)
+	}
 	if c[0].NarSize != uint64(len(testkit.DumpNAR(t, c[0].StorePath))) {
 		t.Errorf("NarSize %d", c[0].NarSize)
 	}
