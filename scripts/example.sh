@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
 unset NIX_REMOTE
 dest=${1:-/tmp/hello-cache}
-bash scripts/setup.sh
+bash scripts/setup.sh --minimal
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -7,8 +7,11 @@
 # Does nothing that is already done, so every entry point can call it.
 #   bash scripts/setup.sh            # all of it
 #   MKBINARYCACHE_ROOTFS_SUITES= bash scripts/setup.sh   # without the rootfs
+#   bash scripts/setup.sh --minimal  # only what the example needs: Nix 2.8 and busybox
 set -euo pipefail
 step() { echo "==> $*"; }
+minimal=false
+[ "${1:-}" = --minimal ] && minimal=true
 if [ "$(id -u)" != 0 ]; then
 	echo "error: $0 must run as root (single-user Nix, mount namespaces)" >&2
 	exit 1
@@ -57,7 +60,7 @@ mkdir -p /nix/store /nix/var/nix
 VERSITYGW_VERSION=v1.8.0
 # It builds (CPU) while the root file systems below download (network).
 versitygw_pid=
-if ! command -v versitygw >/dev/null; then
+if ! $minimal && ! command -v versitygw >/dev/null; then
 	step "installing versitygw $VERSITYGW_VERSION (go install, a few minutes, in the background)"
 	go=$(command -v go || echo /usr/local/go/bin/go)
 	GOBIN=/usr/local/bin "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" &
@@ -73,6 +76,7 @@ fi
 # Nix chrooted, each time on a fresh tmpfs /nix: never on the host's store.
 ROOTFS=${MKBINARYCACHE_ROOTFS:-/var/lib/mkbinarycache/rootfs}
 SUITES=${MKBINARYCACHE_ROOTFS_SUITES-trixie sid}
+$minimal && SUITES=
 MARKER=.mkbinarycache-rootfs
 
 # mirror prints the Debian mirror this machine's apt uses.
