@@ -230,51 +230,18 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 	received := 0
 	for received < n || len(pending) > 0 {
 		if received < n {
-			select {
-			case w, ok := <-ready:
-				if !ok {
-					return context.Cause(ctx)
-				}
-				pending = append(pending, w)
-				received++
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			// Gather what else is ready; with durability, for at least
-			// syncEvery since the last syncfs, so that many small paths
-			// share one.
+			// With durability, gather for at least syncEvery since the
+			// last syncfs, so that many small paths share one.
 			var due <-chan time.Time
 			if r.o.Durable {
 				due = time.After(time.Until(lastSync.Add(syncEvery)))
 			}
-		gather:
-			for received < n {
-				select {
-				case w, ok := <-ready:
-					if !ok {
-						return context.Cause(ctx)
-					}
-					pending = append(pending, w)
-					received++
-					continue
-				default:
-				}
-				if due == nil {
-					break
-				}
-				select {
-				case w, ok := <-ready:
-					if !ok {
-						return context.Cause(ctx)
-					}
-					pending = append(pending, w)
-					received++
-				case <-due:
-					break gather
-				case <-ctx.Done():
-					return context.Cause(ctx)
-				}
+			before := len(pending)
+			var err error
+			if pending, err = gather(ctx, ready, pending, n-received, due); err != nil {
+				return err
 			}
+			received += len(pending) - before
 		}
 		if r.o.Durable {
 			// A syncfs only when it lets a narinfo out: one per level of
@@ -309,6 +276,44 @@ func (r *run) publish(ctx context.Context, ready <-chan written, n int) error {
 	return nil
 }
 
+// gather appends to pending at most left paths from ready: the first one
+// it waits for, then those that arrive until due, or with due nil those
+// already waiting.
+func gather(ctx context.Context, ready <-chan written, pending []written, left int, due <-chan time.Time) ([]written, error) {
+	for first := true; left > 0; first = false {
+		var w written
+		var ok bool
+		switch {
+		case first:
+			select {
+			case w, ok = <-ready:
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		case due != nil:
+			select {
+			case w, ok = <-ready:
+			case <-due:
+				return pending, nil
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		default:
+			select {
+			case w, ok = <-ready:
+			default:
+				return pending, nil
+			}
+		}
+		if !ok { // the workers stopped: an error cancelled ctx
+			return nil, context.Cause(ctx)
+		}
+		pending = append(pending, w)
+		left--
+	}
+	return pending, nil
+}
+
 func danglingErr(pending []written) error {
 	return fmt.Errorf("%s: a reference is neither in the closure nor in the cache", pending[0].p.StorePath)
 }
@@ -321,14 +326,7 @@ func (r *run) anyReady(pending []written, fresh []string) bool {
 		justNow[p] = true
 	}
 	for _, w := range pending {
-		ok := true
-		for _, ref := range w.p.References {
-			if ref != w.p.StorePath && !r.published[ref] && !justNow[ref] {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if r.refsPublished(w.p, justNow) {
 			return true
 		}
 	}
@@ -348,7 +346,7 @@ func (r *run) publishReady(pending []written) (rest []written, fresh []string, e
 		progress := false
 		rest = pending[:0:0]
 		for _, w := range pending {
-			if !r.refsPublished(w.p) {
+			if !r.refsPublished(w.p, nil) {
 				rest = append(rest, w)
 				continue
 			}
@@ -375,9 +373,10 @@ func (r *run) publishReady(pending []written) (rest []written, fresh []string, e
 	}
 }
 
-func (r *run) refsPublished(p closure.Path) bool {
+// refsPublished reports whether p's references are published, or in also.
+func (r *run) refsPublished(p closure.Path, also map[string]bool) bool {
 	for _, ref := range p.References {
-		if ref != p.StorePath && !r.published[ref] {
+		if ref != p.StorePath && !r.published[ref] && !also[ref] {
 			return false
 		}
 	}
