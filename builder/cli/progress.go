@@ -16,17 +16,53 @@ import (
 // (paths and bytes done of the total, rate, ETA), as nix copy shows it;
 // elsewhere a line per path. Both end with the summary.
 type progress struct {
-	out         io.Writer
-	tty, quiet  bool
+	statusLine
+	quiet       bool
 	compression compress.Method
-	start, last time.Time
 	paths, done int
 	total, read uint64 // NAR bytes planned and dumped
-	drawn       bool
 }
 
 func newProgress(out io.Writer, quiet bool, m compress.Method) *progress {
-	return &progress{out: out, tty: isTerminal(out), quiet: quiet, compression: m, start: time.Now()}
+	return &progress{statusLine: newStatusLine(out), quiet: quiet, compression: m}
+}
+
+// statusLine is one line redrawn in place on a terminal, at most every
+// 100 ms: "[3/10 paths, 1.0/2.0 MiB, 1.0 MiB/s, ETA 1s]".
+type statusLine struct {
+	out         io.Writer
+	tty, drawn  bool
+	start, last time.Time
+}
+
+func newStatusLine(out io.Writer) statusLine {
+	return statusLine{out: out, tty: isTerminal(out), start: time.Now()}
+}
+
+// draw shows done of total items (what) and bytes of totalBytes.
+func (l *statusLine) draw(done, total int, what string, bytes, totalBytes uint64) {
+	now := time.Now()
+	if now.Sub(l.last) < 100*time.Millisecond {
+		return
+	}
+	l.last = now
+	bytes = min(bytes, totalBytes)
+	rate := float64(bytes) / max(now.Sub(l.start).Seconds(), 1e-3)
+	eta := "?"
+	if rate > 0 {
+		eta = time.Duration(float64(totalBytes-bytes) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	fmt.Fprintf(l.out, "\r[%d/%d %s, %s/%s, %s/s, ETA %s]\x1b[K", done, total, what,
+		humanBytes(bytes), humanBytes(totalBytes), humanBytes(uint64(rate)), eta)
+	l.drawn = true
+}
+
+// clear removes the line, for a line of text or the summary.
+func (l *statusLine) clear() {
+	if l.drawn {
+		fmt.Fprint(l.out, "\r\x1b[K")
+		l.drawn = false
+	}
 }
 
 func isTerminal(w io.Writer) bool {
@@ -62,32 +98,7 @@ func (p *progress) event(e cache.Event) {
 		}
 	}
 	if p.tty {
-		p.draw(false)
-	}
-}
-
-func (p *progress) draw(force bool) {
-	now := time.Now()
-	if !force && now.Sub(p.last) < 100*time.Millisecond {
-		return
-	}
-	p.last = now
-	secs := max(now.Sub(p.start).Seconds(), 1e-3)
-	rate := float64(p.read) / secs
-	eta := "?"
-	if rate > 0 && p.total >= p.read {
-		eta = time.Duration(float64(p.total-p.read) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	line := fmt.Sprintf("[%d/%d paths, %s/%s, %s/s, ETA %s]", p.done, p.paths, humanBytes(p.read), humanBytes(p.total), humanBytes(uint64(rate)), eta)
-	fmt.Fprintf(p.out, "\r%s\x1b[K", line)
-	p.drawn = true
-}
-
-// clear removes the progress line, for a line of text or the summary.
-func (p *progress) clear() {
-	if p.drawn {
-		fmt.Fprint(p.out, "\r\x1b[K")
-		p.drawn = false
+		p.draw(p.done, p.paths, "paths", p.read, p.total)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
 )
@@ -81,16 +80,14 @@ func runPush(ctx context.Context, args []string, env Env) error {
 // pushProgress renders a push's events: on a terminal one line redrawn in
 // place, elsewhere a line per uploaded object; both end with the summary.
 type pushProgress struct {
-	out           io.Writer
-	tty, quiet    bool
-	start, last   time.Time
+	statusLine
+	quiet         bool
 	objects, done int
 	total, sent   int64
-	drawn         bool
 }
 
 func newPushProgress(out io.Writer, quiet bool) *pushProgress {
-	return &pushProgress{out: out, tty: isTerminal(out), quiet: quiet, start: time.Now()}
+	return &pushProgress{statusLine: newStatusLine(out), quiet: quiet}
 }
 
 func (p *pushProgress) event(e s3push.Event) {
@@ -115,31 +112,8 @@ func (p *pushProgress) event(e s3push.Event) {
 		}
 	}
 	if p.tty {
-		p.draw()
-	}
-}
-
-func (p *pushProgress) draw() {
-	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond {
-		return
-	}
-	p.last = now
-	sent := min(p.sent, p.total) // retried parts are counted twice
-	rate := float64(sent) / max(now.Sub(p.start).Seconds(), 1e-3)
-	eta := "?"
-	if rate > 0 {
-		eta = time.Duration(float64(p.total-sent) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	fmt.Fprintf(p.out, "\r[%d/%d objects, %s/%s, %s/s, ETA %s]\x1b[K", p.done, p.objects,
-		humanBytes(uint64(sent)), humanBytes(uint64(p.total)), humanBytes(uint64(rate)), eta)
-	p.drawn = true
-}
-
-func (p *pushProgress) clear() {
-	if p.drawn {
-		fmt.Fprint(p.out, "\r\x1b[K")
-		p.drawn = false
+		// Retried parts count twice: draw caps sent at the total.
+		p.draw(p.done, p.objects, "objects", uint64(p.sent), uint64(p.total))
 	}
 }
 

@@ -7,6 +7,7 @@ package closure
 import (
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -85,7 +86,7 @@ func finish(v Validator, paths []Path, source string) (Closure, error) {
 			}
 		}
 		sort.Strings(p.References)
-		p.References = dedup(p.References)
+		p.References = slices.Compact(p.References)
 	}
 	for _, p := range paths {
 		for _, r := range p.References {
@@ -96,16 +97,6 @@ func finish(v Validator, paths []Path, source string) (Closure, error) {
 	}
 	sort.Slice(paths, func(i, j int) bool { return paths[i].StorePath < paths[j].StorePath })
 	return Closure(paths), nil
-}
-
-func dedup(s []string) []string {
-	out := s[:0]
-	for i, x := range s {
-		if i == 0 || x != s[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // Merge returns the union of closures, such as the lists of several

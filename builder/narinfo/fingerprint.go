@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,17 +43,7 @@ func Fingerprint(ni *NarInfo, storeDir string) (string, error) {
 		refs = append(refs, storeDir+"/"+r)
 	}
 	sort.Strings(refs)
-	refs = dedup(refs) // a StorePathSet in Nix
+	refs = slices.Compact(refs) // a StorePathSet in Nix
 	return "1;" + ni.StorePath + ";" + ni.NarHash.Format(nixhash.NixBase32, true) + ";" +
 		strconv.FormatUint(ni.NarSize, 10) + ";" + strings.Join(refs, ","), nil
-}
-
-func dedup(s []string) []string {
-	out := s[:0]
-	for i, x := range s {
-		if i == 0 || x != s[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }
