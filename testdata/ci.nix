@@ -1,11 +1,11 @@
-# The project of the CI loop tests: testdata/fixture.nix's hello, plus a
+# The project of the CI loop tests: fixture.nix's hello, plus a
 # tool needed only to build app (app's output does not refer to it), a leaf
 # whose text a later CI run changes, and junk that gc removes.
 #
-#   nix-build internal/ciloop/testdata/ci.nix --argstr busybox DIR -A app
+#   nix-build testdata/ci.nix --argstr busybox DIR -A app
 { busybox, motd ? "first run" }:
 let
-  fixture = import ../../../testdata/fixture.nix { inherit busybox; };
+  fixture = import ./fixture.nix { inherit busybox; };
   bb = builtins.path { path = busybox; name = "busybox"; };
   sh = "${bb}/bin/busybox";
 

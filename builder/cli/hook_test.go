@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -71,30 +68,5 @@ func TestReadKeepFile(t *testing.T) {
 	}
 	if _, err := readKeepFile(f + "-missing"); err == nil {
 		t.Errorf("a missing keep file was accepted")
-	}
-}
-
-func TestHookGCCopyUsage(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct {
-		args []string
-		env  map[string]string
-		says string
-	}{
-		{[]string{"hook"}, map[string]string{"DRV_PATH": "/nix/store/x.drv"}, "--out is required"},
-		{[]string{"hook", "--out", dir}, nil, "neither OUT_PATHS nor DRV_PATH"},
-		{[]string{"hook", "--out", dir, "extra"}, nil, "unexpected argument"},
-		{[]string{"hook", "--out", dir, "--compression", "lz4"}, map[string]string{"OUT_PATHS": "/nix/store/x"}, "lz4"},
-		{[]string{"gc", dir}, nil, "--keep"},
-		{[]string{"gc", "--keep", "/nix/store/x"}, nil, "exactly one cache directory"},
-		{[]string{"gc", "--keep", "relative", dir}, nil, "relative"},
-		{[]string{"copy", "--from", dir}, nil, "--to"},
-		{[]string{"copy", "--from", dir, "--to", dir}, nil, "cache"},
-	} {
-		var stderr bytes.Buffer
-		code := Main(context.Background(), tc.args, Env{Getenv: func(k string) string { return tc.env[k] }, Stdout: &stderr, Stderr: &stderr})
-		if code != ExitUsage && !(tc.args[0] == "copy" && code == ExitFailure) || !strings.Contains(stderr.String(), tc.says) {
-			t.Errorf("%q: exit %d, %q; want a usage error saying %q", tc.args, code, stderr.String(), tc.says)
-		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
-	"github.com/mkbinarycache/mkbinarycache/builder/s3push/s3test"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
 
 func TestParseURL(t *testing.T) {
@@ -61,16 +61,16 @@ func TestParseURL(t *testing.T) {
 // Each bad input fails with an error that names the bucket, URL or file,
 // and publishes nothing.
 func TestPushBadInput(t *testing.T) {
-	s := s3test.Start(t)
-	testEnv(t, s)
-	s.MakeBucket(t, "cache", s3test.Private)
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 3, Big: 1000})
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 3, Big: 1000})
 	url := s.URL("cache")
 
-	noNar, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000, Seed: 1})
+	noNar, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 1000, Seed: 1})
 	nars, _ := filepath.Glob(filepath.Join(noNar, "nar", "*"))
 	os.Remove(nars[0])
-	notClosed, paths := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000, Seed: 2})
+	notClosed, paths := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 1000, Seed: 2})
 	os.Remove(filepath.Join(notClosed, strings.TrimPrefix(filepath.Base(paths[0]), "")[:32]+".narinfo"))
 	otherStore := t.TempDir()
 	os.WriteFile(filepath.Join(otherStore, "nix-cache-info"), []byte("StoreDir: /gnu/store\n"), 0o644)

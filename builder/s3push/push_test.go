@@ -16,21 +16,8 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
-	"github.com/mkbinarycache/mkbinarycache/builder/s3push/s3test"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
-
-// testEnv gives pushes the server's keys through the environment, as users
-// do, and hides any real AWS configuration of the machine.
-func testEnv(t *testing.T, s *s3test.Server) {
-	t.Helper()
-	for _, kv := range s.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-}
 
 func pushTo(t *testing.T, dir, url string, events func(s3push.Event)) (s3push.Stats, error) {
 	t.Helper()
@@ -80,7 +67,7 @@ func typeOf(key string) string {
 
 // checkBucket asserts the bucket holds exactly the cache's files, each
 // with Nix's Content-Type and without Content-Encoding (a HEAD of each).
-func checkBucket(t *testing.T, s *s3test.Server, bucket, prefix, dir string) {
+func checkBucket(t *testing.T, s *s3server.Server, bucket, prefix, dir string) {
 	t.Helper()
 	want := localFiles(t, dir)
 	objs := s.Objects(t, bucket)
@@ -125,10 +112,10 @@ func keys[V any](m map[string]V) []string {
 // order that keeps the bucket consistent; a second push uploads nothing;
 // a narinfo changed since (signed) is uploaded again, alone.
 func TestPush(t *testing.T) {
-	s := s3test.Start(t)
-	testEnv(t, s)
-	s.MakeBucket(t, "cache", s3test.Private)
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 7, Big: 12 << 20})
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 7, Big: 12 << 20})
 
 	var order []string
 	planned := s3push.Event{}
@@ -216,10 +203,10 @@ func checkOrder(t *testing.T, dir string, order []string) {
 
 // A key prefix, as Nix 2.33 and later read it.
 func TestPushPrefix(t *testing.T) {
-	s := s3test.Start(t)
-	testEnv(t, s)
-	s.MakeBucket(t, "cache", s3test.Private)
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000})
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 1000})
 	url := "s3://cache/some/prefix?endpoint=http://" + s.Endpoint + "&region=us-east-1"
 	if _, err := pushTo(t, dir, url, nil); err != nil {
 		t.Fatal(err)
@@ -229,9 +216,9 @@ func TestPushPrefix(t *testing.T) {
 
 // Multipart uploads a killed push left are aborted by the next push.
 func TestPushAbortsIncompleteUploads(t *testing.T) {
-	s := s3test.Start(t)
-	testEnv(t, s)
-	s.MakeBucket(t, "cache", s3test.Private)
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
 	core := minio.Core{Client: s.Client}
 	ctx := context.Background()
 	id, err := core.NewMultipartUpload(ctx, "cache", "nar/left-behind.nar", minio.PutObjectOptions{})
@@ -244,7 +231,7 @@ func TestPushAbortsIncompleteUploads(t *testing.T) {
 		minio.PutObjectPartOptions{Md5Base64: "", Sha256Hex: ""}); err != nil {
 		t.Fatalf("upload a part (md5 %s): %v", hex.EncodeToString(sum[:]), err)
 	}
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 1, Big: 100})
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 1, Big: 100})
 	stats, err := pushTo(t, dir, s.URL("cache"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -260,14 +247,14 @@ func TestPushAbortsIncompleteUploads(t *testing.T) {
 // Without credentials, requests are anonymous: a bucket whose policy lets
 // anyone write takes the push, a private one refuses it.
 func TestPushAnonymous(t *testing.T) {
-	s := s3test.Start(t)
-	testEnv(t, s)
+	s := s3server.Start(t)
+	s.Setenv(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
-	s.MakeBucket(t, "open", s3test.PublicReadWrite)
-	s.MakeBucket(t, "closed", s3test.Private)
+	s.MakeBucket(t, "open", s3server.PublicReadWrite)
+	s.MakeBucket(t, "closed", s3server.Private)
 	// Small: versitygw lets no anonymous user start a multipart upload.
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 1000})
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 1000})
 	if _, err := pushTo(t, dir, s.URL("open"), nil); err != nil {
 		t.Fatal(err)
 	}

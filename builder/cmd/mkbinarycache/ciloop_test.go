@@ -1,17 +1,70 @@
-package ciloop
+package main_test
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
+
+// The CI workflow with real Nix: a cache kept between runs, filled by
+// Nix's post-build-hook (mkbinarycache hook), substituted from by fresh
+// stores, collected by gc and copied by copy (here and in hook_test.go,
+// gccopy_test.go, powerloss_test.go), with the order of file operations
+// that keeps it safe across power cuts.
+
+// ciNix is the CI loop's Nix expression.
+func ciNix(t testing.TB) string {
+	return filepath.Join(nixtest.RepoRoot(t), "testdata", "ci.nix")
+}
+
+var (
+	buildingRE = regexp.MustCompile(`building '(/[^']+\.drv)'`)
+	copyingRE  = regexp.MustCompile(`copying path '(/[^']+)' from '([^']+)'`)
+)
+
+// names returns the sorted name parts of the store paths (without the
+// hash and, for derivations, the .drv).
+func names(paths []string) []string {
+	var out []string
+	for _, p := range paths {
+		base := filepath.Base(p)
+		if i := strings.IndexByte(base, '-'); i >= 0 {
+			base = base[i+1:]
+		}
+		out = append(out, strings.TrimSuffix(base, ".drv"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// matches returns the first group of every match of re in s.
+func matches(re *regexp.Regexp, s string) []string {
+	var out []string
+	for _, m := range re.FindAllStringSubmatch(s, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// narinfoNames returns the names of the store paths the cache has.
+func narinfoNames(t testing.TB, dir string) []string {
+	t.Helper()
+	var paths []string
+	for p := range testkit.NarInfos(t, dir) {
+		paths = append(paths, p)
+	}
+	return names(paths)
+}
 
 // The CI recipe, exactly as the README gives it: nix.conf lines and the
 // post-build-hook script. %s is the public key.
@@ -68,7 +121,7 @@ func TestCILoop(t *testing.T) {
 	bb := nixtest.BusyboxDir(t)
 	keys := t.TempDir()
 	sec, pub := filepath.Join(keys, "ci-cache.sec"), filepath.Join(keys, "ci-cache.pub")
-	mustMBC(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
+	mkbinarycache(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
 	pubKey, err := os.ReadFile(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +158,8 @@ func TestCILoop(t *testing.T) {
 			}
 			verify := func(label string) {
 				t.Helper()
-				if out, err := mbc(t, nil, "verify", "--public-key", pub, cache); err != nil {
-					t.Fatalf("%s: verify: %v\n%s", label, err, out)
+				if code, stdout, stderr := runBinary(t, nil, "verify", "--public-key", pub, cache); code != 0 {
+					t.Fatalf("%s: verify: exit %d\n%s%s", label, code, stdout, stderr)
 				}
 			}
 
@@ -136,7 +189,7 @@ func TestCILoop(t *testing.T) {
 			}
 
 			// gc keeps app's build closure: junk goes, the build-time tool stays.
-			out := mustMBC(t, "gc", "--build-closure", "--keep", app, cache)
+			out := mkbinarycache(t, "gc", "--build-closure", "--keep", app, cache)
 			if !strings.Contains(out, "removing "+junk) {
 				t.Errorf("gc did not report removing %s:\n%s", junk, out)
 			}
@@ -174,7 +227,7 @@ func TestHookUnderDaemon(t *testing.T) {
 	bin := binary(t)
 	keys := t.TempDir()
 	sec, pub := filepath.Join(keys, "ci-cache.sec"), filepath.Join(keys, "ci-cache.pub")
-	mustMBC(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
+	mkbinarycache(t, "keygen", "ci-cache-1", "--secret-key-file", sec, "--public-key-file", pub)
 	pubKey, err := os.ReadFile(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +260,8 @@ kill $daemon
 			if d := cmp.Diff(want, narinfoNames(t, cache)); d != "" {
 				t.Errorf("cache (-want +got):\n%s\n%s", d, log)
 			}
-			if out, err := mbc(t, nil, "verify", "--public-key", pub, cache); err != nil {
-				t.Errorf("verify: %v\n%s", err, out)
+			if code, stdout, stderr := runBinary(t, nil, "verify", "--public-key", pub, cache); code != 0 {
+				t.Errorf("verify: exit %d\n%s%s", code, stdout, stderr)
 			}
 		})
 	}

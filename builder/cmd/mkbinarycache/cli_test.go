@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
@@ -24,9 +26,48 @@ import (
 // runMain runs the command in-process with an empty environment and
 // returns its exit code, stdout and stderr.
 func runMain(args ...string) (code int, stdout, stderr string) {
+	return runMainEnv(func(string) string { return "" }, args...)
+}
+
+// runMainEnv is runMain with the environment getenv gives.
+func runMainEnv(getenv func(string) string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = cli.Main(context.Background(), args, cli.Env{Getenv: func(string) string { return "" }, Stdout: &out, Stderr: &errb})
+	code = cli.Main(context.Background(), args, cli.Env{Getenv: getenv, Stdout: &out, Stderr: &errb})
 	return code, out.String(), errb.String()
+}
+
+// binary is the built command, built once per test process.
+func binary(t testing.TB) string {
+	t.Helper()
+	return filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
+}
+
+// runBinary runs the built command with env added to the test's
+// environment and returns its exit code (-1 if a signal ended it), stdout
+// and stderr.
+func runBinary(t testing.TB, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		if _, exited := err.(*exec.ExitError); !exited {
+			t.Fatalf("mkbinarycache %s: %v", strings.Join(args, " "), err)
+		}
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// mkbinarycache runs the built command, failing the test with its output
+// unless it exits 0, and returns its stdout and stderr, in that order.
+func mkbinarycache(t testing.TB, args ...string) string {
+	t.Helper()
+	code, stdout, stderr := runBinary(t, nil, args...)
+	if code != 0 {
+		t.Fatalf("mkbinarycache %s: exit %d\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout + stderr
 }
 
 // entry is the structured-attrs closure entry of a path, as Nix writes it.
@@ -52,7 +93,7 @@ func attrsJSON(entries ...string) string {
 }
 
 // writeTemp writes data to a file named name in a new temporary directory.
-func writeTemp(t *testing.T, name, data string) string {
+func writeTemp(t testing.TB, name, data string) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), name)
 	testkit.Must(t, os.WriteFile(f, []byte(data), 0o644))

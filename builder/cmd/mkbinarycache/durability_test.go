@@ -1,9 +1,7 @@
-package ciloop
+package main_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,13 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nix-community/go-nix/pkg/nixbase32"
-
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // measureEnv turns on the tests that only measure (minutes on 2 cores).
@@ -28,31 +25,22 @@ const measureEnv = "MKBINARYCACHE_MEASURE"
 
 // docStore makes a store directory of its own holding every directory of
 // /usr/share/doc as a store path (the MANY closure of the benchmarks:
-// about 700 paths, 110 MB), and returns its closure.
-func docStore(t testing.TB) (string, closure.Closure) {
+// about 700 paths, 110 MB), and returns it and its closure.
+func docStore(t testing.TB) (*testkit.Store, closure.Closure) {
 	t.Helper()
-	base := t.TempDir()
-	src := filepath.Join(base, "doc")
+	src := filepath.Join(t.TempDir(), "doc")
 	nixtest.Run(t, "cp", "-a", "/usr/share/doc", src)
-	storeDir := filepath.Join(base, "store")
-	if err := os.Mkdir(storeDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	s := testkit.NewStore(t)
 	entries, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	testkit.Must(t, err)
 	var c closure.Closure
 	for _, e := range entries {
-		sum := sha256.Sum256([]byte(e.Name()))
-		p := storeDir + "/" + nixbase32.EncodeToString(sum[:20]) + "-" + e.Name()
-		if err := os.Rename(filepath.Join(src, e.Name()), p); err != nil {
-			t.Fatal(err)
-		}
+		p := s.Path(e.Name())
+		testkit.Must(t, os.Rename(filepath.Join(src, e.Name()), p))
 		c = append(c, closure.Path{StorePath: p})
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].StorePath < c[j].StorePath })
-	return storeDir, c
+	return s, c
 }
 
 // TestDurabilityCost times writing the MANY closure with and without
@@ -63,17 +51,16 @@ func TestDurabilityCost(t *testing.T) {
 		t.Skipf("a measurement: set %s=1", measureEnv)
 	}
 	nixtest.Require(t)
-	storeDir, c := docStore(t)
+	s, c := docStore(t)
 	times := map[bool][]time.Duration{}
 	syncs := 0
 	for range 3 {
 		for _, durable := range []bool{false, true} {
 			dir := filepath.Join(t.TempDir(), "cache")
-			w, err := cache.NewWriter(dir, cache.Options{StoreDir: storeDir, Compression: compress.Zstd,
-				Level: compress.DefaultLevel, Durable: durable, LockWait: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			o := s.Options(compress.Zstd)
+			o.Durable, o.LockWait = durable, -1
+			w, err := cache.NewWriter(dir, o)
+			testkit.Must(t, err)
 			// Start each run with no dirty data of the last one.
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				t.Fatal(err)
@@ -97,18 +84,11 @@ func TestDurabilityCost(t *testing.T) {
 	// The time the command spends in syncfs, an upper bound of what
 	// durability costs (the workers go on meanwhile); strace with seccomp
 	// stops it at syncfs calls only.
-	graph := filepath.Join(t.TempDir(), "graph")
-	var g strings.Builder
-	for _, p := range c {
-		fmt.Fprintf(&g, "%s\n\n0\n", p.StorePath)
-	}
-	if err := os.WriteFile(graph, []byte(g.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	graph := graphFile(t, c)
 	trace := filepath.Join(t.TempDir(), "strace")
 	start := time.Now()
 	out, err := exec.Command("strace", "-f", "--seccomp-bpf", "-T", "-o", trace, "-e", "trace=syncfs", binary(t),
-		"--out", filepath.Join(t.TempDir(), "cache"), "--graph", graph, "--store-dir", storeDir, "--quiet").CombinedOutput()
+		"--out", filepath.Join(t.TempDir(), "cache"), "--graph", graph, "--store-dir", s.Dir, "--quiet").CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -143,16 +123,11 @@ func TestCopyTime(t *testing.T) {
 		t.Skipf("a measurement: set %s=1", measureEnv)
 	}
 	nixtest.Require(t)
-	storeDir, c := docStore(t)
+	s, c := docStore(t)
 	src := filepath.Join(t.TempDir(), "src")
-	w, err := cache.NewWriter(src, cache.Options{StoreDir: storeDir, Compression: compress.Zstd,
-		Level: compress.DefaultLevel, NarListing: true, Durable: true, LockWait: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(context.Background(), c, nil); err != nil {
-		t.Fatal(err)
-	}
+	o := s.Options(compress.Zstd)
+	o.NarListing, o.Durable, o.LockWait = true, true, -1
+	testkit.WriteCache(t, src, c, o)
 	for range 3 {
 		dst := filepath.Join(t.TempDir(), "dst")
 		cmd := exec.Command(binary(t), "copy", "--quiet", "--from", src, "--to", dst)

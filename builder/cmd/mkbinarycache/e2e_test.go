@@ -5,59 +5,20 @@ package main_test
 // store substitutes from it.
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
-
-func binary(t *testing.T) string {
-	return filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
-}
-
-// mkbinarycache runs the binary, failing the test with its output on error.
-func mkbinarycache(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(binary(t), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("mkbinarycache %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// narInfos parses every narinfo of a cache, by store path.
-func narInfos(t *testing.T, dir string) map[string]*narinfo.NarInfo {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.narinfo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := map[string]*narinfo.NarInfo{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ni, err := narinfo.Parse(bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		m[ni.StorePath] = ni
-	}
-	return m
-}
 
 // comparable keeps the fields that must agree between two caches of the
 // same closure, whatever wrote them.
@@ -95,13 +56,13 @@ func TestCacheMatchesNix(t *testing.T) {
 				t.Errorf("log has no summary:\n%s", log)
 			}
 
-			ours := narInfos(t, dir)
-			ref := narInfos(t, nixtest.NixCopy(t, string(m), fx.Hello))
+			ours := testkit.NarInfos(t, dir)
+			ref := testkit.NarInfos(t, nixtest.NixCopy(t, string(m), fx.Hello))
 			if diff := cmp.Diff(essence(ref), essence(ours)); diff != "" {
 				t.Errorf("narinfos differ from nix copy's (-nix +ours):\n%s", diff)
 			}
 			for p, ni := range ours {
-				checkNAR(t, dir, p, ni, m)
+				testkit.CheckNAR(t, dir, ni, m, nixtest.DumpNAR(t, p))
 			}
 			if out := mkbinarycache(t, "verify", dir); !strings.Contains(out, "3 narinfos") || !strings.Contains(out, "no problems") {
 				t.Errorf("verify: %s", out)
@@ -168,45 +129,17 @@ func TestNixCopyVersions(t *testing.T) {
 				t.Fatalf("%s: %v\n%s", v.Full, err, out)
 			}
 			for _, c := range methods {
-				ref := essenceWithDeriver(narInfos(t, filepath.Join(dir, "nix-copy", c)))
+				ref := essenceWithDeriver(testkit.NarInfos(t, filepath.Join(dir, "nix-copy", c)))
 				if len(ref) != len(fx.Closure) {
 					t.Fatalf("%s: nix copy wrote %d narinfos, want %d", c, len(ref), len(fx.Closure))
 				}
 				for name, ours := range map[string]string{"here": filepath.Join(dir, "ours", c), "host": filepath.Join(hostDir, c)} {
-					if diff := cmp.Diff(ref, essenceWithDeriver(narInfos(t, ours))); diff != "" {
+					if diff := cmp.Diff(ref, essenceWithDeriver(testkit.NarInfos(t, ours))); diff != "" {
 						t.Errorf("%s, ours (%s) differs from %s's nix copy (-nix +ours):\n%s", c, name, v.Full, diff)
 					}
 				}
 			}
 		})
-	}
-}
-
-// checkNAR checks the file behind a narinfo: FileHash and FileSize, and that
-// it decompresses to what nix-store --dump writes.
-func checkNAR(t *testing.T, dir, storePath string, ni *narinfo.NarInfo, m compress.Method) {
-	t.Helper()
-	file, err := os.ReadFile(filepath.Join(dir, ni.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(file)
-	if got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, sum[:], nixhash.NixBase32, true).String(); got != ni.FileHash.String() || uint64(len(file)) != ni.FileSize {
-		t.Errorf("%s: FileHash %s FileSize %d, the file has %s %d", storePath, ni.FileHash, ni.FileSize, got, len(file))
-	}
-	if ni.Compression != string(m) || !strings.HasSuffix(ni.URL, ".nar"+m.Ext()) {
-		t.Errorf("%s: Compression %s URL %s for %s", storePath, ni.Compression, ni.URL, m)
-	}
-	r, err := compress.NewReader(bytes.NewReader(file), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nar, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("%s: decompress: %v", storePath, err)
-	}
-	if !bytes.Equal(nar, nixtest.DumpNAR(t, storePath)) {
-		t.Errorf("%s: the NAR differs from nix-store --dump", storePath)
 	}
 }
 
@@ -275,7 +208,7 @@ func TestInputForms(t *testing.T) {
 		}
 	}
 	drv := nixtest.Run(t, "nix-store", "--query", "--deriver", fx.Hello)
-	ni := narInfos(t, filepath.Join(base, "paths-out"))[fx.Hello]
+	ni := testkit.NarInfos(t, filepath.Join(base, "paths-out"))[fx.Hello]
 	if ni == nil || ni.Deriver != filepath.Base(drv) {
 		t.Errorf("store-path form: Deriver %+v, want %s", ni, filepath.Base(drv))
 	}
@@ -294,9 +227,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"--out", "/tmp/x", "--compression", "gzip", "/nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"}, 1, "path-info --json --recursive -- /nix/store/00bgd045z0d4icpbc2yyz4gx48ak44la-a"},
 	} {
-		cmd := exec.Command(binary(t), tc.args...)
-		out, _ := cmd.CombinedOutput()
-		if code := cmd.ProcessState.ExitCode(); code != tc.code || !strings.Contains(string(out), tc.want) {
+		code, stdout, stderr := runBinary(t, nil, tc.args...)
+		if out := stdout + stderr; code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("mkbinarycache %s: exit %d, output %q; want exit %d and %q", strings.Join(tc.args, " "), code, out, tc.code, tc.want)
 		}
 	}
@@ -312,7 +244,7 @@ func TestBuildClosure(t *testing.T) {
 	mkbinarycache(t, "--out", dir, "--quiet", "--build-closure", fx.Hello)
 	want := nixtest.Run(t, "nix-store", "--query", "--requisites", "--include-outputs", drv)
 	var got []string
-	for p := range narInfos(t, dir) {
+	for p := range testkit.NarInfos(t, dir) {
 		got = append(got, p)
 	}
 	wantList := strings.Fields(want)
@@ -332,8 +264,7 @@ func TestBuildClosure(t *testing.T) {
 			t.Errorf("fresh store output lacks %q:\n%s", w, out)
 		}
 	}
-	cmd := exec.Command(binary(t), "--out", dir, "--build-closure", fx.Busybox)
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), fx.Busybox+" has no known deriver") {
-		t.Errorf("--build-closure of a path without deriver: %v, %s", err, out)
+	if code, stdout, stderr := runBinary(t, nil, "--out", dir, "--build-closure", fx.Busybox); code == 0 || !strings.Contains(stdout+stderr, fx.Busybox+" has no known deriver") {
+		t.Errorf("--build-closure of a path without deriver: exit %d, %s%s", code, stdout, stderr)
 	}
 }

@@ -1,11 +1,10 @@
-package ciloop
+package main_test
 
 import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // cpCache copies a cache directory as files.
@@ -24,24 +24,6 @@ func cpCache(t testing.TB, src string) string {
 	return dst
 }
 
-// files returns the relative names of the regular files under dir.
-func files(t testing.TB, dir string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			rel, _ := filepath.Rel(dir, p)
-			out = append(out, rel)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // A gc killed at any moment leaves a cache that verifies with no problem,
 // and the next gc finishes the job.
 func TestGCKilled(t *testing.T) {
@@ -49,9 +31,9 @@ func TestGCKilled(t *testing.T) {
 	orig, root := manyCache(t, 1200)
 	ref := cpCache(t, orig)
 	start := time.Now()
-	mustMBC(t, "gc", "--quiet", "--keep", root, ref)
+	mkbinarycache(t, "gc", "--quiet", "--keep", root, ref)
 	full := time.Since(start)
-	want := files(t, ref)
+	want := testkit.Files(t, ref)
 	t.Logf("gc of 1,201 paths: %v", full)
 	// Until four runs were killed midway (the others finished first).
 	killed := 0
@@ -67,16 +49,16 @@ func TestGCKilled(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			killed++
 		}
-		if out, err := mbc(t, nil, "verify", "--quiet", dir); err != nil || strings.TrimSpace(out) != "" {
-			t.Fatalf("round %d, killed after %v: verify: %v\n%s", round, delay, err, out)
+		if code, stdout, stderr := runBinary(t, nil, "verify", "--quiet", dir); code != 0 || strings.TrimSpace(stdout+stderr) != "" {
+			t.Fatalf("round %d, killed after %v: verify: exit %d\n%s%s", round, delay, code, stdout, stderr)
 		}
-		mustMBC(t, "gc", "--quiet", "--keep", root, dir)
-		if d := cmp.Diff(want, files(t, dir)); d != "" {
+		mkbinarycache(t, "gc", "--quiet", "--keep", root, dir)
+		if d := cmp.Diff(want, testkit.Files(t, dir)); d != "" {
 			t.Errorf("round %d: after a killed gc and a full one (-want +got):\n%s", round, d)
 		}
 	}
 	t.Logf("%d gc runs killed before they finished", killed)
-	verifyOK(t, ref)
+	mkbinarycache(t, "verify", ref)
 }
 
 // copy on a cache of real Nix paths: NARs, narinfos (signatures kept),
@@ -86,29 +68,29 @@ func TestCopyNixCache(t *testing.T) {
 	nixtest.Require(t)
 	p := ciPaths(t)
 	src := filepath.Join(t.TempDir(), "src")
-	mustMBC(t, "--out", src, "--build-closure", "--nar-listing", "--index-debug-info", "--quiet", p["app"], p["junk"])
+	mkbinarycache(t, "--out", src, "--build-closure", "--nar-listing", "--index-debug-info", "--quiet", p["app"], p["junk"])
 	keys := t.TempDir()
 	sec, pub := filepath.Join(keys, "k.sec"), filepath.Join(keys, "k.pub")
-	mustMBC(t, "keygen", "copy-test-1", "--secret-key-file", sec, "--public-key-file", pub)
-	mustMBC(t, "sign", "--quiet", "--key-file", sec, src)
-	srcFiles := files(t, src)
+	mkbinarycache(t, "keygen", "copy-test-1", "--secret-key-file", sec, "--public-key-file", pub)
+	mkbinarycache(t, "sign", "--quiet", "--key-file", sec, src)
+	srcFiles := testkit.Files(t, src)
 
 	dst := filepath.Join(t.TempDir(), "dst")
-	mustMBC(t, "copy", "--from", src, "--to", dst, p["app"])
+	mkbinarycache(t, "copy", "--from", src, "--to", dst, p["app"])
 	if d := cmp.Diff([]string{"app", "busybox", "hello", "libgreet", "motd"}, narinfoNames(t, dst)); d != "" {
 		t.Errorf("copy of app's closure (-want +got):\n%s", d)
 	}
 	sameFiles(t, src, dst)
-	mustMBC(t, "copy", "--from", src, "--to", dst, "--build-closure", p["app"])
+	mkbinarycache(t, "copy", "--from", src, "--to", dst, "--build-closure", p["app"])
 	if d := cmp.Diff([]string{"app", "app", "busybox", "hello", "hello", "libgreet", "libgreet", "motd", "motd", "tool", "tool"}, narinfoNames(t, dst)); d != "" {
 		t.Errorf("copy of app's build closure (-want +got):\n%s", d)
 	}
-	mustMBC(t, "copy", "--from", src, "--to", dst)
-	if d := cmp.Diff(srcFiles, files(t, dst)); d != "" {
+	mkbinarycache(t, "copy", "--from", src, "--to", dst)
+	if d := cmp.Diff(srcFiles, testkit.Files(t, dst)); d != "" {
 		t.Errorf("a full copy differs (-src +dst):\n%s", d)
 	}
 	sameFiles(t, src, dst)
-	if d := cmp.Diff(srcFiles, files(t, src)); d != "" {
+	if d := cmp.Diff(srcFiles, testkit.Files(t, src)); d != "" {
 		t.Errorf("copy changed the source:\n%s", d)
 	}
 	pubKey, err := os.ReadFile(pub)
@@ -136,24 +118,24 @@ func TestCopyNixCache(t *testing.T) {
 		{[]string{"gc", "--keep", "not-a-store-path", dst}, 2, "not-a-store-path"},
 		{[]string{"gc", dst}, 2, "--keep"},
 	} {
-		out, err := mbc(t, nil, tc.args...)
-		if exitCode(err) != tc.code || !strings.Contains(out, tc.says) {
-			t.Errorf("mkbinarycache %s: exit %d, %q; want exit %d saying %q", strings.Join(tc.args, " "), exitCode(err), out, tc.code, tc.says)
+		code, stdout, stderr := runBinary(t, nil, tc.args...)
+		if out := stdout + stderr; code != tc.code || !strings.Contains(out, tc.says) {
+			t.Errorf("mkbinarycache %s: exit %d, %q; want exit %d saying %q", strings.Join(tc.args, " "), code, out, tc.code, tc.says)
 		}
 	}
-	if d := cmp.Diff(srcFiles, files(t, dst)); d != "" {
+	if d := cmp.Diff(srcFiles, testkit.Files(t, dst)); d != "" {
 		t.Errorf("bad input changed the cache:\n%s", d)
 	}
 }
 
-// sameFiles fails unless every file of dst is byte-identical to src's.
+// sameFiles fails unless every file of dst is the same as src's, byte
+// for byte and mode.
 func sameFiles(t *testing.T, src, dst string) {
 	t.Helper()
-	for _, f := range files(t, dst) {
-		a, errA := os.ReadFile(filepath.Join(src, f))
-		b, errB := os.ReadFile(filepath.Join(dst, f))
-		if errA != nil || errB != nil || string(a) != string(b) {
-			t.Errorf("%s differs from the source's (%v, %v)", f, errA, errB)
+	want := testkit.Files(t, src)
+	for f, got := range testkit.Files(t, dst) {
+		if w, ok := want[f]; !ok || w != got {
+			t.Errorf("%s differs from the source's", f)
 		}
 	}
 }
@@ -181,5 +163,5 @@ func TestGCTime(t *testing.T) {
 		u := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 		t.Logf("dry run %v: %v wall, %v CPU: %s", dry, wall.Round(time.Millisecond), u.Round(time.Millisecond), strings.TrimSpace(string(out)))
 	}
-	verifyOK(t, dir)
+	mkbinarycache(t, "verify", dir)
 }

@@ -1,4 +1,4 @@
-package ciloop
+package main_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
 
@@ -33,17 +34,12 @@ func ciPaths(t testing.TB) map[string]string {
 	return m
 }
 
-// hook runs the hook as Nix 2.8 does: OUT_PATHS empty, DRV_PATH set.
-func hook(t testing.TB, drv string, args ...string) (string, error) {
+// hook runs the hook as Nix 2.8 does, OUT_PATHS empty and DRV_PATH set,
+// and returns its exit code and output.
+func hook(t testing.TB, drv string, args ...string) (code int, out string) {
 	t.Helper()
-	return mbc(t, []string{"OUT_PATHS=", "DRV_PATH=" + drv}, append([]string{"hook"}, args...)...)
-}
-
-func verifyOK(t testing.TB, dir string) {
-	t.Helper()
-	if out, err := mbc(t, nil, "verify", dir); err != nil {
-		t.Fatalf("verify %s: %v\n%s", dir, err, out)
-	}
+	code, stdout, stderr := runBinary(t, []string{"OUT_PATHS=", "DRV_PATH=" + drv}, append([]string{"hook"}, args...)...)
+	return code, stdout + stderr
 }
 
 // Several Nix builds finishing at once run their hooks on one cache.
@@ -58,8 +54,8 @@ func TestHookConcurrent(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if out, err := hook(t, p[d], "--build-closure", "--strict", "--out", dir); err != nil {
-					errs[i] = fmt.Sprintf("hook %s: %v\n%s", d, err, out)
+				if code, out := hook(t, p[d], "--build-closure", "--strict", "--out", dir); code != 0 {
+					errs[i] = fmt.Sprintf("hook %s: exit %d\n%s", d, code, out)
 				}
 			}()
 		}
@@ -69,7 +65,7 @@ func TestHookConcurrent(t *testing.T) {
 				t.Errorf("round %d: %s", round, e)
 			}
 		}
-		verifyOK(t, dir)
+		mkbinarycache(t, "verify", dir)
 		want := []string{"app", "app", "busybox", "hello", "hello", "junk", "junk", "libgreet", "libgreet", "motd", "motd", "tool", "tool"}
 		if d := cmp.Diff(want, narinfoNames(t, dir)); d != "" {
 			t.Errorf("round %d: cache (-want +got):\n%s", round, d)
@@ -83,8 +79,8 @@ func TestHookNothingToAdd(t *testing.T) {
 	nixtest.Require(t)
 	p := ciPaths(t)
 	dir := filepath.Join(t.TempDir(), "cache")
-	if out, err := hook(t, p["app.drv"], "--build-closure", "--out", dir); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	if code, out := hook(t, p["app.drv"], "--build-closure", "--out", dir); code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
 	cmd := exec.Command("strace", "-f", "-qq", "-o", trace, "-e", "trace=execve", binary(t), "hook", "--build-closure", "--out", dir)
@@ -102,8 +98,8 @@ func TestHookNothingToAdd(t *testing.T) {
 	var times []time.Duration
 	for range 21 {
 		start := time.Now()
-		if out, err := hook(t, p["app.drv"], "--build-closure", "--out", dir); err != nil || out != "" {
-			t.Fatalf("%v %q", err, out)
+		if code, out := hook(t, p["app.drv"], "--build-closure", "--out", dir); code != 0 || out != "" {
+			t.Fatalf("exit %d %q", code, out)
 		}
 		times = append(times, time.Since(start))
 	}
@@ -124,15 +120,14 @@ func TestHookWithoutPath(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("hook without PATH: %v\n%s", err, out)
 	}
-	verifyOK(t, dir)
+	mkbinarycache(t, "verify", dir)
 	if d := cmp.Diff([]string{"busybox", "tool", "tool"}, narinfoNames(t, dir)); d != "" {
 		t.Errorf("cache (-want +got):\n%s", d)
 	}
 	// OUT_PATHS as Nix 2.34 sets it, without --build-closure.
 	dir = filepath.Join(t.TempDir(), "cache")
-	out, err := mbc(t, []string{"OUT_PATHS=" + p["motd"], "DRV_PATH=" + p["motd.drv"]}, "hook", "--out", dir)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	if code, stdout, stderr := runBinary(t, []string{"OUT_PATHS=" + p["motd"], "DRV_PATH=" + p["motd.drv"]}, "hook", "--out", dir); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}
 	if d := cmp.Diff([]string{"motd"}, narinfoNames(t, dir)); d != "" {
 		t.Errorf("cache (-want +got):\n%s", d)
@@ -153,20 +148,20 @@ func TestHookCacheProblems(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := hook(t, p["tool.drv"], "--lock-wait", "300ms", "--out", dir)
-	if err != nil || !strings.Contains(out, "warning") || !strings.Contains(out, "locked") {
-		t.Errorf("hook on a locked cache: %v, %q; want exit 0 and a warning", err, out)
+	code, out := hook(t, p["tool.drv"], "--lock-wait", "300ms", "--out", dir)
+	if code != 0 || !strings.Contains(out, "warning") || !strings.Contains(out, "locked") {
+		t.Errorf("hook on a locked cache: exit %d, %q; want exit 0 and a warning", code, out)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("gave up after %v, before --lock-wait", d)
 	}
-	if out, err := hook(t, p["tool.drv"], "--lock-wait", "100ms", "--strict", "--out", dir); exitCode(err) != 1 {
-		t.Errorf("--strict on a locked cache: %v, %q; want exit 1", err, out)
+	if code, out := hook(t, p["tool.drv"], "--lock-wait", "100ms", "--strict", "--out", dir); code != 1 {
+		t.Errorf("--strict on a locked cache: exit %d, %q; want exit 1", code, out)
 	}
 	// Once gc is done, the hook gets in.
 	go func() { time.Sleep(200 * time.Millisecond); lock.Release() }()
-	if out, err := hook(t, p["tool.drv"], "--strict", "--out", dir); err != nil {
-		t.Errorf("hook after gc: %v\n%s", err, out)
+	if code, out := hook(t, p["tool.drv"], "--strict", "--out", dir); code != 0 {
+		t.Errorf("hook after gc: exit %d\n%s", code, out)
 	}
 
 	// A full disk: a 64 KiB file system.
@@ -182,14 +177,39 @@ func TestHookCacheProblems(t *testing.T) {
 	}
 
 	// An unwritable place.
-	if out, err := hook(t, p["tool.drv"], "--out", "/proc/no-cache"); err != nil || !strings.Contains(out, "warning") {
-		t.Errorf("unwritable cache: %v, %q", err, out)
+	if code, out := hook(t, p["tool.drv"], "--out", "/proc/no-cache"); code != 0 || !strings.Contains(out, "warning") {
+		t.Errorf("unwritable cache: exit %d, %q", code, out)
 	}
 	// Misuse is an error still (exit 2): the hook is set up wrongly.
-	if out, err := mbc(t, []string{"OUT_PATHS=", "DRV_PATH="}, "hook", "--out", dir); exitCode(err) != 2 {
-		t.Errorf("no OUT_PATHS nor DRV_PATH: %v %q", err, out)
+	if code, stdout, stderr := runBinary(t, []string{"OUT_PATHS=", "DRV_PATH="}, "hook", "--out", dir); code != 2 {
+		t.Errorf("no OUT_PATHS nor DRV_PATH: exit %d %q", code, stdout+stderr)
 	}
-	if out, err := hook(t, p["tool.drv"]); exitCode(err) != 2 {
-		t.Errorf("no --out: %v %q", err, out)
+	if code, out := hook(t, p["tool.drv"]); code != 2 {
+		t.Errorf("no --out: exit %d %q", code, out)
+	}
+}
+
+// Misuse of hook, gc and copy is a usage error naming what is wrong.
+func TestHookGCCopyUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		says string
+	}{
+		{[]string{"hook"}, map[string]string{"DRV_PATH": "/nix/store/x.drv"}, "--out is required"},
+		{[]string{"hook", "--out", dir}, nil, "neither OUT_PATHS nor DRV_PATH"},
+		{[]string{"hook", "--out", dir, "extra"}, nil, "unexpected argument"},
+		{[]string{"hook", "--out", dir, "--compression", "lz4"}, map[string]string{"OUT_PATHS": "/nix/store/x"}, "lz4"},
+		{[]string{"gc", dir}, nil, "--keep"},
+		{[]string{"gc", "--keep", "/nix/store/x"}, nil, "exactly one cache directory"},
+		{[]string{"gc", "--keep", "relative", dir}, nil, "relative"},
+		{[]string{"copy", "--from", dir}, nil, "--to"},
+		{[]string{"copy", "--from", dir, "--to", dir}, nil, "cache"},
+	} {
+		code, stdout, stderr := runMainEnv(func(k string) string { return tc.env[k] }, tc.args...)
+		if out := stdout + stderr; code != cli.ExitUsage && !(tc.args[0] == "copy" && code == cli.ExitFailure) || !strings.Contains(out, tc.says) {
+			t.Errorf("%q: exit %d, %q; want a usage error saying %q", tc.args, code, out, tc.says)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package ciloop
+package main_test
 
 import (
 	"fmt"
@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // fileOp is one file system call a command made, as strace saw it.
@@ -135,7 +137,7 @@ func checkPublished(t testing.TB, ops []fileOp, dir string) {
 			t.Errorf("%s renamed before its NAR", f)
 		}
 		for _, r := range ni.References {
-			rf := filepath.Join(dir, narinfo.HashPart(r)+".narinfo")
+			rf := cachedir.NarInfoPath(dir, r)
 			if k, ok := renamed[rf]; ok && rf != f && !syncBetween(ops, k, i) {
 				t.Errorf("%s renamed with no sync since its reference %s's narinfo", f, r)
 			}
@@ -164,7 +166,7 @@ func TestPowerLoss(t *testing.T) {
 	p := ciPaths(t)
 	keys := t.TempDir()
 	sec := filepath.Join(keys, "k.sec")
-	mustMBC(t, "keygen", "powerloss-1", "--secret-key-file", sec, "--public-key-file", filepath.Join(keys, "k.pub"))
+	mkbinarycache(t, "keygen", "powerloss-1", "--secret-key-file", sec, "--public-key-file", filepath.Join(keys, "k.pub"))
 
 	out := filepath.Join(t.TempDir(), "out")
 	t.Run("out", func(t *testing.T) {
@@ -209,16 +211,7 @@ func TestPowerLoss(t *testing.T) {
 	})
 	t.Run("gc", func(t *testing.T) {
 		dir := cpCache(t, out)
-		before := map[string]*narinfo.NarInfo{}
-		matches, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
-		for _, f := range matches {
-			data, _ := os.ReadFile(f)
-			ni, _, err := narinfo.Parse(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before[f] = ni
-		}
+		before := testkit.NarInfos(t, dir)
 		ops := traced(t, nil, "gc", "--quiet", "--keep", p["app"], dir)
 		unlinked := map[string]int{}
 		lastMeta, firstNAR := -1, len(ops)
@@ -239,13 +232,14 @@ func TestPowerLoss(t *testing.T) {
 		if !syncBetween(ops, lastMeta, firstNAR) {
 			t.Errorf("no sync between the last narinfo or debuginfo unlink (%d) and the first NAR unlink (%d)", lastMeta, firstNAR)
 		}
-		for f, ni := range before {
+		for p, ni := range before {
+			f := cachedir.NarInfoPath(dir, p)
 			i, ok := unlinked[f]
 			if !ok {
 				continue
 			}
 			for _, r := range ni.References {
-				rf := filepath.Join(dir, narinfo.HashPart(r)+".narinfo")
+				rf := cachedir.NarInfoPath(dir, r)
 				if k, ok := unlinked[rf]; ok && rf != f && k < i {
 					t.Errorf("%s removed before its referrer %s", r, ni.StorePath)
 				}

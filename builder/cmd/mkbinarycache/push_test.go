@@ -1,44 +1,29 @@
-package cli_test
+package main_test
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
-	"github.com/mkbinarycache/mkbinarycache/builder/s3push/s3test"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
 
-// pushEnv gives the commands the server's keys, as users do, and hides
-// any real AWS configuration of the machine.
-func pushEnv(t *testing.T, s *s3test.Server) {
-	t.Helper()
-	for _, kv := range s.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
-}
-
-// pushCLI runs mkbinarycache in this process: its exit code and stderr.
+// pushCLI runs mkbinarycache in this process, with the test's
+// environment (the server's keys): its exit code and stderr.
 func pushCLI(args ...string) (int, string) {
-	var out, errb bytes.Buffer
-	env := cli.Env{Getenv: os.Getenv, Stdout: &out, Stderr: &errb}
-	code := cli.Main(context.Background(), args, env)
-	return code, errb.String()
+	code, _, stderr := runMainEnv(os.Getenv, args...)
+	return code, stderr
 }
 
 // push runs mkbinarycache push and fails the test unless it succeeds.
@@ -59,15 +44,15 @@ func TestPushNix(t *testing.T) {
 	nixtest.Require(t)
 	fx := nixtest.BuildFixture(t)
 	versions := nixtest.Versions(t)
-	s := s3test.Start(t)
-	pushEnv(t, s)
-	s.MakeBucket(t, "pub", s3test.PublicRead)
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "pub", s3server.PublicRead)
 
 	dir := filepath.Join(t.TempDir(), "cache")
 	if code, stderr := pushCLI("--out", dir, "--quiet", "--nar-listing", fx.Hello); code != 0 {
 		t.Fatalf("build cache: exit %d: %s", code, stderr)
 	}
-	files := countFiles(t, dir)
+	files := len(testkit.Files(t, dir))
 	out := push(t, dir, s.URL("pub"))
 	for _, w := range []string{"uploaded nix-cache-info", fmt.Sprintf("%d objects uploaded", files), "0 already in the bucket"} {
 		if !strings.Contains(out, w) {
@@ -142,36 +127,18 @@ func substitute(t *testing.T, v nixtest.Version, url, key string, fx *nixtest.Fi
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			n++
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // A push killed (SIGKILL) at random moments never leaves a narinfo whose
 // NAR or references' narinfos are missing, and running it again completes
 // the bucket and aborts the multipart uploads the killed one left.
 func TestPushKilled(t *testing.T) {
-	s := s3test.Start(t)
-	pushEnv(t, s)
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 30, Big: 24 << 20})
-	files := countFiles(t, dir)
+	s := s3server.Start(t)
+	s.Setenv(t)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 30, Big: 24 << 20})
+	files := len(testkit.Files(t, dir))
 	run := func(bucket string, kill time.Duration) (killed bool, out string) {
-		args, _ := json.Marshal([]string{"push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket)})
-		cmd := exec.Command(os.Args[0], "-test.run=^TestPushHelperProcess$")
-		cmd.Env = append(os.Environ(), pushHelperEnv+"="+string(args))
-		var b strings.Builder
-		var mu sync.Mutex
-		cmd.Stdout, cmd.Stderr = &lockedWriter{w: &b, mu: &mu}, &lockedWriter{w: &b, mu: &mu}
+		cmd := exec.Command(binary(t), "push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket))
+		var b bytes.Buffer // one writer for both: exec serializes its writes
+		cmd.Stdout, cmd.Stderr = &b, &b
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -180,8 +147,6 @@ func TestPushKilled(t *testing.T) {
 			defer timer.Stop()
 		}
 		err := cmd.Wait()
-		mu.Lock()
-		defer mu.Unlock()
 		if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
 			return true, b.String()
 		}
@@ -190,7 +155,7 @@ func TestPushKilled(t *testing.T) {
 		}
 		return false, b.String()
 	}
-	s.MakeBucket(t, "whole", s3test.Private)
+	s.MakeBucket(t, "whole", s3server.Private)
 	start := time.Now()
 	run("whole", 0)
 	whole := time.Since(start)
@@ -200,7 +165,7 @@ func TestPushKilled(t *testing.T) {
 	kills := 0
 	for i := range rounds {
 		bucket := fmt.Sprintf("killed-%d", i)
-		s.MakeBucket(t, bucket, s3test.Private)
+		s.MakeBucket(t, bucket, s3server.Private)
 		// Spread over the whole push, with jitter: early (listing,
 		// NARs), middle (multipart parts), late (narinfo layers).
 		at := time.Duration((float64(i) + rnd.Float64()) / rounds * float64(whole))
@@ -230,42 +195,13 @@ func TestPushKilled(t *testing.T) {
 	}
 }
 
-// pushHelperEnv holds the arguments of TestPushHelperProcess, as JSON.
-const pushHelperEnv = "MKBINARYCACHE_PUSH_HELPER"
-
-// TestPushHelperProcess is no test: it is the command, run by
-// TestPushKilled in a process of its own to be killed, without building
-// the binary.
-func TestPushHelperProcess(t *testing.T) {
-	data := os.Getenv(pushHelperEnv)
-	if data == "" {
-		return
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(data), &args); err != nil {
-		t.Fatal(err)
-	}
-	os.Exit(cli.Main(context.Background(), args, cli.Env{Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr}))
-}
-
-type lockedWriter struct {
-	w  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
 // Bad input: each case exits non-zero (2 for usage errors) with a message
 // naming the URL, bucket or directory, and publishes nothing.
 func TestPushBadInput(t *testing.T) {
-	s := s3test.Start(t)
-	pushEnv(t, s)
-	s.MakeBucket(t, "cache", s3test.Private)
-	dir, _ := s3test.MakeCache(t, s3test.CacheSpec{Paths: 2, Big: 100})
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 100})
 	notCache := t.TempDir()
 	for _, c := range []struct {
 		args []string

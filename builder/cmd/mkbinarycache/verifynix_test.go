@@ -1,8 +1,7 @@
-package verify_test
+package main_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -17,21 +16,14 @@ import (
 // problem a line), stderr, and whether it exited 0.
 func verifyCmd(t *testing.T, args ...string) (problems []string, stderr string, ok bool) {
 	t.Helper()
-	bin := filepath.Join(nixtest.BuildBinary(t), "bin", "mkbinarycache")
-	cmd := exec.Command(bin, append([]string{"verify"}, args...)...)
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if _, exited := err.(*exec.ExitError); err != nil && !exited {
-		t.Fatalf("mkbinarycache verify: %v", err)
-	}
-	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	code, stdout, stderr := runBinary(t, nil, append([]string{"verify"}, args...)...)
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
 		if l != "" {
 			problems = append(problems, l)
 		}
 	}
 	sort.Strings(problems)
-	return problems, errOut.String(), err == nil
+	return problems, stderr, code == 0
 }
 
 // `mkbinarycache verify` accepts what each Nix version of the matrix writes

@@ -1,7 +1,7 @@
-// Package s3test runs a real S3 server for tests: versitygw (Apache-2.0),
+// Package s3server runs a real S3 server for tests: versitygw (Apache-2.0),
 // installed by scripts/setup.sh, storing each object as a file of a
 // temporary directory, on a free port of 127.0.0.1.
-package s3test
+package s3server
 
 import (
 	"context"
@@ -20,11 +20,10 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cache"
-	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // Server is a running versitygw.
@@ -142,6 +141,20 @@ func (s *Server) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + s.Access, "AWS_SECRET_ACCESS_KEY=" + s.Secret}
 }
 
+// Setenv gives the test's pushes (in this process and in the commands it
+// runs) the root user's keys through the environment, as users do, and
+// hides any real AWS configuration of the machine.
+func (s *Server) Setenv(t testing.TB) {
+	t.Helper()
+	for _, kv := range s.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+}
+
 // URL is the s3:// URL of bucket as Nix writes it for this server.
 func (s *Server) URL(bucket string) string {
 	return "s3://" + bucket + "?endpoint=http://" + s.Endpoint + "&region=us-east-1"
@@ -209,53 +222,41 @@ type CacheSpec struct {
 // store paths.
 func MakeCache(t testing.TB, spec CacheSpec) (string, []string) {
 	t.Helper()
-	root := t.TempDir()
-	store := filepath.Join(root, "store")
+	s := testkit.NewStore(t)
 	rnd := rand.New(rand.NewSource(spec.Seed))
-	var c closure.Closure
-	var paths []string
+	var tp []testkit.Path
 	for i := range spec.Paths {
-		p := filepath.Join(store, fmt.Sprintf("%032d-p%d", i+int(spec.Seed)*1000, i))
 		size := 1024 + rnd.Intn(3000)
 		if i == 0 {
 			size = spec.Big
 		}
 		data := make([]byte, size)
 		rnd.Read(data)
-		files := map[string][]byte{"data": data}
+		p := testkit.Path{Name: name(spec, i), Files: map[string]string{"data": string(data)}}
 		if i == 1 {
-			files["lib/debug/.build-id/ab/"+strings.Repeat("c", 38)+".debug"] = []byte("debug")
+			p.Files["lib/debug/.build-id/ab/"+strings.Repeat("c", 38)+".debug"] = "debug"
 		}
-		for name, d := range files {
-			f := filepath.Join(p, name)
-			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(f, d, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		cp := closure.Path{StorePath: p}
 		for _, j := range []int{i - 1, i - 3} {
 			if j >= 0 {
-				cp.References = append(cp.References, paths[j])
+				p.Refs = append(p.Refs, name(spec, j))
 			}
 		}
-		sort.Strings(cp.References)
-		c = append(c, cp)
-		paths = append(paths, p)
+		tp = append(tp, p)
 	}
-	dir := filepath.Join(root, "cache")
-	w, err := cache.NewWriter(dir, cache.Options{StoreDir: store, Compression: compress.None, Level: compress.DefaultLevel,
-		NarListing: true, IndexDebugInfo: true, LockWait: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(context.Background(), c, nil); err != nil {
-		t.Fatal(err)
+	c := s.Add(t, tp...)
+	dir := filepath.Join(t.TempDir(), "cache")
+	o := s.Options(compress.None)
+	o.NarListing, o.IndexDebugInfo, o.LockWait = true, true, -1
+	testkit.WriteCache(t, dir, c, o)
+	var paths []string
+	for _, p := range c {
+		paths = append(paths, p.StorePath)
 	}
 	return dir, paths
 }
+
+// name is the name of path i of the cache of spec.
+func name(spec CacheSpec, i int) string { return fmt.Sprintf("p%d", i+int(spec.Seed)*1000) }
 
 // Get returns an object's content.
 func (s *Server) Get(t testing.TB, bucket, key string) []byte {
