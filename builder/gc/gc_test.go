@@ -3,7 +3,6 @@ package gc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -229,24 +228,10 @@ func TestCollectBadInput(t *testing.T) {
 
 // TestCollectScale times a gc of a 5,000-path cache that removes a quarter.
 func TestCollectScale(t *testing.T) {
-	if os.Getenv("MKBINARYCACHE_MEASURE") != "1" {
-		t.Skip("a measurement (a minute on 2 cores): set MKBINARYCACHE_MEASURE=1")
-	}
+	testkit.Measure(t)
 	const n = 5000
 	s := testkit.NewStore(t)
-	var paths []testkit.Path
-	var rootRefs []string
-	for i := range n {
-		p := testkit.Path{Name: fmt.Sprintf("p%d", i), Files: map[string]string{"f": fmt.Sprint(i)}}
-		if i > 1 {
-			p.Refs = []string{fmt.Sprintf("p%d", i/2)}
-		}
-		if i%2 == 0 {
-			rootRefs = append(rootRefs, p.Name)
-		}
-		paths = append(paths, p)
-	}
-	paths = append(paths, testkit.Path{Name: "root", Refs: rootRefs})
+	paths := testkit.LibraryTree(n)
 	c := s.Add(t, paths...)
 	dir := filepath.Join(t.TempDir(), "cache")
 	start := time.Now()

@@ -3,6 +3,7 @@ package testkit
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -115,6 +116,27 @@ func (s *Store) Add(t testing.TB, paths ...Path) closure.Closure {
 		c[i].NarSize = uint64(len(nar))
 	}
 	return c
+}
+
+// LibraryTree describes n small store paths, path i referring to path i/2
+// as in a tree of libraries, and a path "root" referring to every even
+// one: closures of thousands of paths in seconds, which no Nix build here
+// makes quickly.
+func LibraryTree(n int) []Path {
+	var paths []Path
+	var rootRefs []string
+	for i := range n {
+		p := Path{Name: fmt.Sprintf("p%d", i),
+			Files: map[string]string{"share/doc": strings.Repeat(fmt.Sprintf("path %d\n", i), 1+i%50)}}
+		if i > 1 {
+			p.Refs = []string{fmt.Sprintf("p%d", i/2)}
+		}
+		if i%2 == 0 {
+			rootRefs = append(rootRefs, p.Name)
+		}
+		paths = append(paths, p)
+	}
+	return append(paths, Path{Name: "root", Refs: rootRefs})
 }
 
 // DumpNAR is the NAR of path, as nardump writes it.

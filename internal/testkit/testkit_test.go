@@ -59,6 +59,18 @@ func TestKit(t *testing.T) {
 	}
 }
 
+// LibraryTree's paths refer to their halves, and its root to the even ones.
+func TestLibraryTree(t *testing.T) {
+	var got []string
+	for _, p := range testkit.LibraryTree(5) {
+		got = append(got, p.Name+" -> "+strings.Join(p.Refs, " "))
+	}
+	want := []string{"p0 -> ", "p1 -> ", "p2 -> p1", "p3 -> p1", "p4 -> p2", "root -> p0 p2 p4"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}
+
 // recorder records what a check reports instead of failing the test.
 type recorder struct {
 	testing.TB

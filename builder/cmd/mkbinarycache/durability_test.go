@@ -20,9 +20,6 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
-// measureEnv turns on the tests that only measure (minutes on 2 cores).
-const measureEnv = "MKBINARYCACHE_MEASURE"
-
 // docStore makes a store directory of its own holding every directory of
 // /usr/share/doc as a store path (the MANY closure of the benchmarks:
 // about 700 paths, 110 MB), and returns it and its closure.
@@ -47,9 +44,7 @@ func docStore(t testing.TB) (*testkit.Store, closure.Closure) {
 // Options.Durable (one syncfs per publishing round), interleaved, and
 // reports the medians.
 func TestDurabilityCost(t *testing.T) {
-	if os.Getenv(measureEnv) != "1" {
-		t.Skipf("a measurement: set %s=1", measureEnv)
-	}
+	testkit.Measure(t)
 	nixtest.Require(t)
 	s, c := docStore(t)
 	times := map[bool][]time.Duration{}
@@ -119,9 +114,7 @@ func TestDurabilityCost(t *testing.T) {
 // TestCopyTime times a copy of the MANY closure's cache (about 700 paths,
 // 60 MB of zstd NARs) by the command, and checks it file by file.
 func TestCopyTime(t *testing.T) {
-	if os.Getenv(measureEnv) != "1" {
-		t.Skipf("a measurement: set %s=1", measureEnv)
-	}
+	testkit.Measure(t)
 	nixtest.Require(t)
 	s, c := docStore(t)
 	src := filepath.Join(t.TempDir(), "src")

@@ -143,9 +143,7 @@ func sameFiles(t *testing.T, src, dst string) {
 // TestGCTime times a gc of a 5,000-path cache that removes a quarter of
 // it, as the command runs (MKBINARYCACHE_MEASURE=1).
 func TestGCTime(t *testing.T) {
-	if os.Getenv(measureEnv) != "1" {
-		t.Skipf("a measurement: set %s=1", measureEnv)
-	}
+	testkit.Measure(t)
 	nixtest.Require(t)
 	dir, root := manyCache(t, 5000)
 	for _, dry := range []bool{true, false} {
