@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -155,6 +156,18 @@ func CheckNAR(t testing.TB, dir string, ni *narinfo.NarInfo, m compress.Method, 
 	if !bytes.Equal(got, nar) {
 		t.Errorf("%s: %s does not decompress to the NAR of the path", ni.StorePath, ni.URL)
 	}
+}
+
+// Recorder is a testing.TB that records what a check reports through
+// Errorf instead of failing the test: for the tests of checks.
+type Recorder struct {
+	testing.TB
+	Errors []string
+}
+
+// Errorf records the error.
+func (r *Recorder) Errorf(format string, args ...any) {
+	r.Errors = append(r.Errors, fmt.Sprintf(format, args...))
 }
 
 // Files is Tree restricted to the regular files under dir, temporary

@@ -1,7 +1,6 @@
 package testkit_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -49,13 +48,13 @@ func TestKit(t *testing.T) {
 	// A temporary file and a missing NAR: CheckCache reports both.
 	testkit.Must(t, os.WriteFile(filepath.Join(dir, "nar", ".tmp-x"), nil, 0o644))
 	testkit.Must(t, os.Remove(filepath.Join(dir, nis[c[0].StorePath].URL)))
-	r := &recorder{TB: t}
+	r := &testkit.Recorder{TB: t}
 	testkit.CheckCache(r, dir)
-	if len(r.errs) != 2 || !strings.Contains(r.errs[0], "is missing") || !strings.Contains(r.errs[1], ".tmp-x") {
-		t.Errorf("CheckCache reported %q", r.errs)
+	if len(r.Errors) != 2 || !strings.Contains(r.Errors[0], "is missing") || !strings.Contains(r.Errors[1], ".tmp-x") {
+		t.Errorf("CheckCache reported %q", r.Errors)
 	}
-	if tmps := testkit.CheckKilledCache(r, dir); len(tmps) != 1 || len(r.errs) != 3 {
-		t.Errorf("CheckKilledCache: temporary files %q, reported %q", tmps, r.errs)
+	if tmps := testkit.CheckKilledCache(r, dir); len(tmps) != 1 || len(r.Errors) != 3 {
+		t.Errorf("CheckKilledCache: temporary files %q, reported %q", tmps, r.Errors)
 	}
 }
 
@@ -69,14 +68,4 @@ func TestLibraryTree(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
-}
-
-// recorder records what a check reports instead of failing the test.
-type recorder struct {
-	testing.TB
-	errs []string
-}
-
-func (r *recorder) Errorf(format string, args ...any) {
-	r.errs = append(r.errs, fmt.Sprintf(format, args...))
 }

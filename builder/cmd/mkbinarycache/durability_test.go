@@ -123,14 +123,8 @@ func TestCopyTime(t *testing.T) {
 	testkit.WriteCache(t, src, c, o)
 	for range 3 {
 		dst := filepath.Join(t.TempDir(), "dst")
-		cmd := exec.Command(binary(t), "copy", "--quiet", "--from", src, "--to", dst)
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		t.Logf("copy: %v wall, %v CPU: %s", time.Since(start).Round(time.Millisecond),
-			(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Round(time.Millisecond), strings.TrimSpace(string(out)))
+		m := measureRun(t, binary(t), dst, "copy", "--quiet", "--from", src, "--to", dst)
+		t.Logf("copy: %v: %s", m, strings.TrimSpace(m.stderr))
 		sameFiles(t, src, dst)
 	}
 }

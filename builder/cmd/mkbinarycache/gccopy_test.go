@@ -151,15 +151,8 @@ func TestGCTime(t *testing.T) {
 		if dry {
 			args = append(args[:1], append([]string{"--dry-run"}, args[1:]...)...)
 		}
-		cmd := exec.Command(binary(t), args...)
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		wall := time.Since(start)
-		u := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-		t.Logf("dry run %v: %v wall, %v CPU: %s", dry, wall.Round(time.Millisecond), u.Round(time.Millisecond), strings.TrimSpace(string(out)))
+		m := measureRun(t, binary(t), dir, args...)
+		t.Logf("dry run %v: %v: %s", dry, m, strings.TrimSpace(m.stderr))
 	}
 	mkbinarycache(t, "verify", dir)
 }

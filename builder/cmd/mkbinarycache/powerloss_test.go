@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,18 +248,6 @@ func TestPowerLoss(t *testing.T) {
 	})
 }
 
-// recorder counts the errors a check reports instead of failing the test.
-type recorder struct {
-	testing.TB
-	errors []string
-}
-
-func (r *recorder) Helper() {}
-func (r *recorder) Errorf(format string, args ...any) {
-	r.errors = append(r.errors, fmt.Sprintf(format, args...))
-}
-func (r *recorder) Logf(string, ...any) {}
-
 // The check finds a narinfo published with no sync since its NAR.
 func TestPowerLossCheck(t *testing.T) {
 	dir := t.TempDir()
@@ -280,10 +267,10 @@ func TestPowerLossCheck(t *testing.T) {
 		{[]fileOp{nar, info, sync}, 1},
 		{[]fileOp{nar, sync, info}, 1},
 	} {
-		r := &recorder{TB: t}
+		r := &testkit.Recorder{TB: t}
 		checkPublished(r, tc.ops, dir)
-		if len(r.errors) != tc.errors {
-			t.Errorf("%v: %d errors %q, want %d", tc.ops, len(r.errors), r.errors, tc.errors)
+		if len(r.Errors) != tc.errors {
+			t.Errorf("%v: %d errors %q, want %d", tc.ops, len(r.Errors), r.Errors, tc.errors)
 		}
 	}
 }

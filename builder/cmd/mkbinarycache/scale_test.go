@@ -31,6 +31,7 @@ type measure struct {
 	rssMiB  float64
 	maxFDs  int
 	outSize int64
+	stderr  string // what the command printed there
 }
 
 func (m measure) String() string {
@@ -38,8 +39,9 @@ func (m measure) String() string {
 		m.wall.Seconds(), m.user.Seconds(), m.sys.Seconds(), m.rssMiB, m.maxFDs, float64(m.outSize)/(1<<20))
 }
 
-// measureRun runs the binary and samples its open file descriptors and its
-// peak RSS (VmHWM) every 5 ms.
+// measureRun runs the binary, failing the test unless it exits 0, and
+// samples its open file descriptors and its peak RSS (VmHWM) every 5 ms;
+// out is the directory whose size it reports.
 func measureRun(t *testing.T, bin, out string, args ...string) measure {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -88,6 +90,7 @@ func measureRun(t *testing.T, bin, out string, args ...string) measure {
 		sys:    cmd.ProcessState.SystemTime(),
 		rssMiB: float64(hwmKiB.Load()) / 1024,
 		maxFDs: int(maxFDs.Load()),
+		stderr: stderr.String(),
 	}
 	filepath.Walk(out, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
