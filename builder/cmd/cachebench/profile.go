@@ -52,12 +52,18 @@ func (b *bench) profileCase(ctx context.Context, c *builtClosure, method string)
 	if _, err := b.newest.output(ctx, "exec "+nixtest.ShellQuote(append([]string{b.self, "profile", tmp, "--"}, ours...)...)); err != nil {
 		return err
 	}
-	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=35", b.self, tmp).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go tool pprof %s: %w\n%s", tmp, err, top)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name+".pprof-top.txt"), top, 0o644); err != nil {
-		return err
+	for _, view := range []struct{ suffix, flag string }{{"flat", "-top"}, {"cum", "-cum"}} {
+		args := []string{"tool", "pprof", "-top", "-nodecount=40"}
+		if view.flag == "-cum" {
+			args = append(args, "-cum")
+		}
+		top, err := exec.CommandContext(ctx, "go", append(args, b.self, tmp)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go tool pprof %s: %w\n%s", tmp, err, top)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".pprof-"+view.suffix+".txt"), top, 0o644); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, name+".cpu.pprof")); err != nil {
 		// Another file system: keep the text only.

@@ -157,7 +157,7 @@ func targets(b *bench, res results) []target {
 		if n, ok := res.get(bc, toolNixCopy); ok {
 			r := n.min.Seconds() / o.min.Seconds()
 			out = append(out, target{fmt.Sprintf("zstd %s ≥ %.1f× faster than %s", name, s.faster, nc),
-				fmt.Sprintf("%.2f× (%.2f s vs %.2f s)", r, o.min.Seconds(), n.min.Seconds()), yes(r >= s.faster)})
+				fmt.Sprintf("%s (%.2f s vs %.2f s)", faster(r), o.min.Seconds(), n.min.Seconds()), yes(r >= s.faster)})
 			sr := float64(o.bytes) / float64(n.bytes)
 			out = append(out, target{fmt.Sprintf("zstd %s output ≤ 1.01× %s's", name, nc), fmt.Sprintf("%.3f×", sr), yes(sr <= 1.01)})
 		}
@@ -180,7 +180,7 @@ func targets(b *bench, res results) []target {
 			}
 			r, sr := n.min.Seconds()/o.min.Seconds(), float64(o.bytes)/float64(n.bytes)
 			out = append(out, target{fmt.Sprintf("xz %s as fast as %s at ≤ 1.03× its output (%s)", strings.ToUpper(cl), nc, b.label(t)),
-				fmt.Sprintf("%.2f× faster (%.1f s vs %.1f s), %.3f× the output", r, o.min.Seconds(), n.min.Seconds(), sr), yes(r >= 1 && sr <= 1.03)})
+				fmt.Sprintf("%s (%.1f s vs %.1f s), %.3f× the output", faster(r), o.min.Seconds(), n.min.Seconds(), sr), yes(r >= 1 && sr <= 1.03)})
 		}
 	}
 	var peak int64
@@ -192,7 +192,11 @@ func targets(b *bench, res results) []target {
 		for _, t := range []string{toolOurs, toolOursGoXz} {
 			if o, ok := res.get(bc, t); ok {
 				peak = max(peak, o.rss)
-				which = append(which, fmt.Sprintf("%s %d MB", strings.TrimPrefix(bc.method+" "+strings.TrimPrefix(b.label(t), "mkbinarycache"), " "), o.rss>>20))
+				label := bc.method
+				if t == toolOursGoXz {
+					label += " (pure Go)"
+				}
+				which = append(which, fmt.Sprintf("%s %d MB", label, o.rss>>20))
 			}
 		}
 	}
