@@ -3,6 +3,7 @@ package main_test
 import (
 	"fmt"
 	"math/rand"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -106,12 +107,10 @@ func TestInterrupted(t *testing.T) {
 		return append([]string{"--quiet", "--jobs", "2", "--nar-listing", "--out", dir}, paths...)
 	}
 
-	// An uninterrupted run: the reference, and the time a run takes.
+	// An uninterrupted run: the reference, and how many files a run makes.
 	ref := filepath.Join(t.TempDir(), "cache")
-	start := time.Now()
 	mkbinarycache(t, args(ref)...)
-	full := time.Since(start)
-	t.Logf("an uninterrupted run takes %v", full.Round(time.Millisecond))
+	total := countFiles(ref)
 
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
@@ -119,19 +118,35 @@ func TestInterrupted(t *testing.T) {
 	var dir string
 	kills, finished, leftovers := 0, 0, 0
 	// Rounds of 6 runs into a new directory, each killed at a random moment
-	// within 0.8x of a full run's time (a re-run skips finished paths, so
-	// later runs of a round are shorter and often finish), then completed.
+	// of its progress: once a random number of the files still to come
+	// exist (by files, not time: a loaded machine makes timing useless),
+	// then completed.
 	for round := range 6 {
 		dir = filepath.Join(t.TempDir(), "cache")
 		for i := range 6 {
+			before := countFiles(dir)
 			cmd := exec.Command(bin, args(dir)...)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			delay := time.Duration(rng.Int63n(int64(full) * 8 / 10))
-			time.Sleep(delay)
-			cmd.Process.Signal(syscall.SIGKILL)
-			err := cmd.Wait()
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			var err error
+			if before < total {
+				target := before + rng.Intn(total-before)
+			wait:
+				for countFiles(dir) <= target {
+					select {
+					case err = <-exited:
+						break wait
+					case <-time.After(time.Millisecond):
+					}
+				}
+				cmd.Process.Signal(syscall.SIGKILL)
+			}
+			if err == nil {
+				err = <-exited
+			}
 			if err == nil {
 				finished++
 			} else if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
@@ -141,7 +156,7 @@ func TestInterrupted(t *testing.T) {
 			}
 			leftovers += len(testkit.CheckKilledCache(t, dir))
 			if t.Failed() {
-				t.Fatalf("after a kill at %v (round %d, run %d), the cache has problems", delay, round, i)
+				t.Fatalf("after a kill (round %d, run %d), the cache has problems", round, i)
 			}
 		}
 		mkbinarycache(t, args(dir)...)
@@ -168,4 +183,15 @@ func TestInterrupted(t *testing.T) {
 	if !strings.Contains(out, "Hello from libgreet!") {
 		t.Errorf("hello did not run after substitution:\n%s", out)
 	}
+}
+
+// countFiles counts the entries of a cache directory and of its nar/: how
+// far a run has got (temporary files included).
+func countFiles(dir string) int {
+	n := 0
+	for _, d := range []string{dir, filepath.Join(dir, "nar")} {
+		entries, _ := os.ReadDir(d)
+		n += len(entries)
+	}
+	return n
 }
