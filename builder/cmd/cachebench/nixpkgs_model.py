@@ -12,9 +12,9 @@ usage: NIX_ATTRS_JSON_FILE=F out=DIR python3 nixpkgs_model.py --compression none
 
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
-from multiprocessing import Pool
 from pathlib import Path
 
 # The compressor each method pipes the NAR through, and the file extension.
@@ -64,7 +64,10 @@ def main():
         closure = json.load(f)["closure"]
     (out / "nar").mkdir(parents=True, exist_ok=True)
     (out / "nix-cache-info").write_text(f"StoreDir: {store}\n")
-    with Pool(processes=jobs) as pool:
+    # Fork, as Python up to 3.13 (nixpkgs' python3) does by default: 3.14's
+    # forkserver would also hide the workers' CPU time from the parent.
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(processes=jobs) as pool:
         pool.starmap(write_path, [(item, store, out, args.compression) for item in closure])
 
 
