@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
 
@@ -26,18 +25,13 @@ Options:
 `
 
 func runCopy(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache copy", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("copy", copyUsage, env)
 	from := fs.String("from", "", "the source cache `DIR` (read only)")
 	to := fs.String("to", "", "the destination cache `DIR` (created, or added to)")
 	buildClosure := fs.Bool("build-closure", false, "also copy the paths' derivations, their closures and outputs (from Deriver lines)")
 	jobs := fs.Int("jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
 	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding either cache (`DURATION`; negative: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), copyUsage)
-		fs.PrintDefaults()
-	}
 	paths, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -34,8 +33,7 @@ Options:
 `
 
 func runGC(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache gc", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("gc", gcUsage, env)
 	var keep stringsFlag
 	fs.Var(&keep, "keep", "keep the closure of `STORE-PATH` (repeatable; a full store path)")
 	keepFile := fs.String("keep-file", "", "keep the closures of the store paths in `FILE`, one per line (# comments)")
@@ -43,10 +41,6 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	dryRun := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
 	lockWait := fs.Duration("lock-wait", -1, "how long to wait for the commands using the cache (`DURATION`; negative: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), gcUsage)
-		fs.PrintDefaults()
-	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

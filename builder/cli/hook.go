@@ -50,8 +50,7 @@ type hookFlags struct {
 }
 
 func runHook(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache hook", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("hook", hookUsage, env)
 	var f hookFlags
 	fs.StringVar(&f.out, "out", "", "the cache `DIR` to add to (created if missing)")
 	fs.BoolVar(&f.buildClosure, "build-closure", false, "also add the derivation and everything building it needs (nix-store -qR --include-outputs DRV_PATH)")
@@ -66,10 +65,6 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.indexDebugInfo, "index-debug-info", false, "index lib/debug/.build-id files in debuginfo/")
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only warnings and errors")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), hookUsage)
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
@@ -21,14 +20,9 @@ Options:
 `
 
 func runKeygen(args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache keygen", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("keygen", keygenUsage, env)
 	secFile := fs.String("secret-key-file", "", "write the secret key to `FILE` (mode 0600)")
 	pubFile := fs.String("public-key-file", "", "write the public key to `FILE`")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), keygenUsage)
-		fs.PrintDefaults()
-	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

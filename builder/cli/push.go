@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 
@@ -38,16 +37,11 @@ Options:
 `
 
 func runPush(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache push", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("push", pushUsage, env)
 	jobs := fs.Int("jobs", s3push.DefaultJobs, "objects uploaded at once (`N`)")
 	threads := fs.Int("threads", s3push.DefaultThreads, "parts of one large NAR uploaded at once (`N`)")
 	partSize := fs.Int("part-size", s3push.DefaultPartSize>>20, "multipart upload part size in `MiB` (5 or more); larger NARs are uploaded in parts")
 	quiet := fs.Bool("quiet", false, "print only errors")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), pushUsage)
-		fs.PrintDefaults()
-	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -26,16 +26,11 @@ Options:
 `
 
 func runSign(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache sign", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("sign", signUsage, env)
 	keyFile := fs.String("key-file", "", "the secret key `FILE` (from mkbinarycache keygen or nix-store --generate-binary-cache-key)")
 	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
 	jobs := fs.Int("jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "print only errors")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), signUsage)
-		fs.PrintDefaults()
-	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -62,6 +57,18 @@ func runSign(ctx context.Context, args []string, env Env) error {
 			stats.Files, stats.Added, stats.Replaced, stats.Present, keyName, stats.Failed)
 	}
 	return err
+}
+
+// newFlagSet is the flag set of a subcommand, printing usage and then the
+// flags' defaults on --help.
+func newFlagSet(name, usage string, env Env) *flag.FlagSet {
+	fs := flag.NewFlagSet("mkbinarycache "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 // parseInterspersed parses flags anywhere among the positional arguments,

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"strings"
 
@@ -26,17 +25,12 @@ Options:
 `
 
 func runVerify(ctx context.Context, args []string, env Env) error {
-	fs := flag.NewFlagSet("mkbinarycache verify", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := newFlagSet("verify", verifyUsage, env)
 	var keys stringsFlag
 	fs.Var(&keys, "public-key", "require a valid signature by one of the given keys: `KEY` as in trusted-public-keys (name:base64), a file holding one, or several separated by spaces; repeatable")
 	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
 	jobs := fs.Int("jobs", 0, "narinfos checked at once (`N`, default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "print only the problems")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), verifyUsage)
-		fs.PrintDefaults()
-	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
