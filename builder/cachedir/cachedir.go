@@ -149,3 +149,17 @@ func NarInfoFiles(dir string) ([]string, error) {
 	sort.Strings(names)
 	return names, nil
 }
+
+// ReadNarInfo reads and parses (as Nix does: narinfo.Parse) the narinfo
+// file name, returning its bytes too; a parse error names the file.
+func ReadNarInfo(name string) ([]byte, *narinfo.NarInfo, error) {
+	data, err := ReadRegular(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	ni, _, err := narinfo.Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return data, ni, nil
+}

@@ -87,13 +87,9 @@ func Load(ctx context.Context, dir string, jobs int) (*Graph, error) {
 }
 
 func readEntry(file, storeDir string) (*Entry, error) {
-	raw, err := cachedir.ReadRegular(file)
+	raw, ni, err := cachedir.ReadNarInfo(file)
 	if err != nil {
 		return nil, err
-	}
-	ni, _, err := narinfo.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if path.Dir(ni.StorePath) != storeDir {
 		return nil, fmt.Errorf("%s: StorePath %q is not in the cache's store %s", file, ni.StorePath, storeDir)

@@ -103,13 +103,9 @@ func readCache(dir string) (*localCache, error) {
 }
 
 func readPath(dir, name string, nars map[string]*object, order *[]*object) (*storePath, error) {
-	data, err := cachedir.ReadRegular(name)
+	data, ni, err := cachedir.ReadNarInfo(name)
 	if err != nil {
 		return nil, err
-	}
-	ni, _, err := narinfo.Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	base := filepath.Base(name)
 	hash := strings.TrimSuffix(base, ".narinfo")

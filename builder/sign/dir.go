@@ -15,7 +15,6 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
-	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
 // Outcome is what SignFile did to one narinfo.
@@ -34,13 +33,9 @@ const (
 // (one made before the narinfo changed) is replaced. The file is replaced
 // atomically (temporary file and rename), keeping its permissions.
 func SignFile(name string, key signature.SecretKey, storeDir string) (Outcome, error) {
-	data, err := cachedir.ReadRegular(name)
+	data, ni, err := cachedir.ReadNarInfo(name)
 	if err != nil {
 		return 0, err
-	}
-	ni, _, err := narinfo.Parse(data)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	sig, err := Sign(ni, key, storeDir)
 	if err != nil {
