@@ -30,8 +30,9 @@ The bucket is a valid cache at every moment: NARs, listings and debuginfo
 entries go first, each narinfo only after its NAR and its references'
 narinfos, nix-cache-info last. Only what the bucket lacks or holds in
 another version (a narinfo signed since) is uploaded, found by one listing
-of the bucket; an interrupted push is completed by running it again, which
-also aborts the multipart uploads it left.
+of the bucket; an interrupted push is completed by running it again. The
+multipart uploads a killed push left are aborted once older than
+--abort-uploads-older-than: younger ones may be another push's, running now.
 
 Options:
 `
@@ -41,6 +42,8 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	jobs := fs.Int("jobs", s3push.DefaultJobs, "objects uploaded at once (`N`)")
 	threads := fs.Int("threads", s3push.DefaultThreads, "parts of one large NAR uploaded at once (`N`)")
 	partSize := fs.Int("part-size", s3push.DefaultPartSize>>20, "multipart upload part size in `MiB` (5 or more); larger NARs are uploaded in parts")
+	abandon := fs.Duration("abort-uploads-older-than", s3push.DefaultAbandonAge,
+		"abort incomplete multipart uploads started this long ago (`DURATION`; 0: all, when no other push can be running)")
 	quiet := fs.Bool("quiet", false, "print only errors")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -52,6 +55,12 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	if *jobs < 1 || *threads < 1 {
 		return usagef("push: --jobs and --threads must be at least 1")
 	}
+	if *abandon < 0 {
+		return usagef("push: --abort-uploads-older-than must not be negative")
+	}
+	if *abandon == 0 {
+		*abandon = -1 // every one
+	}
 	if *partSize < 5 {
 		return usagef("push: --part-size must be at least 5 (MiB), S3's smallest part")
 	}
@@ -60,7 +69,7 @@ func runPush(ctx context.Context, args []string, env Env) error {
 		return usageError{err}
 	}
 	o := s3push.Options{Dir: pos[0], Target: target, Jobs: *jobs, Threads: *threads,
-		PartSize: uint64(*partSize) << 20, LockWait: -1}
+		PartSize: uint64(*partSize) << 20, LockWait: -1, AbandonAge: *abandon}
 	pr := newPushProgress(env.Stderr, *quiet)
 	stats, err := s3push.Push(ctx, o, pr.event)
 	pr.clear()

@@ -2,8 +2,6 @@ package s3push_test
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"sort"
@@ -214,33 +212,69 @@ func TestPushPrefix(t *testing.T) {
 	checkBucket(t, s, "cache", "some/prefix/", dir)
 }
 
-// Multipart uploads a killed push left are aborted by the next push.
-func TestPushAbortsIncompleteUploads(t *testing.T) {
+// Multipart uploads a killed push left are aborted by the next push once
+// older than AbandonAge; a younger one, maybe another push's, running now,
+// is left to complete.
+func TestPushAbortsAbandonedUploads(t *testing.T) {
 	s := s3server.Start(t)
 	s.Setenv(t)
 	s.MakeBucket(t, "cache", s3server.Private)
 	core := minio.Core{Client: s.Client}
 	ctx := context.Background()
-	id, err := core.NewMultipartUpload(ctx, "cache", "nar/left-behind.nar", minio.PutObjectOptions{})
+	part := strings.Repeat("x", 5<<20)
+	start := func(key string) (id string, etag string) {
+		id, err := core.NewMultipartUpload(ctx, "cache", key, minio.PutObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := core.PutObjectPart(ctx, "cache", key, id, 1, strings.NewReader(part), int64(len(part)), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatalf("upload a part of %s: %v", key, err)
+		}
+		return id, p.ETag
+	}
+	start("nar/left-behind.nar")
+	// Initiated times may be whole seconds: 2 s apart, one on each side of
+	// a 1 s age.
+	time.Sleep(2 * time.Second)
+	runningID, runningETag := start("nar/running.nar")
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 1, Big: 100})
+	target, err := s3push.ParseURL(s.URL("cache"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	part := strings.Repeat("x", 5<<20)
-	sum := md5.Sum([]byte(part))
-	if _, err := core.PutObjectPart(ctx, "cache", "nar/left-behind.nar", id, 1, strings.NewReader(part), int64(len(part)),
-		minio.PutObjectPartOptions{Md5Base64: "", Sha256Hex: ""}); err != nil {
-		t.Fatalf("upload a part (md5 %s): %v", hex.EncodeToString(sum[:]), err)
-	}
-	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 1, Big: 100})
-	stats, err := pushTo(t, dir, s.URL("cache"), nil)
+	o := s3push.Options{Dir: dir, Target: target, MaxRetries: 2, Timeout: 5 * time.Second, LockWait: -1, AbandonAge: time.Second}
+	stats, err := s3push.Push(ctx, o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if stats.Aborted != 1 {
 		t.Errorf("aborted %d incomplete uploads, want 1", stats.Aborted)
 	}
+	var left []string
 	for u := range s.Client.ListIncompleteUploads(ctx, "cache", "", true) {
-		t.Errorf("incomplete upload left: %+v", u)
+		left = append(left, u.Key)
+	}
+	if diff := cmp.Diff([]string{"nar/running.nar"}, left); diff != "" {
+		t.Errorf("incomplete uploads after the push (-want +got):\n%s", diff)
+	}
+	// The other push's upload completes.
+	if _, err := core.CompleteMultipartUpload(ctx, "cache", "nar/running.nar", runningID,
+		[]minio.CompletePart{{PartNumber: 1, ETag: runningETag}}, minio.PutObjectOptions{}); err != nil {
+		t.Errorf("complete the running upload after the push: %v", err)
+	}
+
+	// AbandonAge < 0: every incomplete upload goes, however young.
+	start("nar/just-killed.nar")
+	o.AbandonAge = -1
+	if stats, err = s3push.Push(ctx, o, nil); err != nil {
+		t.Fatal(err)
+	}
+	if stats.Aborted != 1 {
+		t.Errorf("with AbandonAge < 0: aborted %d incomplete uploads, want 1", stats.Aborted)
+	}
+	for u := range s.Client.ListIncompleteUploads(ctx, "cache", "", true) {
+		t.Errorf("with AbandonAge < 0: incomplete upload of %s left", u.Key)
 	}
 }
 

@@ -4,7 +4,8 @@
 // first, then narinfos layer by layer (a path's narinfo only once its NAR
 // and its references' narinfos are stored), nix-cache-info last. A push
 // that dies leaves at most unreferenced NARs and incomplete multipart
-// uploads, which the next push completes and aborts.
+// uploads: the next push completes the bucket, and aborts those uploads
+// once they are old enough not to be another push's, still running.
 //
 // A push lists the bucket once and uploads only what is missing or
 // changed: NARs by key and size (their key is their hash), other files by
@@ -36,6 +37,10 @@ const (
 	DefaultPartSize   = 16 << 20
 	DefaultMaxRetries = 4
 	DefaultTimeout    = 30 * time.Second
+	// An incomplete multipart upload started this long ago is taken as
+	// left by a push that died: one NAR's upload takes minutes, not hours,
+	// and a younger one may be another push's, uploading right now.
+	DefaultAbandonAge = time.Hour
 )
 
 // Options say what to push where and how.
@@ -58,6 +63,10 @@ type Options struct {
 	Timeout time.Duration
 	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
 	LockWait time.Duration
+	// AbandonAge is the age from which an incomplete multipart upload
+	// under the target is aborted (0: DefaultAbandonAge; < 0: every one,
+	// for when no other push can be running).
+	AbandonAge time.Duration
 }
 
 // EventKind says what an Event reports.
@@ -69,7 +78,7 @@ const (
 	// are in the bucket already. Once, after the bucket was listed.
 	Planned EventKind = iota
 	// Aborted: an incomplete multipart upload of Key, left by an
-	// interrupted push, was removed.
+	// interrupted push (older than Options.AbandonAge), was removed.
 	Aborted
 	// Progress: Bytes more bytes of Key were sent.
 	Progress
@@ -109,6 +118,9 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.AbandonAge == 0 {
+		o.AbandonAge = DefaultAbandonAge
+	}
 	if _, err := os.Stat(o.Dir); err != nil {
 		// Acquire would create it.
 		return Stats{}, fmt.Errorf("%s: %w", o.Dir, err)
@@ -135,7 +147,7 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 		return Stats{}, err
 	}
 	p.emit(Event{Kind: Planned, Objects: pl.objects, Bytes: pl.bytes, Skipped: p.stats.Skipped})
-	if err := p.abortIncomplete(ctx); err != nil {
+	if err := p.abortIncomplete(ctx, start.Add(-o.AbandonAge)); err != nil {
 		return p.stats, err
 	}
 	for _, phase := range pl.phases {
@@ -296,14 +308,18 @@ func (p *push) get(key string) ([]byte, error) {
 	return data, nil
 }
 
-// abortIncomplete removes the multipart uploads that killed pushes left:
-// their parts are stored, and billed, until aborted.
-func (p *push) abortIncomplete(ctx context.Context) error {
+// abortIncomplete removes the multipart uploads that killed pushes left,
+// those started before cutoff: their parts are stored, and billed, until
+// aborted. Younger ones may be another push's, running now.
+func (p *push) abortIncomplete(ctx context.Context, cutoff time.Time) error {
 	t := p.o.Target
 	core := minio.Core{Client: p.client}
 	for u := range p.client.ListIncompleteUploads(ctx, t.Bucket, t.Prefix, true) {
 		if u.Err != nil {
 			return describe(u.Err, t, "list incomplete uploads")
+		}
+		if p.o.AbandonAge > 0 && !u.Initiated.Before(cutoff) {
+			continue
 		}
 		if err := core.AbortMultipartUpload(ctx, t.Bucket, u.Key, u.UploadID); err != nil {
 			return describe(err, t, "abort the incomplete upload of "+u.Key)
