@@ -15,8 +15,8 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
-// writeNAR dumps, hashes and compresses p in one pass into a temporary file
-// that is renamed to its content-addressed name once complete and checked,
+// writeNAR dumps, hashes and compresses p in one pass into a new file that
+// is published under its content-addressed name once complete and checked,
 // and writes its listing and debuginfo entries. A NAR known to fit in one
 // chunk goes the direct way: dumped into a buffer, compressed in one call
 // and written at once, with no goroutine or pipe of its own.
@@ -25,32 +25,25 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 		return nil, err
 	}
 	r.emit(Event{Kind: Started, Path: p.StorePath})
-	tmp, err := cachedir.CreateTemp(filepath.Join(r.dir, "nar"))
+	tmp, err := cachedir.Create(filepath.Join(r.dir, "nar"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
 	}
 	defer func() {
 		if tmp != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			tmp.Abort()
 		}
 	}()
 
 	narHash, fileHash := newHash(), newHash()
 	var tree *listing.Node
 	if p.NarSize > 0 && p.NarSize <= uint64(r.enc.ChunkSize()) {
-		tree, err = r.compressSmall(p, tmp, narHash, fileHash)
+		tree, err = r.compressSmall(p, tmp.File, narHash, fileHash)
 	} else {
-		tree, err = r.compressStream(p, tmp, narHash, fileHash)
+		tree, err = r.compressStream(p, tmp.File, narHash, fileHash)
 	}
 	if err != nil {
 		return nil, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
 	}
 	if r.o.Compression == compress.None {
 		fileHash = narHash // the file is the NAR: hashed once
@@ -65,10 +58,11 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 			return nil, fmt.Errorf("%s: sign: %w", p.StorePath, err)
 		}
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(r.dir, url)); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
-	}
+	err = tmp.Publish(filepath.Join(r.dir, url), 0o644)
 	tmp = nil
+	if err != nil {
+		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)
+	}
 	if tree != nil {
 		if err := r.writeIndex(p.StorePath, url, tree); err != nil {
 			return nil, err

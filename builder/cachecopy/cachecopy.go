@@ -286,14 +286,13 @@ func (c *copier) copyNAR(p, url string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
-	tmp, err := cachedir.CreateTemp(filepath.Dir(dst))
+	tmp, err := cachedir.Create(filepath.Dir(dst))
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	defer func() {
 		if tmp != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			tmp.Abort()
 		}
 	}()
 	h := sha256.New()
@@ -308,16 +307,11 @@ func (c *copier) copyNAR(p, url string) error {
 	if string(got.Digest()) != string(want.Digest()) {
 		return fmt.Errorf("%s: %s hashes to %s, its narinfo says %s", p, src, got.String(), want.Format(nixhash.NixBase32, true))
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("%s: %w", p, err)
-	}
-	if err := tmp.Close(); err != nil {
+	err = tmp.Publish(dst, 0o644)
+	tmp = nil
+	if err != nil {
 		return fmt.Errorf("%s: write %s: %w", p, dst, err)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("%s: %w", p, err)
-	}
-	tmp = nil
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 
 // fileOp is one file system call a command made, as strace saw it.
 type fileOp struct {
-	call  string // rename, unlink or sync
+	call  string // rename (or link: a name appears), unlink or sync
 	paths []string
 }
 
@@ -26,8 +26,8 @@ var (
 	quotedRE    = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
 )
 
-// traced runs the binary under strace and returns its successful renames,
-// unlinks and syncs, in order; strace -f follows the Nix commands it runs.
+// traced runs the binary under strace and returns its successful renames
+// and links, unlinks and syncs, in order; strace -f follows the Nix commands it runs.
 func traced(t *testing.T, env []string, args ...string) []fileOp {
 	t.Helper()
 	if _, err := exec.LookPath("strace"); err != nil {
@@ -35,7 +35,7 @@ func traced(t *testing.T, env []string, args ...string) []fileOp {
 	}
 	log := filepath.Join(t.TempDir(), "strace")
 	cmd := exec.Command("strace", append([]string{"-f", "-qq", "-s", "4096", "-o", log,
-		"-e", "trace=rename,renameat,renameat2,unlink,unlinkat,syncfs,fsync,fdatasync,sync", binary(t)}, args...)...)
+		"-e", "trace=rename,renameat,renameat2,link,linkat,unlink,unlinkat,syncfs,fsync,fdatasync,sync", binary(t)}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mkbinarycache %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -70,7 +70,7 @@ func traced(t *testing.T, env []string, args ...string) []fileOp {
 			paths = append(paths, s)
 		}
 		switch m[2] {
-		case "rename", "renameat", "renameat2":
+		case "rename", "renameat", "renameat2", "link", "linkat":
 			ops = append(ops, fileOp{"rename", paths})
 		case "unlink", "unlinkat":
 			ops = append(ops, fileOp{"unlink", paths})
