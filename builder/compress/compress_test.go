@@ -149,6 +149,16 @@ func TestXZProgram(t *testing.T) {
 	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "/nonexistent/xz") {
 		t.Errorf("missing xz program: error %v", err)
 	}
+	// Inputs under XZProgramMinSize never start it: they are compressed
+	// in-process, whatever the program.
+	small := data[:XZProgramMinSize-1]
+	r, err = NewReader(bytes.NewReader(encode(t, XZ, o, small)), XZ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, small) {
+		t.Errorf("small input, missing xz program: round trip failed: %v", err)
+	}
 }
 
 func TestLevels(t *testing.T) {
