@@ -75,9 +75,18 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 	default:
 		return nil, fmt.Errorf("unsupported compression %q", m)
 	}
-	// Chunks being compressed or waiting to be written, across every
-	// stream of the run.
-	e.budget = newBudget(max(threads, 2))
+	// Chunks being filled, compressed or written, across every stream of
+	// the run. A filled chunk that waits for a core holds its memory for
+	// nothing (with 32 MiB xz chunks, a third of the peak), so a chunk
+	// starts to fill only when it can then be compressed; zstd and none
+	// have one more, to fill while the others compress, since their
+	// compression takes only a few times as long as the filling. xz and
+	// bzip2 take hundreds of times as long.
+	spare := 0
+	if m == None || m == Zstd {
+		spare = 1
+	}
+	e.budget = newBudget(max(threads, 2) + spare)
 	return e, nil
 }
 
@@ -131,6 +140,13 @@ func bufClass(n int) int {
 		c++
 	}
 	return c
+}
+
+// take waits for a slot of the budget, then gets a buffer for a chunk;
+// the slot is given back when the chunk is written.
+func (b *budget) take(n int) []byte {
+	b.slots <- struct{}{}
+	return b.get(n)
 }
 
 func (b *budget) get(n int) []byte {
