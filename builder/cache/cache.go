@@ -38,7 +38,8 @@ type Options struct {
 	// Jobs bounds the paths written at once, and Threads the goroutines one
 	// path's encoder may use; 0 means the number of CPUs.
 	Jobs, Threads int
-	// XZProgram is an external xz(1) to compress xz chunks with, or "" for
+	// XZProgram is an external xz(1) to compress xz chunks of
+	// compress.XZProgramMinSize and more with, or "" for
 	// the pure Go encoder (compress.Options.XZProgram).
 	XZProgram string
 	// ChunkSize overrides compress.DefaultChunkSize: tests only.

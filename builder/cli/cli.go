@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&f.level, "level", compress.DefaultLevel, "compression `LEVEL` (zstd 1-22, xz 0-9, bzip2 1-9; default: the method's)")
 	fs.IntVar(&f.jobs, "jobs", 0, "store paths written at once (`N`, default: the number of CPUs)")
 	fs.IntVar(&f.threads, "threads", 0, "goroutines one NAR's encoder may use (`N`, default: the number of CPUs)")
-	fs.StringVar(&f.xzProgram, "xz-program", "auto", "xz(1) `PATH` to compress xz chunks with (much faster than the built-in encoder, same format); \"auto\": xz from PATH if any; \"none\": the built-in encoder")
+	fs.StringVar(&f.xzProgram, "xz-program", "auto", "xz(1) `PATH` to compress xz chunks of 1 MiB and more with (much faster than the built-in encoder, same format); \"auto\": xz from PATH if any; \"none\": the built-in encoder")
 	fs.IntVar(&f.priority, "priority", 0, "nix-cache-info Priority (`N`, default: none)")
 	fs.BoolVar(&f.wantMassQuery, "want-mass-query", false, "write WantMassQuery: 1 to nix-cache-info")
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")

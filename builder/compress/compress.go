@@ -98,17 +98,17 @@ type Options struct {
 	// sizes buffers, not the output. NewWriter only.
 	SizeHint int64
 	// XZProgram, when set, is an xz(1) (liblzma) that compresses each xz
-	// chunk, at XZProgramLevel unless Level is set: several times faster
-	// than the pure Go encoder for the same ratio. The output then depends
-	// on that program's version.
+	// chunk of XZProgramMinSize or more, at XZProgramLevel unless Level is
+	// set: several times faster than the pure Go encoder for the same
+	// ratio. The output then depends on that program's version.
 	XZProgram string
 }
 
 // XZProgramLevel is the preset an external xz compresses with by default,
 // chosen by measurement on NAR data (docs/benchmarks.md): -5 has -6's 8 MiB
 // dictionary with a shorter nice length, about 1.5x as fast for 1.6% more
-// output; with XZProgramChunkSize chunks it stays within about 8% of the
-// single stream xz -6 (and so nix copy) writes.
+// output; with XZProgramChunkSize chunks it writes 1.025x what a single
+// xz -6 stream (and so nix copy) writes on BIG.
 const XZProgramLevel = 5
 
 // xzDictCap follows xz(1)'s presets: -0 .. -9.
