@@ -30,9 +30,10 @@ The bucket is a valid cache at every moment: NARs, listings and debuginfo
 entries go first, each narinfo only after its NAR and its references'
 narinfos, nix-cache-info last. Only what the bucket lacks or holds in
 another version (a narinfo signed since) is uploaded, found by one listing
-of the bucket; an interrupted push is completed by running it again. The
-multipart uploads a killed push left are aborted once older than
---abort-uploads-older-than: younger ones may be another push's, running now.
+of the bucket; an interrupted push is completed by running it again, which
+aborts the multipart uploads it left: those of NARs it has now stored that
+gained no part meanwhile, and any older than --abort-uploads-older-than.
+An upload that grows is another push's, running now, and is left to finish.
 
 Options:
 `

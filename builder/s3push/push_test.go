@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,8 +214,9 @@ func TestPushPrefix(t *testing.T) {
 }
 
 // Multipart uploads a killed push left are aborted by the next push once
-// older than AbandonAge; a younger one, maybe another push's, running now,
-// is left to complete.
+// older than AbandonAge, or at once if they are of a NAR the push stores;
+// a younger one of another key, maybe another push's, running now, is left
+// to complete.
 func TestPushAbortsAbandonedUploads(t *testing.T) {
 	s := s3server.Start(t)
 	s.Setenv(t)
@@ -239,6 +241,13 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	runningID, runningETag := start("nar/running.nar")
 	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 1, Big: 100})
+	// A young upload of one of the cache's own NARs: the push stores that
+	// NAR, so the upload can only store it again, and goes too.
+	nars, err := filepath.Glob(filepath.Join(dir, "nar", "*"))
+	if err != nil || len(nars) == 0 {
+		t.Fatalf("no NAR in %s: %v", dir, err)
+	}
+	start("nar/" + filepath.Base(nars[0]))
 	target, err := s3push.ParseURL(s.URL("cache"))
 	if err != nil {
 		t.Fatal(err)
@@ -248,8 +257,8 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Aborted != 1 {
-		t.Errorf("aborted %d incomplete uploads, want 1", stats.Aborted)
+	if stats.Aborted != 2 {
+		t.Errorf("aborted %d incomplete uploads, want 2", stats.Aborted)
 	}
 	var left []string
 	for u := range s.Client.ListIncompleteUploads(ctx, "cache", "", true) {
@@ -264,7 +273,8 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 		t.Errorf("complete the running upload after the push: %v", err)
 	}
 
-	// AbandonAge < 0: every incomplete upload goes, however young.
+	// AbandonAge < 0: every incomplete upload goes, however young and
+	// whatever its key.
 	start("nar/just-killed.nar")
 	o.AbandonAge = -1
 	if stats, err = s3push.Push(ctx, o, nil); err != nil {
@@ -276,6 +286,84 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 	for u := range s.Client.ListIncompleteUploads(ctx, "cache", "", true) {
 		t.Errorf("with AbandonAge < 0: incomplete upload of %s left", u.Key)
 	}
+}
+
+// Two pushes of one cache into one bucket at once (CI jobs sharing a
+// bucket) both succeed and leave no incomplete upload: the one that
+// finishes first leaves alone the other's upload of a NAR it stored, since
+// that upload gained parts while it ran.
+func TestConcurrentPushes(t *testing.T) {
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 6, Big: 40 << 20})
+	target, err := s3push.ParseURL(s.URL("cache"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := s3push.Options{Dir: dir, Target: target, Jobs: 2, Threads: 1, PartSize: 5 << 20,
+		MaxRetries: 2, Timeout: 5 * time.Second, LockWait: -1}
+	big := largestNAR(t, dir)
+
+	// The slow push: its upload of the large NAR is held back (progress
+	// events come from the reader the upload draws from), a part about
+	// every 250 ms.
+	started := make(chan struct{})
+	var once sync.Once
+	slow := func(e s3push.Event) {
+		if e.Kind == s3push.Progress && e.Key == big {
+			once.Do(func() { close(started) })
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	var slowStats s3push.Stats
+	slowErr := make(chan error, 1)
+	go func() {
+		var err error
+		slowStats, err = s3push.Push(context.Background(), o, slow)
+		slowErr <- err
+	}()
+	<-started
+	// The fast push takes over a second, long enough to see the slow
+	// one's upload grow.
+	fast := o
+	fast.Threads = 4
+	stats, err := s3push.Push(context.Background(), fast, func(e s3push.Event) {
+		if e.Kind == s3push.Uploaded {
+			time.Sleep(60 * time.Millisecond)
+		}
+	})
+	if err != nil {
+		t.Fatalf("the fast push: %v", err)
+	}
+	if err := <-slowErr; err != nil {
+		t.Fatalf("the slow push: %v", err)
+	}
+	if stats.Aborted != 0 {
+		t.Errorf("the fast push aborted %d uploads, want none (the slow push's of %s was live)", stats.Aborted, big)
+	}
+	t.Logf("fast push: %+v; slow push: %+v", stats, slowStats)
+	checkBucket(t, s, "cache", "", dir)
+	for u := range s.Client.ListIncompleteUploads(context.Background(), "cache", "", true) {
+		t.Errorf("incomplete upload of %s left", u.Key)
+	}
+}
+
+// largestNAR is the key of the largest NAR of the cache at dir.
+func largestNAR(t *testing.T, dir string) string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "nar", "*"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no NAR in %s: %v", dir, err)
+	}
+	var key string
+	var size int64 = -1
+	for _, n := range names {
+		if fi, err := os.Stat(n); err == nil && fi.Size() > size {
+			key, size = "nar/"+filepath.Base(n), fi.Size()
+		}
+	}
+	return key
 }
 
 // Without credentials, requests are anonymous: a bucket whose policy lets

@@ -4,8 +4,8 @@
 // first, then narinfos layer by layer (a path's narinfo only once its NAR
 // and its references' narinfos are stored), nix-cache-info last. A push
 // that dies leaves at most unreferenced NARs and incomplete multipart
-// uploads: the next push completes the bucket, and aborts those uploads
-// once they are old enough not to be another push's, still running.
+// uploads: the next push completes the bucket and aborts those uploads,
+// but none of another push that runs at the same time.
 //
 // A push lists the bucket once and uploads only what is missing or
 // changed: NARs by key and size (their key is their hash), other files by
@@ -63,9 +63,11 @@ type Options struct {
 	Timeout time.Duration
 	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
 	LockWait time.Duration
-	// AbandonAge is the age from which an incomplete multipart upload
+	// AbandonAge is the age from which any incomplete multipart upload
 	// under the target is aborted (0: DefaultAbandonAge; < 0: every one,
-	// for when no other push can be running).
+	// for when no other push can be running). Younger uploads of the
+	// cache's own NARs are aborted at the end if they gained no part
+	// meanwhile.
 	AbandonAge time.Duration
 }
 
@@ -78,7 +80,8 @@ const (
 	// are in the bucket already. Once, after the bucket was listed.
 	Planned EventKind = iota
 	// Aborted: an incomplete multipart upload of Key, left by an
-	// interrupted push (older than Options.AbandonAge), was removed.
+	// interrupted push, was removed: one older than Options.AbandonAge, or
+	// one of a NAR this push stored that gained no part while it ran.
 	Aborted
 	// Progress: Bytes more bytes of Key were sent.
 	Progress
@@ -155,6 +158,9 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 			return p.stats, err
 		}
 	}
+	if err := p.abortRedundant(ctx); err != nil {
+		return p.stats, err
+	}
 	p.stats.Elapsed = time.Since(start)
 	return p.stats, nil
 }
@@ -169,6 +175,9 @@ type push struct {
 	client *minio.Client
 	local  *localCache
 	bucket map[string]remote // by key, without the prefix
+	// idle notes the young incomplete uploads of this cache's NARs found
+	// at the start, by upload ID: their parts then (partsState).
+	idle map[string]string
 
 	mu     sync.Mutex // guards stats and events
 	stats  Stats
@@ -310,15 +319,38 @@ func (p *push) get(key string) ([]byte, error) {
 
 // abortIncomplete removes the multipart uploads that killed pushes left,
 // those started before cutoff: their parts are stored, and billed, until
-// aborted. Younger ones may be another push's, running now.
+// aborted. Younger ones may be another push's, running now: those of this
+// cache's NARs are noted, for abortRedundant to tell at the end.
 func (p *push) abortIncomplete(ctx context.Context, cutoff time.Time) error {
+	nars := make(map[string]bool, len(p.local.nars))
+	for _, o := range p.local.nars {
+		nars[o.key] = true
+	}
+	p.idle = map[string]string{}
+	core := minio.Core{Client: p.client}
+	return p.abortUploads(ctx, func(u minio.ObjectMultipartInfo) bool {
+		if p.o.AbandonAge < 0 || u.Initiated.Before(cutoff) {
+			return true
+		}
+		if nars[strings.TrimPrefix(u.Key, p.o.Target.Prefix)] {
+			if state, err := partsState(ctx, core, p.o.Target.Bucket, u); err == nil {
+				p.idle[u.UploadID] = state
+			}
+		}
+		return false
+	})
+}
+
+// abortUploads aborts the incomplete multipart uploads under the target
+// that abort selects.
+func (p *push) abortUploads(ctx context.Context, abort func(minio.ObjectMultipartInfo) bool) error {
 	t := p.o.Target
 	core := minio.Core{Client: p.client}
 	for u := range p.client.ListIncompleteUploads(ctx, t.Bucket, t.Prefix, true) {
 		if u.Err != nil {
 			return describe(u.Err, t, "list incomplete uploads")
 		}
-		if p.o.AbandonAge > 0 && !u.Initiated.Before(cutoff) {
+		if !abort(u) {
 			continue
 		}
 		if err := core.AbortMultipartUpload(ctx, t.Bucket, u.Key, u.UploadID); err != nil {
@@ -330,6 +362,45 @@ func (p *push) abortIncomplete(ctx context.Context, cutoff time.Time) error {
 		p.emit(Event{Kind: Aborted, Key: strings.TrimPrefix(u.Key, t.Prefix)})
 	}
 	return nil
+}
+
+// abortRedundant removes the incomplete uploads of this cache's NARs, all
+// now stored, that were there when the push began and have had no part
+// uploaded since: left by a killed push, whatever their age. A NAR's key
+// is its hash, so they could only store what is there. One that gained
+// parts meanwhile is another push's, running now, and is left alone:
+// aborting a live upload is not safe on every S3 server (one here, racing
+// a part in flight, let the upload complete without its metadata).
+func (p *push) abortRedundant(ctx context.Context) error {
+	if len(p.idle) == 0 {
+		return nil
+	}
+	core := minio.Core{Client: p.client}
+	return p.abortUploads(ctx, func(u minio.ObjectMultipartInfo) bool {
+		before, ok := p.idle[u.UploadID]
+		if !ok {
+			return false
+		}
+		now, err := partsState(ctx, core, p.o.Target.Bucket, u)
+		return err == nil && now == before
+	})
+}
+
+// partsState sums up the parts an upload has, to tell whether it grows.
+func partsState(ctx context.Context, core minio.Core, bucket string, u minio.ObjectMultipartInfo) (string, error) {
+	r, err := core.ListObjectParts(ctx, bucket, u.Key, u.UploadID, 0, 1000)
+	if err != nil {
+		return "", err
+	}
+	var size int64
+	var last time.Time
+	for _, part := range r.ObjectParts {
+		size += part.Size
+		if part.LastModified.After(last) {
+			last = part.LastModified
+		}
+	}
+	return fmt.Sprintf("%d parts, %d bytes, last %s, more %t", len(r.ObjectParts), size, last.Format(time.RFC3339Nano), r.IsTruncated), nil
 }
 
 // uploadAll uploads objs, Jobs at a time; the first error stops the rest.
@@ -380,6 +451,18 @@ func (p *push) upload(ctx context.Context, o *object) error {
 		opts.DisableMultipart = true
 	}
 	info, err := p.client.PutObject(ctx, p.o.Target.Bucket, p.key(o.key), r, o.size, opts)
+	if err != nil && o.md5 == "" && ctx.Err() == nil {
+		// A NAR (no md5: its key is its hash) that another push stored,
+		// having aborted this upload of it (older versions did; so may a
+		// push that found it idle for long), is stored all the same.
+		if st, serr := p.client.StatObject(ctx, p.o.Target.Bucket, p.key(o.key), minio.StatObjectOptions{}); serr == nil && st.Size == o.size {
+			p.mu.Lock()
+			p.stats.Skipped++
+			p.stats.SkippedBytes += o.size
+			p.mu.Unlock()
+			return nil
+		}
+	}
 	if err != nil {
 		return describe(err, p.o.Target, "upload "+o.key)
 	}

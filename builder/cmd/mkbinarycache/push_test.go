@@ -129,16 +129,14 @@ func substitute(t *testing.T, v nixtest.Version, url, key string, fx *nixtest.Fi
 
 // A push killed (SIGKILL) at random moments never leaves a narinfo whose
 // NAR or references' narinfos are missing, and running it again completes
-// the bucket and (with --abort-uploads-older-than 0) aborts the multipart
-// uploads the killed one left.
+// the bucket and aborts the multipart uploads the killed one left.
 func TestPushKilled(t *testing.T) {
 	s := s3server.Start(t)
 	s.Setenv(t)
 	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 30, Big: 24 << 20})
 	files := len(testkit.Files(t, dir))
-	run := func(bucket string, kill time.Duration, flags ...string) (killed bool, out string) {
-		args := append([]string{"push", "--jobs", "3", "--threads", "2", "--part-size", "5"}, flags...)
-		cmd := exec.Command(binary(t), append(args, dir, s.URL(bucket))...)
+	run := func(bucket string, kill time.Duration) (killed bool, out string) {
+		cmd := exec.Command(binary(t), "push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket))
 		var b bytes.Buffer // one writer for both: exec serializes its writes
 		cmd.Stdout, cmd.Stderr = &b, &b
 		if err := cmd.Start(); err != nil {
@@ -185,7 +183,7 @@ func TestPushKilled(t *testing.T) {
 		}
 		left := len(s.Objects(t, bucket))
 		t0 := time.Now()
-		_, out := run(bucket, 0, "--abort-uploads-older-than", "0")
+		_, out := run(bucket, 0)
 		t.Logf("killed after %v (%v) with %d of %d objects stored; the re-run took %v", at, killed, left, files, time.Since(t0))
 		if n := len(s.Objects(t, bucket)); n != files {
 			t.Errorf("after the re-run: %d objects, want %d:\n%s", n, files, out)
