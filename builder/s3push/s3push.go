@@ -369,8 +369,8 @@ func (p *push) abortUploads(ctx context.Context, abort func(minio.ObjectMultipar
 // uploaded since: left by a killed push, whatever their age. A NAR's key
 // is its hash, so they could only store what is there. One that gained
 // parts meanwhile is another push's, running now, and is left alone:
-// aborting a live upload is not safe on every S3 server (one here, racing
-// a part in flight, let the upload complete without its metadata).
+// aborting a live upload is not safe on every S3 server (versitygw, racing
+// a part in flight, let such an upload complete without its metadata).
 func (p *push) abortRedundant(ctx context.Context) error {
 	if len(p.idle) == 0 {
 		return nil
