@@ -307,13 +307,13 @@ func TestConcurrentPushes(t *testing.T) {
 
 	// The slow push: its upload of the large NAR is held back (progress
 	// events come from the reader the upload draws from), a part about
-	// every 250 ms.
+	// every 500 ms, 4 s in all: still open when the fast push ends.
 	started := make(chan struct{})
 	var once sync.Once
 	slow := func(e s3push.Event) {
 		if e.Kind == s3push.Progress && e.Key == big {
 			once.Do(func() { close(started) })
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	var slowStats s3push.Stats
@@ -341,6 +341,9 @@ func TestConcurrentPushes(t *testing.T) {
 	}
 	if stats.Aborted != 0 {
 		t.Errorf("the fast push aborted %d uploads, want none (the slow push's of %s was live)", stats.Aborted, big)
+	}
+	if slowStats.Uploaded != stats.Uploaded+stats.Skipped {
+		t.Errorf("the slow push uploaded %d objects, want all %d: its upload of %s was taken as done by another", slowStats.Uploaded, stats.Uploaded+stats.Skipped, big)
 	}
 	t.Logf("fast push: %+v; slow push: %+v", stats, slowStats)
 	checkBucket(t, s, "cache", "", dir)
