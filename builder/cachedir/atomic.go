@@ -39,6 +39,11 @@ func Create(dir string) (*File, error) {
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
 		return nil, &os.PathError{Op: "create a file in", Path: dir, Err: err}
 	}
+	return createNamed(dir)
+}
+
+// createNamed starts a new file in dir as a TmpPrefix file.
+func createNamed(dir string) (*File, error) {
 	f, err := os.CreateTemp(dir, TmpPrefix+"*")
 	if err != nil {
 		return nil, err
@@ -127,24 +132,15 @@ func (f *File) copyTo(name string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(name), TmpPrefix+"*")
+	tmp, err := createNamed(filepath.Dir(name))
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(tmp, io.NewSectionReader(f.File, 0, size))
-	if err == nil {
-		err = tmp.Chmod(fi.Mode().Perm())
+	if _, err := io.Copy(tmp, io.NewSectionReader(f.File, 0, size)); err != nil {
+		tmp.Abort()
+		return err
 	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), name)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return tmp.Publish(name, fi.Mode().Perm())
 }
 
 // WriteFile writes data to a new file and publishes it as name with
