@@ -14,7 +14,6 @@ import (
 // that memory stays at a few chunks per core however many paths are written
 // at once. It is safe for concurrent use.
 type Encoder struct {
-	m       Method
 	chunk   chunkFunc
 	size    int // chunk size
 	threads int // chunks of one stream compressed at once
@@ -28,7 +27,7 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 		return nil, err
 	}
 	threads := max(o.Threads, 1)
-	e := &Encoder{m: m, size: o.ChunkSize, threads: threads, outDiv: 1}
+	e := &Encoder{size: o.ChunkSize, threads: threads, outDiv: 1}
 	if e.size <= 0 {
 		e.size = DefaultChunkSize
 	}
@@ -89,9 +88,6 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 	e.budget = newBudget(max(threads, 2) + spare)
 	return e, nil
 }
-
-// Method is what e compresses with.
-func (e *Encoder) Method() Method { return e.m }
 
 // ChunkSize is the size of the independently compressed chunks: an input of
 // at most this size is one stream, and Append gives the same bytes as a
