@@ -139,8 +139,9 @@ func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event
 	if err := cachedir.Init(w.dir, cachedir.Info{StoreDir: w.o.StoreDir, Priority: w.o.Priority, WantMassQuery: w.o.WantMassQuery}); err != nil {
 		return Stats{}, err
 	}
+	tree := w.o.NarListing || w.o.IndexDebugInfo // the walk yields the listing
 	r := &run{Writer: w, report: report, published: map[string]bool{},
-		dumpers: sync.Pool{New: func() any { return new(nardump.Dumper) }}}
+		dumpers: sync.Pool{New: func() any { return &nardump.Dumper{Tree: tree} }}}
 	if report == nil {
 		r.report = func(Event) {}
 	}
@@ -152,9 +153,9 @@ func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event
 // run is one Write: the state its workers and publisher share.
 type run struct {
 	*Writer
-	mu        sync.Mutex // report and stats
+	mu        sync.Mutex // report, called by workers and the publisher
 	report    func(Event)
-	stats     Stats
+	stats     Stats           // the publisher's
 	published map[string]bool // store paths whose narinfo is in place: the publisher's
 	dumpers   sync.Pool       // *nardump.Dumper, one per worker at a time
 }
@@ -360,12 +361,10 @@ func (r *run) publishReady(pending []written) (rest []written, fresh []string, e
 			} else {
 				r.published[w.p.StorePath] = true
 			}
-			r.mu.Lock()
 			r.stats.Paths++
 			r.stats.NarBytes += w.ni.NarSize
 			r.stats.FileBytes += w.ni.FileSize
-			r.report(Event{Kind: Written, Path: w.p.StorePath, NarBytes: w.ni.NarSize, FileBytes: w.ni.FileSize})
-			r.mu.Unlock()
+			r.emit(Event{Kind: Written, Path: w.p.StorePath, NarBytes: w.ni.NarSize, FileBytes: w.ni.FileSize})
 		}
 		pending = rest
 		if !progress || r.o.Durable {

@@ -17,7 +17,7 @@ import (
 // returns the NAR's file tree when a listing or debug info index is wanted
 // (from the walk itself: the NAR is never parsed again), else nil.
 func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
-	d := r.dumper()
+	d := r.dumpers.Get().(*nardump.Dumper)
 	defer r.dumpers.Put(d)
 	info, err := d.Dump(w, storePath)
 	if err != nil {
@@ -29,7 +29,7 @@ func (r *run) dumpNAR(w io.Writer, storePath string) (*listing.Node, error) {
 
 // appendNAR is dumpNAR into a buffer: the NAR appended to dst.
 func (r *run) appendNAR(dst []byte, storePath string) ([]byte, *listing.Node, error) {
-	d := r.dumper()
+	d := r.dumpers.Get().(*nardump.Dumper)
 	defer r.dumpers.Put(d)
 	nar, info, err := d.Append(dst, storePath)
 	if err != nil {
@@ -37,12 +37,6 @@ func (r *run) appendNAR(dst []byte, storePath string) ([]byte, *listing.Node, er
 	}
 	r.checkDepth(storePath, info)
 	return nar, info.Tree, nil
-}
-
-func (r *run) dumper() *nardump.Dumper {
-	d := r.dumpers.Get().(*nardump.Dumper)
-	d.Tree = r.o.NarListing || r.o.IndexDebugInfo
-	return d
 }
 
 // checkDepth warns of a NAR nested deeper than Nix 2.34 and later unpack.
