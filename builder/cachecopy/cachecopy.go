@@ -16,8 +16,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,7 +124,7 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	}
 	roots := o.Paths
 	if len(roots) == 0 {
-		roots = cachegraph.Sorted(keys(g.Paths))
+		roots = slices.Sorted(maps.Keys(g.Paths))
 	}
 	want, missing, err := g.Closure(roots, o.BuildClosure)
 	if err != nil {
@@ -156,7 +158,7 @@ type copier struct {
 func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	var todo []string
 	var bytes uint64
-	for _, p := range cachegraph.Sorted(want) {
+	for _, p := range slices.Sorted(maps.Keys(want)) {
 		if _, err := os.Lstat(cachedir.NarInfoPath(c.o.Dst, p)); err == nil {
 			c.stats.Skipped++
 			c.report(Event{Kind: Skipped, Path: p})
@@ -313,14 +315,6 @@ func (c *copier) copyNAR(p, url string) error {
 		return fmt.Errorf("%s: write %s: %w", p, dst, err)
 	}
 	return nil
-}
-
-func keys[V any](m map[string]V) map[string]bool {
-	out := make(map[string]bool, len(m))
-	for k := range m {
-		out[k] = true
-	}
-	return out
 }
 
 // sameDir reports whether a and b are the same directory (b may not exist).

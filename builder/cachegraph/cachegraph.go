@@ -178,16 +178,6 @@ func (g *Graph) Closure(roots []string, buildClosure bool) (map[string]bool, []M
 	return kept, missing, nil
 }
 
-// Sorted returns the keys of a set, sorted.
-func Sorted(set map[string]bool) []string {
-	out := make([]string, 0, len(set))
-	for p := range set {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // DebugEntry is one file of the cache's debuginfo/ index.
 type DebugEntry struct {
 	Name    string // the file, inside debuginfo/

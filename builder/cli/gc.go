@@ -88,9 +88,7 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	if *dryRun {
-		verb = "would remove"
-	} else {
+	if !*dryRun {
 		verb = "removed"
 	}
 	fmt.Fprintf(env.Stderr, "gc: kept %d paths; %s %d paths, %d files, %s, in %s\n",

@@ -95,20 +95,16 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 		// Before locking: Acquire would create the directory.
 		return Stats{}, fmt.Errorf("%s: %w", o.Dir, cachegraph.ErrNotCache)
 	}
+	mode := cachedir.Exclusive
 	if o.DryRun {
 		// Changes nothing, not even the temporary files of killed runs.
-		lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.ReadOnly, o.LockWait)
-		if err != nil {
-			return Stats{}, err
-		}
-		defer lock.Release()
-	} else {
-		lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Exclusive, o.LockWait)
-		if err != nil {
-			return Stats{}, err
-		}
-		defer lock.Release()
+		mode = cachedir.ReadOnly
 	}
+	lock, err := cachedir.Acquire(ctx, o.Dir, mode, o.LockWait)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer lock.Release()
 	p, err := plan(ctx, o, report)
 	if err != nil {
 		return Stats{}, err
@@ -203,7 +199,7 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read %s: %w", filepath.Join(o.Dir, "nar"), err)
 	}
-	for _, u := range cachegraph.Sorted(nars) {
+	for _, u := range slices.Sorted(maps.Keys(nars)) {
 		if v, ok := stat(filepath.Join(o.Dir, u)); ok {
 			r.nars = append(r.nars, v)
 		}
@@ -248,7 +244,7 @@ func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs 
 	}
 	// Build IDs the kept paths have, from their listings.
 	have := map[string]string{} // debuginfo key -> NAR URL
-	for _, p := range cachegraph.Sorted(kept) {
+	for _, p := range slices.Sorted(maps.Keys(kept)) {
 		raw, err := cachedir.ReadRegular(cachedir.ListingPath(dir, p))
 		if err != nil {
 			continue // no listing: this path's files are unknown
