@@ -218,6 +218,17 @@ func run(ctx context.Context, args []string, env Env) error {
 	if out == "" {
 		return usagef("--out is required")
 	}
+	if err := setCompression(&o, compression, f.xzProgram); err != nil {
+		return err
+	}
+	return writeCache(ctx, out, c, o, env.Stderr, f.quiet)
+}
+
+// setCompression sets the compression options from the flags: a bad
+// method or level is a usage error (exit 2), before any work. "auto" keeps
+// an xz program set already (by a derivation's attrs).
+func setCompression(o *cache.Options, compression, xzProgram string) error {
+	var err error
 	if o.Compression, err = parseCompression(compression); err != nil {
 		return usageError{err}
 	}
@@ -225,18 +236,18 @@ func run(ctx context.Context, args []string, env Env) error {
 		return usageError{err}
 	}
 	if o.Compression == compress.XZ {
-		switch f.xzProgram {
+		switch xzProgram {
 		case "none", "":
 			o.XZProgram = ""
 		case "auto":
-			if o.XZProgram == "" { // not set by the attrs
+			if o.XZProgram == "" {
 				o.XZProgram, _ = exec.LookPath("xz")
 			}
 		default:
-			o.XZProgram = f.xzProgram
+			o.XZProgram = xzProgram
 		}
 	}
-	return writeCache(ctx, out, c, o, env.Stderr, f.quiet)
+	return nil
 }
 
 // writeCache runs a cache.Writer, rendering its progress on stderr.

@@ -187,27 +187,6 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 	return nil
 }
 
-// setCompression sets the compression options from the flags.
-func setCompression(o *cache.Options, compression, xzProgram string) error {
-	var err error
-	if o.Compression, err = parseCompression(compression); err != nil {
-		return usageError{err}
-	}
-	if err := o.Compression.CheckLevel(o.Level); err != nil {
-		return usageError{err}
-	}
-	if o.Compression == compress.XZ {
-		switch xzProgram {
-		case "none", "":
-		case "auto":
-			o.XZProgram, _ = exec.LookPath("xz")
-		default:
-			o.XZProgram = xzProgram
-		}
-	}
-	return nil
-}
-
 // drvOutputs returns the output paths of a derivation, read from the .drv
 // file; Nix is asked only when the file does not name them all (floating
 // content-addressed outputs).
