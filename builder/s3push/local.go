@@ -74,18 +74,15 @@ func readCache(dir string) (*localCache, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("%s: %w: not a directory", dir, errNotCache)
 	}
-	info, ok, err := cachedir.ReadInfo(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	if !ok {
+	// Read once: parsed here, published as read.
+	infoData, err := cachedir.ReadRegular(filepath.Join(dir, cachedir.InfoFile))
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w: it has no %s", dir, errNotCache, cachedir.InfoFile)
 	}
-	infoData, err := cachedir.ReadRegular(filepath.Join(dir, cachedir.InfoFile))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: read %s: %w", dir, cachedir.InfoFile, err)
 	}
-	c := &localCache{info: info, infoO: smallObject(cachedir.InfoFile, typeCacheInfo, infoData), paths: map[string]*storePath{}}
+	c := &localCache{info: cachedir.ParseInfo(infoData), infoO: smallObject(cachedir.InfoFile, typeCacheInfo, infoData), paths: map[string]*storePath{}}
 	names, err := cachedir.NarInfoFiles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dir, err)

@@ -141,7 +141,7 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	p := &push{o: o, client: client, local: local, events: events}
+	p := &push{o: o, client: client, core: minio.Core{Client: client}, local: local, events: events}
 	if err := p.list(ctx); err != nil {
 		return Stats{}, err
 	}
@@ -173,6 +173,7 @@ type remote struct {
 type push struct {
 	o      Options
 	client *minio.Client
+	core   minio.Core // client's multipart calls
 	local  *localCache
 	bucket map[string]remote // by key, without the prefix
 	// idle notes the young incomplete uploads of this cache's NARs found
@@ -327,13 +328,12 @@ func (p *push) abortIncomplete(ctx context.Context, cutoff time.Time) error {
 		nars[o.key] = true
 	}
 	p.idle = map[string]string{}
-	core := minio.Core{Client: p.client}
 	return p.abortUploads(ctx, func(u minio.ObjectMultipartInfo) bool {
 		if p.o.AbandonAge < 0 || u.Initiated.Before(cutoff) {
 			return true
 		}
 		if nars[strings.TrimPrefix(u.Key, p.o.Target.Prefix)] {
-			if state, err := partsState(ctx, core, p.o.Target.Bucket, u); err == nil {
+			if state, err := p.partsState(ctx, u); err == nil {
 				p.idle[u.UploadID] = state
 			}
 		}
@@ -345,7 +345,6 @@ func (p *push) abortIncomplete(ctx context.Context, cutoff time.Time) error {
 // that abort selects.
 func (p *push) abortUploads(ctx context.Context, abort func(minio.ObjectMultipartInfo) bool) error {
 	t := p.o.Target
-	core := minio.Core{Client: p.client}
 	for u := range p.client.ListIncompleteUploads(ctx, t.Bucket, t.Prefix, true) {
 		if u.Err != nil {
 			return describe(u.Err, t, "list incomplete uploads")
@@ -353,7 +352,7 @@ func (p *push) abortUploads(ctx context.Context, abort func(minio.ObjectMultipar
 		if !abort(u) {
 			continue
 		}
-		if err := core.AbortMultipartUpload(ctx, t.Bucket, u.Key, u.UploadID); err != nil {
+		if err := p.core.AbortMultipartUpload(ctx, t.Bucket, u.Key, u.UploadID); err != nil {
 			return describe(err, t, "abort the incomplete upload of "+u.Key)
 		}
 		p.mu.Lock()
@@ -375,20 +374,19 @@ func (p *push) abortRedundant(ctx context.Context) error {
 	if len(p.idle) == 0 {
 		return nil
 	}
-	core := minio.Core{Client: p.client}
 	return p.abortUploads(ctx, func(u minio.ObjectMultipartInfo) bool {
 		before, ok := p.idle[u.UploadID]
 		if !ok {
 			return false
 		}
-		now, err := partsState(ctx, core, p.o.Target.Bucket, u)
+		now, err := p.partsState(ctx, u)
 		return err == nil && now == before
 	})
 }
 
 // partsState sums up the parts an upload has, to tell whether it grows.
-func partsState(ctx context.Context, core minio.Core, bucket string, u minio.ObjectMultipartInfo) (string, error) {
-	r, err := core.ListObjectParts(ctx, bucket, u.Key, u.UploadID, 0, 1000)
+func (p *push) partsState(ctx context.Context, u minio.ObjectMultipartInfo) (string, error) {
+	r, err := p.core.ListObjectParts(ctx, p.o.Target.Bucket, u.Key, u.UploadID, 0, 1000)
 	if err != nil {
 		return "", err
 	}
