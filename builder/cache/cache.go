@@ -131,6 +131,9 @@ func NewWriter(dir string, o Options) (*Writer, error) {
 // if not nil, is called with each event, from one goroutine at a time.
 func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event)) (Stats, error) {
 	start := time.Now()
+	if err := os.MkdirAll(w.dir, 0o755); err != nil {
+		return Stats{}, fmt.Errorf("create cache: %w", err)
+	}
 	lock, err := cachedir.Acquire(ctx, w.dir, cachedir.Shared, w.o.LockWait)
 	if err != nil {
 		return Stats{}, err

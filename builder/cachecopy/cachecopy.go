@@ -109,6 +109,9 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 		return Stats{}, err
 	}
 	defer srcLock.Release()
+	if err := os.MkdirAll(o.Dst, 0o755); err != nil {
+		return Stats{}, fmt.Errorf("create cache: %w", err)
+	}
 	lock, err := cachedir.Acquire(ctx, o.Dst, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return Stats{}, err

@@ -35,18 +35,14 @@ type Lock struct{ f *os.File }
 // pollInterval is how often a waiting Acquire tries again.
 const pollInterval = 20 * time.Millisecond
 
-// Acquire locks the cache at dir (created if missing) in mode, waiting at
-// most wait (forever when wait < 0). Whoever gets the lock while no other
+// Acquire locks the cache at dir, which must exist, in mode, waiting at
+// most wait (forever when wait < 0). Commands that add to a cache create
+// it first; the others fail on a missing one rather than make it. Whoever gets the lock while no other
 // command holds it removes the temporary files a killed run left: runs
 // create theirs only under the lock, so then every one is stale. On a file
 // system without flock it returns an unlocking lock and leaves temporary
 // files alone (verify ignores them).
 func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration) (*Lock, error) {
-	if mode != ReadOnly {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create cache: %w", err)
-		}
-	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("lock cache: %w", err)

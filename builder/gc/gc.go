@@ -92,7 +92,7 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 	if _, ok, err := cachedir.ReadInfo(o.Dir); err != nil {
 		return Stats{}, fmt.Errorf("%s: %w", o.Dir, err)
 	} else if !ok {
-		// Before locking: Acquire would create the directory.
+		// Before locking: "not a cache" says more than a lock error.
 		return Stats{}, fmt.Errorf("%s: %w", o.Dir, cachegraph.ErrNotCache)
 	}
 	mode := cachedir.Exclusive

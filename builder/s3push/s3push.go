@@ -124,10 +124,6 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if o.AbandonAge == 0 {
 		o.AbandonAge = DefaultAbandonAge
 	}
-	if _, err := os.Stat(o.Dir); err != nil {
-		// Acquire would create it.
-		return Stats{}, fmt.Errorf("%s: %w", o.Dir, err)
-	}
 	lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return Stats{}, err

@@ -129,6 +129,19 @@ func TestSignDir(t *testing.T) {
 	}
 }
 
+// A missing directory is an error naming it, and is not created: a typo
+// in a CI script must not pass as an empty cache signed.
+func TestSignDirMissing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "missing")
+	_, err := sign.SignDir(context.Background(), mustKey(t), sign.DirOptions{Dir: dir}, nil)
+	if err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("SignDir on a missing directory: %v, want an error naming %s", err, dir)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s exists after SignDir: %v", dir, err)
+	}
+}
+
 func TestSignDirReportsEveryBadNarInfo(t *testing.T) {
 	dir := writeCache(t, map[string]string{
 		"aaaa.narinfo": "garbage\n",
