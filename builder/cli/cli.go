@@ -362,24 +362,33 @@ func nixOutput(ctx context.Context, name string, args ...string) (string, error)
 // their closures and valid outputs: what a machine needs to rebuild paths
 // from the cache, or to run nix log / nix-store --query --deriver on them.
 func buildClosure(ctx context.Context, paths []string) ([]string, error) {
-	var drvs []string
+	var drvs, outs []string
 	for _, p := range paths {
 		if strings.HasSuffix(p, ".drv") {
 			drvs = append(drvs, p)
-			continue
+		} else {
+			outs = append(outs, p)
 		}
-		out, err := nixOutput(ctx, "nix-store", "--query", "--deriver", p)
+	}
+	if len(outs) > 0 {
+		// One process for all: each costs about 0.1 s to start.
+		out, err := nixOutput(ctx, "nix-store", append([]string{"--query", "--deriver", "--"}, outs...)...)
 		if err != nil {
 			return nil, err
 		}
-		drv := strings.TrimSpace(out)
-		if drv == "unknown-deriver" {
-			return nil, fmt.Errorf("--build-closure: %s has no known deriver", p)
+		derivers := strings.Fields(out)
+		if len(derivers) != len(outs) {
+			return nil, fmt.Errorf("--build-closure: nix-store --query --deriver gave %d lines for %d paths", len(derivers), len(outs))
 		}
-		if _, err := os.Stat(drv); err != nil {
-			return nil, fmt.Errorf("--build-closure: the deriver of %s: %w", p, err)
+		for i, drv := range derivers {
+			if drv == "unknown-deriver" {
+				return nil, fmt.Errorf("--build-closure: %s has no known deriver", outs[i])
+			}
+			if _, err := os.Stat(drv); err != nil {
+				return nil, fmt.Errorf("--build-closure: the deriver of %s: %w", outs[i], err)
+			}
+			drvs = append(drvs, drv)
 		}
-		drvs = append(drvs, drv)
 	}
 	out, err := nixOutput(ctx, "nix-store", append([]string{"--query", "--requisites", "--include-outputs", "--"}, drvs...)...)
 	if err != nil {
