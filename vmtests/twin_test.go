@@ -433,9 +433,7 @@ func (h *host2) command(name string, args ...string) *exec.Cmd {
 	c.Dir = "/"
 	c.Env = cleanEnv("HOME=/root")
 	if h.chroot {
-		// The host's PATH may name directories the rootfs lacks or, worse,
-		// has other programs in.
-		c.Env = append(c.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+		c.Env = append(c.Env, "PATH="+nixtest.ChrootPath)
 	}
 	return c
 }

@@ -103,12 +103,8 @@ func probeVersions() ([]Version, error) {
 		return nil, fmt.Errorf("host Nix version: %w", err)
 	}
 	list := []Version{host}
-	dir := RootfsDir
-	if d := os.Getenv(RootfsEnv); d != "" {
-		dir = d
-	}
 	for _, s := range suites {
-		v := Version{Name: s.expect, Root: filepath.Join(dir, s.suite)}
+		v := Version{Name: s.expect, Root: Rootfs(s.suite)}
 		if _, err := os.Stat(filepath.Join(v.Root, rootfsMarker)); err != nil {
 			v.missing = fmt.Sprintf("no complete root file system %s (%v)", v.Root, err)
 			list = append(list, v)
@@ -130,8 +126,19 @@ func probeVersions() ([]Version, error) {
 	return list, nil
 }
 
-// chrootPath is PATH inside the root file systems.
-const chrootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+// Rootfs is where the setup script puts the root file system of a Debian
+// suite: under RootfsDir, or the directory RootfsEnv names.
+func Rootfs(suite string) string {
+	dir := RootfsDir
+	if d := os.Getenv(RootfsEnv); d != "" {
+		dir = d
+	}
+	return filepath.Join(dir, suite)
+}
+
+// ChrootPath is PATH inside the root file systems: the host's may name
+// directories a root lacks or, worse, holding other programs.
+const ChrootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // chrootWrapper makes the fresh host of a root file system ($1) and runs
 // the script ($2) there: in the private mount namespace unshare made, a new
@@ -152,7 +159,7 @@ for d do
 	mkdir -p "$root$d"
 	mount --rbind "$d" "$root$d"
 done
-exec chroot "$root" /usr/bin/env -i PATH=` + chrootPath + ` HOME=/root sh -c "$script"`
+exec chroot "$root" /usr/bin/env -i PATH=` + ChrootPath + ` HOME=/root sh -c "$script"`
 
 // FreshStore runs the shell script (sh -c) on a fresh host of this Nix
 // version, with an empty store and database of its own, and returns the

@@ -65,10 +65,7 @@ const defaultCases = "big:zstd,many:zstd,big:xz,many:xz,big:none"
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("cachebench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	rootfs := filepath.Join(nixtest.RootfsDir, "sid")
-	if d := os.Getenv(nixtest.RootfsEnv); d != "" {
-		rootfs = filepath.Join(d, "sid")
-	}
+	rootfs := nixtest.Rootfs("sid")
 	cases := fs.String("cases", defaultCases, "`CLOSURE:METHOD` pairs (comma-separated); closures big, many, tiny; methods zstd, xz, none, bzip2")
 	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run (comma-separated): "+strings.Join(allTools, ", "))
 	runs := fs.Int("runs", 3, "timed runs of each tool and case (the table compares the minimums)")
@@ -551,7 +548,7 @@ func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, 
 	var vars, argv []string
 	switch tool {
 	case toolOurs, toolOursGoXz:
-		argv = append([]string{b.ours, "--out", out, "--attrs", c.attrs, "--compression", method, "--quiet"}, b.cfg.args...)
+		argv = append([]string{b.ours}, b.oursArgs(c, out, method)...)
 		if tool == toolOursGoXz {
 			argv = append(argv, "--xz-program", "none")
 		}

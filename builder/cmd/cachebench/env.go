@@ -34,9 +34,6 @@ type env struct {
 	binds []string
 }
 
-// rootPath is PATH inside a root file system.
-const rootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 // chrootWrapper runs the script ($6) in a fresh private mount namespace
 // (made by unshare) on the root file system $1 with an overlay ($2 upper,
 // $3 its work dir, mounted at $4), the persistent store $5 as /nix, tmpfs
@@ -58,7 +55,7 @@ for b do
 	mkdir -p "$root$dst"
 	mount --rbind "$src" "$root$dst"
 done
-exec chroot "$root" /usr/bin/env -i PATH=` + rootPath + ` HOME=/root sh -c "$script"`
+exec chroot "$root" /usr/bin/env -i PATH=` + nixtest.ChrootPath + ` HOME=/root sh -c "$script"`
 
 // hostWrapper runs the script ($2) with the host's binaries on the
 // benchmark's store ($1 bound on /nix) in a private mount namespace.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,6 +39,11 @@ func profileRun(ctx context.Context, cpuFile string, args []string) error {
 // profileCase writes, for one case, the CPU profile of mkbinarycache
 // (`go tool pprof -top`) and the system calls of mkbinarycache and of the
 // newest nix copy (`strace -c -f`), with the calls per store path.
+// oursArgs are mkbinarycache's arguments for a timed or profiled run.
+func (b *bench) oursArgs(c *builtClosure, out, method string) []string {
+	return append([]string{"--out", out, "--attrs", c.attrs, "--compression", method, "--quiet"}, b.cfg.args...)
+}
+
 func (b *bench) profileCase(ctx context.Context, c *builtClosure, method string) error {
 	dir := b.cfg.profile
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -45,18 +52,18 @@ func (b *bench) profileCase(ctx context.Context, c *builtClosure, method string)
 	name := c.name + "-" + method
 	out := filepath.Join(b.work, c.name, "out-profile")
 	tmp := filepath.Join(b.work, "profile.tmp")
-	ours := append([]string{"--out", out, "--attrs", c.attrs, "--compression", method, "--quiet"}, b.cfg.args...)
+	ours := b.oursArgs(c, out, method)
 
 	b.logf("%s: CPU profile of mkbinarycache", name)
 	os.RemoveAll(out)
 	if _, err := b.newest.output(ctx, "exec "+nixtest.ShellQuote(append([]string{b.self, "profile", tmp, "--"}, ours...)...)); err != nil {
 		return err
 	}
-	for _, view := range []struct{ suffix, flag string }{{"flat", "-top"}, {"cum", "-cum"}} {
-		args := []string{"tool", "pprof", "-top", "-nodecount=40"}
-		if view.flag == "-cum" {
-			args = append(args, "-cum")
-		}
+	for _, view := range []struct {
+		suffix string
+		extra  []string
+	}{{"flat", nil}, {"cum", []string{"-cum"}}} {
+		args := append([]string{"tool", "pprof", "-top", "-nodecount=40"}, view.extra...)
 		top, err := exec.CommandContext(ctx, "go", append(args, b.self, tmp)...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("go tool pprof %s: %w\n%s", tmp, err, top)
@@ -128,13 +135,7 @@ func straceTotals(s string) (int, []syscallCount) {
 		rows = append(rows, syscallCount{m[2], n})
 		total += n
 	}
-	for i := range rows {
-		for j := i + 1; j < len(rows); j++ {
-			if rows[j].calls > rows[i].calls {
-				rows[i], rows[j] = rows[j], rows[i]
-			}
-		}
-	}
+	slices.SortStableFunc(rows, func(a, b syscallCount) int { return cmp.Compare(b.calls, a.calls) })
 	if len(rows) > 8 {
 		rows = rows[:8]
 	}
