@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
@@ -71,7 +72,7 @@ func TestPushBadInput(t *testing.T) {
 	nars, _ := filepath.Glob(filepath.Join(noNar, "nar", "*"))
 	os.Remove(nars[0])
 	notClosed, paths := s3server.MakeCache(t, s3server.CacheSpec{Paths: 2, Big: 1000, Seed: 2})
-	os.Remove(filepath.Join(notClosed, strings.TrimPrefix(filepath.Base(paths[0]), "")[:32]+".narinfo"))
+	os.Remove(filepath.Join(notClosed, narinfo.HashPart(paths[0])+".narinfo"))
 	otherStore := t.TempDir()
 	os.WriteFile(filepath.Join(otherStore, "nix-cache-info"), []byte("StoreDir: /gnu/store\n"), 0o644)
 	empty := t.TempDir()
