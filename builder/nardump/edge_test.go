@@ -177,10 +177,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 			return r + "/d"
 		}},
 		{"100 levels deep", func(t *testing.T, r string) string {
-			p := r + "/d"
-			for i := 0; i < 100; i++ {
-				p += "/l"
-			}
+			p := r + "/d" + strings.Repeat("/l", 100)
 			file(p+"/leaf", "deep\n", 0o644)
 			return r + "/d"
 		}},
@@ -317,18 +314,12 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 		}},
 		{"nesting at Nix's limit", func(t *testing.T, r string) string {
 			// MaxDepth 64: a file below 63 directories.
-			p := r + "/d"
-			for i := 0; i < 62; i++ {
-				p += "/l"
-			}
+			p := r + "/d" + strings.Repeat("/l", 62)
 			file(p+"/leaf", "64\n", 0o644)
 			return r + "/d"
 		}},
 		{"nesting one beyond Nix's limit", func(t *testing.T, r string) string {
-			p := r + "/d"
-			for i := 0; i < 63; i++ {
-				p += "/l"
-			}
+			p := r + "/d" + strings.Repeat("/l", 63)
 			file(p+"/leaf", "65\n", 0o644)
 			testkit.Must(t, os.Mkdir(r+"/d/shallow", 0o755))
 			return r + "/d"
@@ -346,12 +337,7 @@ func TestEdgeCasesAgainstNix(t *testing.T) {
 				t.Skip("-short")
 			}
 			file(r+"/d/head", "h", 0o644)
-			f, err := os.Create(r + "/d/sparse")
-			testkit.Must(t, err)
-			testkit.Must(t, f.Truncate(1<<30))
-			_, err = f.WriteAt([]byte("end"), 1<<30-3)
-			testkit.Must(t, err)
-			testkit.Must(t, f.Close())
+			sparse(t, r+"/d/sparse", 1<<30, map[int64]string{1<<30 - 3: "end"})
 			return r + "/d"
 		}},
 	}
