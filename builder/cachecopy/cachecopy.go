@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
@@ -153,8 +152,7 @@ type copier struct {
 	o      Options
 	g      *cachegraph.Graph
 	debug  map[string][]cachegraph.DebugEntry // Src's, by NAR URL
-	mu     sync.Mutex
-	stats  Stats
+	stats  Stats                              // the goroutine of run's
 	report func(Event)
 }
 
@@ -223,9 +221,7 @@ func (c *copier) sync() error {
 	if !c.o.Durable {
 		return nil
 	}
-	c.mu.Lock()
 	c.stats.Syncs++
-	c.mu.Unlock()
 	return cachedir.SyncFS(c.o.Dst)
 }
 
@@ -252,11 +248,7 @@ func (c *copier) copyFiles(p string) error {
 		if _, err := os.Lstat(dst); err == nil {
 			continue // as Nix: the same build ID may come with several paths
 		}
-		raw, err := cachedir.ReadRegular(filepath.Join(c.o.Src, "debuginfo", e.Name))
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		if err := cachedir.WriteFile(dst, raw, 0o644); err != nil {
+		if err := cachedir.WriteFile(dst, e.Raw, 0o644); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}

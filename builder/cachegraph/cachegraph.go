@@ -184,6 +184,7 @@ type DebugEntry struct {
 	Archive string // the NAR it points to, relative to the cache ("nar/…")
 	Member  string
 	Size    int64
+	Raw     []byte // the file's content
 }
 
 // LoadDebugInfo reads the cache's debuginfo/ index. Entries that are not
@@ -215,7 +216,7 @@ func LoadDebugInfo(dir string) ([]DebugEntry, error) {
 			return
 		}
 		var j struct{ Archive, Member string }
-		de := DebugEntry{Name: n, Size: int64(len(raw))}
+		de := DebugEntry{Name: n, Size: int64(len(raw)), Raw: raw}
 		if json.Unmarshal(raw, &j) == nil {
 			if a, ok := strings.CutPrefix(j.Archive, "../"); ok && a == path.Clean(a) && !strings.HasPrefix(a, "../") {
 				de.Archive, de.Member = a, j.Member
