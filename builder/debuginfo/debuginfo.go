@@ -48,13 +48,21 @@ func Find(root *listing.Node) []File {
 			continue
 		}
 		for _, e2 := range e1.Node.Entries {
-			if e2.Node.Type != nar.TypeRegular || !fileRe.MatchString(e2.Name) {
-				continue
+			if f, ok := FileAt(e1.Name, e2.Name); ok && e2.Node.Type == nar.TypeRegular {
+				out = append(out, f)
 			}
-			out = append(out, File{Key: e1.Name + e2.Name, Member: BuildIDDir + "/" + e1.Name + "/" + e2.Name})
 		}
 	}
 	return out
+}
+
+// FileAt is the debug info file of the file name in the directory dir of
+// BuildIDDir, if their names are those of one (XX and YYYY….debug).
+func FileAt(dir, name string) (File, bool) {
+	if !dirRe.MatchString(dir) || !fileRe.MatchString(name) {
+		return File{}, false
+	}
+	return File{Key: dir + name, Member: BuildIDDir + "/" + dir + "/" + name}, true
 }
 
 // JSON is the index entry of f, for a NAR at narURL (the narinfo's URL,

@@ -243,7 +243,11 @@ func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs 
 		return nil
 	}
 	// Build IDs the kept paths have, from their listings.
-	have := map[string]string{} // debuginfo key -> NAR URL
+	type keptFile struct {
+		debuginfo.File
+		url string // the kept NAR that has it
+	}
+	have := map[string]keptFile{} // by debuginfo key
 	for _, p := range slices.Sorted(maps.Keys(kept)) {
 		raw, err := cachedir.ReadRegular(cachedir.ListingPath(dir, p))
 		if err != nil {
@@ -259,28 +263,19 @@ func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs 
 		}
 		for _, f := range buildIDFiles(&root.Root) {
 			if _, ok := have[f.Key]; !ok {
-				have[f.Key] = u
+				have[f.Key] = keptFile{f, u}
 			}
 		}
 	}
 	for _, e := range orphans {
 		name := filepath.Join(dir, "debuginfo", e.Name)
-		if u, ok := have[e.Name]; ok && e.Member == memberOf(e.Name) {
-			r.repoint[name] = debuginfo.JSON(debuginfo.File{Key: e.Name, Member: e.Member}, u)
+		if k, ok := have[e.Name]; ok && e.Member == k.Member {
+			r.repoint[name] = debuginfo.JSON(k.File, k.url)
 			continue
 		}
 		r.debug = append(r.debug, victim{name, e.Size})
 	}
 	return nil
-}
-
-// memberOf is the path inside a NAR of the debug file with index key
-// XXYYYY….debug.
-func memberOf(key string) string {
-	if len(key) < 3 {
-		return ""
-	}
-	return debuginfo.BuildIDDir + "/" + key[:2] + "/" + key[2:]
 }
 
 // buildIDFiles lists the debug files of a listing as debuginfo.Find does
@@ -304,26 +299,13 @@ func buildIDFiles(root *ls.Node) []debuginfo.File {
 		}
 		for _, f := range slices.Sorted(maps.Keys(sub.Entries)) {
 			if e := sub.Entries[f]; e != nil && e.Type == nar.TypeRegular {
-				if validKey(d, f) {
-					out = append(out, debuginfo.File{Key: d + f, Member: memberOf(d + f)})
+				if file, ok := debuginfo.FileAt(d, f); ok {
+					out = append(out, file)
 				}
 			}
 		}
 	}
 	return out
-}
-
-func validKey(d, f string) bool {
-	hex := func(s string) bool {
-		for _, c := range s {
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-		return true
-	}
-	base, ok := strings.CutSuffix(f, ".debug")
-	return len(d) == 2 && hex(d) && ok && len(base) == 38 && hex(base)
 }
 
 func stat(name string) (victim, bool) {
