@@ -404,8 +404,8 @@ func (h *countingHash) nix32() *nixhash.HashWithEncoding {
 }
 
 // narInfo checks what was dumped against what Nix recorded, and describes
-// the NAR stored at url.
-func (r *run) narInfo(p closure.Path, narHash, fileHash *countingHash, url string) (*narinfo.NarInfo, error) {
+// the NAR, stored under its file hash (URL).
+func (r *run) narInfo(p closure.Path, narHash, fileHash *countingHash) (*narinfo.NarInfo, error) {
 	gotNar := narHash.nix32()
 	if p.NarSize != 0 && p.NarSize != narHash.n {
 		return nil, fmt.Errorf("%s: NAR size mismatch: Nix recorded %d bytes, the path dumps to %d (store corrupted or modified?)", p.StorePath, p.NarSize, narHash.n)
@@ -416,11 +416,15 @@ func (r *run) narInfo(p closure.Path, narHash, fileHash *countingHash, url strin
 			return nil, fmt.Errorf("%s: NAR hash mismatch: Nix recorded %s, the path dumps to %s (store corrupted or modified?)", p.StorePath, want, gotNar)
 		}
 	}
+	fileNix32 := gotNar
+	if fileHash != narHash {
+		fileNix32 = fileHash.nix32()
+	}
 	ni := &narinfo.NarInfo{
 		StorePath:   p.StorePath,
-		URL:         url,
+		URL:         "nar/" + fileNix32.Format(nixhash.NixBase32, false) + ".nar" + r.o.Compression.Ext(),
 		Compression: string(r.o.Compression),
-		FileHash:    fileHash.nix32(),
+		FileHash:    fileNix32,
 		FileSize:    fileHash.n,
 		NarHash:     gotNar,
 		NarSize:     narHash.n,
@@ -440,11 +444,6 @@ func (r *run) narInfo(p closure.Path, narHash, fileHash *countingHash, url strin
 		ni.CA = inferCA(ni, r.o.StoreDir)
 	}
 	return ni, nil
-}
-
-// narURL is where a NAR with this file hash is stored.
-func (r *run) narURL(fileHash *countingHash) string {
-	return "nar/" + fileHash.nix32().Format(nixhash.NixBase32, false) + ".nar" + r.o.Compression.Ext()
 }
 
 // inferCA recovers the content address of a path imported by

@@ -48,11 +48,11 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 	if r.o.Compression == compress.None {
 		fileHash = narHash // the file is the NAR: hashed once
 	}
-	url := r.narURL(fileHash)
-	ni, err := r.narInfo(p, narHash, fileHash, url)
+	ni, err := r.narInfo(p, narHash, fileHash)
 	if err != nil {
 		return nil, err
 	}
+	url := ni.URL
 	if r.o.Sign != nil {
 		if err := r.o.Sign(ni); err != nil {
 			return nil, fmt.Errorf("%s: sign: %w", p.StorePath, err)
