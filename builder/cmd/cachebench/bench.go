@@ -34,12 +34,13 @@ const (
 	toolOurs      = "ours"
 	toolOursGoXz  = "ours-goxz"
 	toolNixCopy   = "nixcopy"
+	toolNixNewer  = "nixcopy-newer" // with -newer-rootfs
 	toolNixCopy28 = "nixcopy-host"
 	toolNixpkgs   = "nixpkgs"
 	toolFloor     = "floor"
 )
 
-var allTools = []string{toolOurs, toolOursGoXz, toolNixCopy, toolNixCopy28, toolNixpkgs, toolFloor}
+var allTools = []string{toolOurs, toolOursGoXz, toolNixCopy, toolNixNewer, toolNixCopy28, toolNixpkgs, toolFloor}
 
 // A benchCase is one closure compressed with one method.
 type benchCase struct{ closure, method string }
@@ -53,6 +54,7 @@ type config struct {
 	runsOf  map[string]int // fewer runs of some tools (the slow anchors)
 	state   string         // persistent: store, overlay, outputs
 	rootfs  string         // the root file system with the newest Nix
+	newer   string         // a copy of it with a newer Nix under /opt; "" for none
 	args    []string
 	profile string // write profiles of mkbinarycache here; "" for none
 	rev     string // build mkbinarycache from this commit; "" for the work tree
@@ -72,6 +74,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	runsOf := fs.String("runs-of", "", "`TOOL=N` pairs (comma-separated): fewer runs of these tools, e.g. nixpkgs=1 on a busy machine")
 	state := fs.String("state", "/var/tmp/mkbinarycache-bench", "persistent `DIR`: the benchmark's store (closures are built once), overlay and outputs")
 	rootfsFlag := fs.String("rootfs", rootfs, "Debian root file system `DIR` with the newest Nix (scripts/setup.sh makes it)")
+	newer := fs.String("newer-rootfs", os.Getenv(newerRootfsEnv), "a copy of the root file system `DIR` with a newer Nix than its own installed under DIR/opt/NAME "+
+		"(bin/nix, lib/ registered with ldconfig): adds its nix copy as a column, the anchor of the targets; default $"+newerRootfsEnv)
 	extra := fs.String("args", "", "extra arguments for mkbinarycache (space-separated), e.g. \"--jobs 1\"")
 	profile := fs.String("profile", "", "also write a CPU profile and system call counts of mkbinarycache for each case to `DIR`")
 	rev := fs.String("rev", "", "build mkbinarycache from this git `REVISION` (with this benchmark's code), not the work tree: others' unfinished edits stay out")
@@ -82,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag,
+	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag, newer: *newer,
 		args: strings.Fields(*extra), profile: *profile, rev: *rev, quick: *quick}
 	if c.quick {
 		*cases, c.runs = "tiny:zstd,tiny:xz,tiny:none", 1
@@ -104,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if !slices.Contains(allTools, t) {
 			return nil, fmt.Errorf("unknown tool %q (%s)", t, strings.Join(allTools, ", "))
 		}
+	}
+	if c.newer == "" {
+		c.tools = slices.DeleteFunc(c.tools, func(t string) bool { return t == toolNixNewer })
 	}
 	if c.runs < 1 {
 		return nil, errors.New("-runs must be at least 1")
@@ -204,6 +211,7 @@ type bench struct {
 	ours     string // the mkbinarycache binary
 	model    string // nixpkgs_model.py
 	newest   *env   // the newest Nix, chrooted
+	newer    *env   // a newer Nix than the root's own, in a copy of it; nil without -newer-rootfs
 	host     *env   // the host's Nix, on the same store
 	notes    []string
 	closures map[string]*builtClosure
@@ -235,7 +243,38 @@ func newBench(cfg *config, log io.Writer) (*bench, error) {
 	b.newest = &env{lower: cfg.rootfs, upper: filepath.Join(state, "sid-upper"), ovlWork: filepath.Join(state, "sid-ovlwork"),
 		merged: filepath.Join(state, "sid-root"), nix: filepath.Join(state, "sid-nix")}
 	b.host = &env{nix: b.newest.nix}
+	if cfg.newer != "" {
+		if b.newer, err = newerEnv(cfg.newer, state, b.newest.nix); err != nil {
+			return nil, err
+		}
+	}
 	return b, os.MkdirAll(b.work, 0o755)
+}
+
+// newerRootfsEnv names the default of -newer-rootfs.
+const newerRootfsEnv = "CACHEBENCH_NEWER_ROOTFS"
+
+// newerEnv is the env of a Nix built for the root file system and
+// installed beside its own in DIR/opt/NAME (say Nix 2.35 in /opt/nix235):
+// a copy of the root, so that the one the tests use keeps only its own
+// Nix. Its compiled-in state and configuration directories are under its
+// prefix: the variables point them at the root's. It runs on the same
+// store: the database format is the same.
+func newerEnv(rootfs, state, nix string) (*env, error) {
+	found, err := filepath.Glob(filepath.Join(rootfs, "opt", "*", "bin", "nix"))
+	if err != nil {
+		return nil, err
+	}
+	if len(found) != 1 {
+		return nil, fmt.Errorf("-newer-rootfs %s: want one Nix in %s, found %d", rootfs, filepath.Join(rootfs, "opt", "*", "bin", "nix"), len(found))
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "usr", "bin", "nix")); err != nil {
+		return nil, fmt.Errorf("-newer-rootfs %s is no copy of the root file system with Nix: %w", rootfs, err)
+	}
+	bin := "/" + strings.TrimPrefix(filepath.Dir(found[0]), rootfs+"/")
+	return &env{lower: rootfs, upper: filepath.Join(state, "newer-upper"), ovlWork: filepath.Join(state, "newer-ovlwork"),
+		merged: filepath.Join(state, "newer-root"), nix: nix,
+		vars: []string{"PATH=" + bin + ":" + nixtest.ChrootPath, "NIX_CONF_DIR=/etc/nix", "NIX_STATE_DIR=/nix/var/nix", "NIX_LOG_DIR=/nix/var/log/nix"}}, nil
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -290,6 +329,12 @@ func (b *bench) setup(ctx context.Context) error {
 	b.newest.binds = []string{scratch + ":" + scratch, b.work + ":" + b.work, "/usr:" + hostSrc + "/usr"}
 	if err := b.newest.prepare(ctx, b.logf); err != nil {
 		return err
+	}
+	if b.newer != nil {
+		b.newer.binds = b.newest.binds
+		if err := b.newer.prepare(ctx, b.logf); err != nil {
+			return err
+		}
 	}
 	if err := b.host.prepare(ctx, b.logf); err != nil {
 		return err
@@ -509,6 +554,14 @@ func (b *bench) run(ctx context.Context) (results, error) {
 	return res, nil
 }
 
+// anchor is the tool the targets are set against: the newest nix copy.
+func (b *bench) anchor() string {
+	if b.newer != nil {
+		return toolNixNewer
+	}
+	return toolNixCopy
+}
+
 // label names a tool in the log and the table.
 func (b *bench) label(tool string) string {
 	switch tool {
@@ -518,6 +571,8 @@ func (b *bench) label(tool string) string {
 		return "mkbinarycache, pure Go xz"
 	case toolNixCopy:
 		return "nix copy " + shortVersion(b.newest.name)
+	case toolNixNewer:
+		return "nix copy " + shortVersion(b.newer.name)
 	case toolNixCopy28:
 		return "nix copy " + shortVersion(b.host.name)
 	case toolNixpkgs:
@@ -552,9 +607,12 @@ func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, 
 		if tool == toolOursGoXz {
 			argv = append(argv, "--xz-program", "none")
 		}
-	case toolNixCopy, toolNixCopy28:
+	case toolNixCopy, toolNixNewer, toolNixCopy28:
 		argv = []string{"nix", "--extra-experimental-features", "nix-command", "copy",
 			"--to", "file://" + out + "?compression=" + method, c.root}
+		if tool == toolNixNewer {
+			e = b.newer
+		}
 		if tool == toolNixCopy28 {
 			e = b.host
 			// Nix remembers narinfos of binary caches in ~/.cache.
@@ -643,8 +701,12 @@ func machine(b *bench) string {
 			mem = fmt.Sprintf(", %.0f GB RAM", float64(kb)/1e6)
 		}
 	}
-	return fmt.Sprintf("%s, %d cores%s, %s; Nix %s (chrooted) and %s (host), one store", cpu, runtime.NumCPU(), mem,
-		runtime.Version(), b.newest.name, b.host.name)
+	nixes := "Nix " + b.newest.name + " (chrooted)"
+	if b.newer != nil {
+		nixes += ", " + b.newer.name + " (chrooted, a copy of the root with it in /opt)"
+	}
+	return fmt.Sprintf("%s, %d cores%s, %s; %s and %s (host), one store", cpu, runtime.NumCPU(), mem,
+		runtime.Version(), nixes, b.host.name)
 }
 
 // toolVersions lists the compressors of the root file system, for the

@@ -32,6 +32,10 @@ type env struct {
 	nix string
 	// binds are host directories made visible inside, as "src:dst".
 	binds []string
+	// vars are exported to every script run in the env: a Nix installed
+	// beside the root's own (under /opt) needs PATH and its state and
+	// configuration directories.
+	vars []string
 }
 
 // chrootWrapper runs the script ($6) in a fresh private mount namespace
@@ -65,6 +69,9 @@ exec sh -c "$2"`
 
 // command returns the command that runs the shell script in e.
 func (e *env) command(ctx context.Context, script string) *exec.Cmd {
+	if len(e.vars) > 0 {
+		script = "export " + nixtest.ShellQuote(e.vars...) + "; " + script
+	}
 	if e.lower == "" {
 		return exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private",
 			"sh", "-c", hostWrapper, "sh", e.nix, script)

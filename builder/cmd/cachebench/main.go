@@ -25,6 +25,7 @@
 //	go run ./builder/cmd/cachebench                        # the published cases, 3 runs each
 //	go run ./builder/cmd/cachebench -cases many:zstd -runs 5 -profile /tmp/prof
 //	go run ./builder/cmd/cachebench -quick                 # a tiny closure, 1 run
+//	go run ./builder/cmd/cachebench -newer-rootfs DIR      # + nix copy of a newer Nix in DIR/opt
 //
 // It needs root, Nix, busybox-static and the root file system with the
 // newest Nix (scripts/setup.sh).

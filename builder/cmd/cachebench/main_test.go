@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,5 +90,36 @@ func TestStraceTotals(t *testing.T) {
 	want := []syscallCount{{"write", 1200}, {"openat", 800}, {"fstat", 30}}
 	if diff := cmp.Diff(want, top, cmp.AllowUnexported(syscallCount{})); diff != "" {
 		t.Errorf("top (-want +got):\n%s", diff)
+	}
+}
+
+func TestNewerEnv(t *testing.T) {
+	root := t.TempDir()
+	if _, err := newerEnv(root, t.TempDir(), "/nix"); err == nil {
+		t.Error("newerEnv accepted a root file system without a Nix in /opt")
+	}
+	for _, f := range []string{"usr/bin/nix", "opt/nix235/bin/nix"} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := newerEnv(root, t.TempDir(), "/nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "PATH=/opt/nix235/bin:" + nixtest.ChrootPath; e.vars[0] != want {
+		t.Errorf("vars[0] = %q, want %q", e.vars[0], want)
+	}
+	// Without the flag (or its variable) the column is left out.
+	t.Setenv(newerRootfsEnv, "")
+	cfg, err := parseFlags(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(cfg.tools, toolNixNewer) {
+		t.Errorf("tools %q without -newer-rootfs", cfg.tools)
 	}
 }

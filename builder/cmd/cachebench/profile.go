@@ -79,16 +79,23 @@ func (b *bench) profileCase(ctx context.Context, c *builtClosure, method string)
 
 	var summary strings.Builder
 	fmt.Fprintf(&summary, "%s: %d paths, NAR %.1f MB\n", name, len(c.paths), float64(c.narBytes)/1e6)
-	for _, t := range []struct {
+	nixCopy := []string{"nix", "copy", "--to", "file://" + out + "?compression=" + method, c.root}
+	type traced struct {
 		label string
+		e     *env
 		argv  []string
-	}{
-		{"mkbinarycache", append([]string{b.ours}, ours...)},
-		{"nix copy " + shortVersion(b.newest.name), []string{"nix", "copy", "--to", "file://" + out + "?compression=" + method, c.root}},
-	} {
+	}
+	straced := []traced{
+		{"mkbinarycache", b.newest, append([]string{b.ours}, ours...)},
+		{"nix copy " + shortVersion(b.newest.name), b.newest, nixCopy},
+	}
+	if b.newer != nil {
+		straced = append(straced, traced{"nix copy " + shortVersion(b.newer.name), b.newer, nixCopy})
+	}
+	for _, t := range straced {
 		b.logf("%s: system calls of %s", name, t.label)
 		os.RemoveAll(out)
-		if _, err := b.newest.output(ctx, "exec "+nixtest.ShellQuote(append([]string{"strace", "-c", "-f", "-o", tmp}, t.argv...)...)); err != nil {
+		if _, err := t.e.output(ctx, "exec "+nixtest.ShellQuote(append([]string{"strace", "-c", "-f", "-o", tmp}, t.argv...)...)); err != nil {
 			return err
 		}
 		data, err := os.ReadFile(tmp)

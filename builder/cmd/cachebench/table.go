@@ -80,7 +80,7 @@ func printTable(w io.Writer, b *bench, res results) {
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, bc := range b.cfg.cases {
 		o, haveOurs := res.get(bc, toolOurs)
-		nc, haveNC := res.get(bc, toolNixCopy)
+		nc, haveNC := res.get(bc, b.anchor())
 		for _, t := range allTools {
 			s, ok := res.get(bc, t)
 			if !ok {
@@ -91,7 +91,7 @@ func printTable(w io.Writer, b *bench, res results) {
 			case t == toolOurs:
 			case t == toolOursGoXz:
 				if haveNC {
-					ratioT = fmt.Sprintf("(this row vs %s: %s)", b.label(toolNixCopy), faster(nc.min.Seconds()/s.min.Seconds()))
+					ratioT = fmt.Sprintf("(this row vs %s: %s)", b.label(b.anchor()), faster(nc.min.Seconds()/s.min.Seconds()))
 					ratioB = fmt.Sprintf("(%.3f×)", float64(s.bytes)/float64(nc.bytes))
 				}
 			case !haveOurs:
@@ -143,7 +143,7 @@ func yes(ok bool) string {
 // cases that were measured.
 func targets(b *bench, res results) []target {
 	var out []target
-	nc := b.label(toolNixCopy)
+	nc := b.label(b.anchor())
 	for _, s := range []struct {
 		closure       string
 		faster, floor float64
@@ -154,7 +154,7 @@ func targets(b *bench, res results) []target {
 			continue
 		}
 		name := strings.ToUpper(s.closure)
-		if n, ok := res.get(bc, toolNixCopy); ok {
+		if n, ok := res.get(bc, b.anchor()); ok {
 			r := n.min.Seconds() / o.min.Seconds()
 			out = append(out, target{fmt.Sprintf("zstd %s ≥ %.1f× faster than %s", name, s.faster, nc),
 				fmt.Sprintf("%s (%.2f s vs %.2f s)", faster(r), o.min.Seconds(), n.min.Seconds()), yes(r >= s.faster)})
@@ -169,7 +169,7 @@ func targets(b *bench, res results) []target {
 	}
 	for _, cl := range []string{"many", "big"} {
 		bc := benchCase{cl, "xz"}
-		n, ok := res.get(bc, toolNixCopy)
+		n, ok := res.get(bc, b.anchor())
 		if !ok {
 			continue
 		}
