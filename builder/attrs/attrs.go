@@ -47,11 +47,12 @@ type file struct {
 }
 
 // Find returns the structured attrs file of the running build: the file
-// NIX_ATTRS_JSON_FILE names, else .attrs.json in the working directory. In
+// NIX_ATTRS_JSON_FILE names (as getenv reads it), else .attrs.json in the
+// working directory. In
 // the sandbox Nix 2.8 sets NIX_ATTRS_JSON_FILE to the host's path, which does
 // not exist there, while the file is in the working directory.
-func Find() (string, error) {
-	if f := os.Getenv("NIX_ATTRS_JSON_FILE"); f != "" {
+func Find(getenv func(string) string) (string, error) {
+	if f := getenv("NIX_ATTRS_JSON_FILE"); f != "" {
 		if _, err := os.Stat(f); err == nil {
 			return f, nil
 		}

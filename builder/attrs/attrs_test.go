@@ -88,23 +88,29 @@ func TestParseErrors(t *testing.T) {
 func TestFind(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	t.Setenv("NIX_ATTRS_JSON_FILE", "/nonexistent/host/path/.attrs.json")
-	if _, err := Find(); err == nil {
+	attrsFile := "/nonexistent/host/path/.attrs.json"
+	getenv := func(k string) string {
+		if k == "NIX_ATTRS_JSON_FILE" {
+			return attrsFile
+		}
+		return ""
+	}
+	if _, err := Find(getenv); err == nil {
 		t.Error("Find succeeded without any attrs file")
 	}
 	// In the sandbox the variable names the host's path; the file is here.
 	if err := os.WriteFile(".attrs.json", []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := Find(); err != nil || got != ".attrs.json" {
+	if got, err := Find(getenv); err != nil || got != ".attrs.json" {
 		t.Errorf("Find() = %q, %v; want .attrs.json", got, err)
 	}
 	other := filepath.Join(dir, "other.json")
 	if err := os.WriteFile(other, []byte("{}"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("NIX_ATTRS_JSON_FILE", other)
-	if got, err := Find(); err != nil || got != other {
+	attrsFile = other
+	if got, err := Find(getenv); err != nil || got != other {
 		t.Errorf("Find() = %q, %v; want %s", got, err, other)
 	}
 }

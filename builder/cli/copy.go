@@ -25,11 +25,12 @@ Options:
 `
 
 func runCopy(ctx context.Context, args []string, env Env) error {
-	fs := newFlagSet("copy", copyUsage, env)
+	fs := newFlagSet("mkbinarycache copy", copyUsage, env)
 	from := fs.String("from", "", "the source cache `DIR` (read only)")
 	to := fs.String("to", "", "the destination cache `DIR` (created, or added to)")
 	buildClosure := fs.Bool("build-closure", false, "also copy the paths' derivations, their closures and outputs (from Deriver lines)")
-	jobs := fs.Int("jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
+	var jobs int
+	countVar(fs, &jobs, "jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
 	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding either cache (`DURATION`; negative: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
 	paths, err := parseInterspersed(fs, args)
@@ -50,7 +51,7 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 		}
 	}
 	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
-		Durable: true, LockWait: *lockWait, Jobs: *jobs}
+		Durable: true, LockWait: *lockWait, Jobs: jobs}
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
 		if e.Kind == cachecopy.Copied && !*quiet {
 			fmt.Fprintf(env.Stderr, "copied %s (%s)\n", e.Path, humanBytes(e.FileBytes))

@@ -33,7 +33,7 @@ Options:
 `
 
 func runGC(ctx context.Context, args []string, env Env) error {
-	fs := newFlagSet("gc", gcUsage, env)
+	fs := newFlagSet("mkbinarycache gc", gcUsage, env)
 	var keep stringsFlag
 	fs.Var(&keep, "keep", "keep the closure of `STORE-PATH` (repeatable; a full store path)")
 	keepFile := fs.String("keep-file", "", "keep the closures of the store paths in `FILE`, one per line (# comments)")

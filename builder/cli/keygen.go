@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -19,8 +20,8 @@ file is created readable by its owner only.
 Options:
 `
 
-func runKeygen(args []string, env Env) error {
-	fs := newFlagSet("keygen", keygenUsage, env)
+func runKeygen(_ context.Context, args []string, env Env) error {
+	fs := newFlagSet("mkbinarycache keygen", keygenUsage, env)
 	secFile := fs.String("secret-key-file", "", "write the secret key to `FILE` (mode 0600)")
 	pubFile := fs.String("public-key-file", "", "write the public key to `FILE`")
 	pos, err := parseInterspersed(fs, args)

@@ -39,9 +39,10 @@ Options:
 `
 
 func runPush(ctx context.Context, args []string, env Env) error {
-	fs := newFlagSet("push", pushUsage, env)
-	jobs := fs.Int("jobs", s3push.DefaultJobs, "objects uploaded at once (`N`)")
-	threads := fs.Int("threads", s3push.DefaultThreads, "parts of one large NAR uploaded at once (`N`)")
+	fs := newFlagSet("mkbinarycache push", pushUsage, env)
+	var jobs, threads int
+	countVar(fs, &jobs, "jobs", s3push.DefaultJobs, "objects uploaded at once (`N`; 0: the default)")
+	countVar(fs, &threads, "threads", s3push.DefaultThreads, "parts of one large NAR uploaded at once (`N`; 0: the default)")
 	partSize := fs.Int("part-size", s3push.DefaultPartSize>>20, "multipart upload part size in `MiB` (5 or more); larger NARs are uploaded in parts")
 	abandon := fs.Duration("abort-uploads-older-than", s3push.DefaultAbandonAge,
 		"abort incomplete multipart uploads started this long ago (`DURATION`; 0: all, when no other push can be running)")
@@ -52,9 +53,6 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	}
 	if len(pos) != 2 {
 		return usagef("push: give a cache directory and an s3:// URL")
-	}
-	if *jobs < 1 || *threads < 1 {
-		return usagef("push: --jobs and --threads must be at least 1")
 	}
 	if *abandon < 0 {
 		return usagef("push: --abort-uploads-older-than must not be negative")
@@ -69,7 +67,7 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return usageError{err}
 	}
-	o := s3push.Options{Dir: pos[0], Target: target, Jobs: *jobs, Threads: *threads,
+	o := s3push.Options{Dir: pos[0], Target: target, Jobs: jobs, Threads: threads,
 		PartSize: uint64(*partSize) << 20, LockWait: -1, AbandonAge: *abandon}
 	pr := newPushProgress(env.Stderr, *quiet)
 	stats, err := s3push.Push(ctx, o, pr.event)

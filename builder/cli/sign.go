@@ -2,10 +2,7 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"strings"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
@@ -26,10 +23,11 @@ Options:
 `
 
 func runSign(ctx context.Context, args []string, env Env) error {
-	fs := newFlagSet("sign", signUsage, env)
+	fs := newFlagSet("mkbinarycache sign", signUsage, env)
 	keyFile := fs.String("key-file", "", "the secret key `FILE` (from mkbinarycache keygen or nix-store --generate-binary-cache-key)")
 	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
-	jobs := fs.Int("jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
+	var jobs int
+	countVar(fs, &jobs, "jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "print only errors")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -45,7 +43,7 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs, LockWait: -1, Durable: true}
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs, LockWait: -1, Durable: true}
 	keyName := sign.KeyName(key)
 	stats, err := sign.SignDir(ctx, key, o, func(file string, out sign.Outcome, err error) {
 		if out == sign.Replaced && err == nil && !*quiet {
@@ -58,44 +56,3 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	}
 	return err
 }
-
-// newFlagSet is the flag set of a subcommand, printing usage and then the
-// flags' defaults on --help.
-func newFlagSet(name, usage string, env Env) *flag.FlagSet {
-	fs := flag.NewFlagSet("mkbinarycache "+name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseInterspersed parses flags anywhere among the positional arguments,
-// which it returns ("--" ends the flags).
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err}
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
-}
-
-// stringsFlag is a repeatable flag.
-type stringsFlag []string
-
-func (s *stringsFlag) String() string     { return strings.Join(*s, " ") }
-func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }

@@ -25,11 +25,12 @@ Options:
 `
 
 func runVerify(ctx context.Context, args []string, env Env) error {
-	fs := newFlagSet("verify", verifyUsage, env)
+	fs := newFlagSet("mkbinarycache verify", verifyUsage, env)
 	var keys stringsFlag
 	fs.Var(&keys, "public-key", "require a valid signature by one of the given keys: `KEY` as in trusted-public-keys (name:base64), a file holding one, or several separated by spaces; repeatable")
 	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
-	jobs := fs.Int("jobs", 0, "narinfos checked at once (`N`, default: the number of CPUs)")
+	var jobs int
+	countVar(fs, &jobs, "jobs", 0, "narinfos checked at once (`N`, default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "print only the problems")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -38,7 +39,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	if len(pos) != 1 {
 		return usagef("verify: give exactly one cache directory")
 	}
-	o := verify.Options{Dir: pos[0], StoreDir: *storeDir, Jobs: *jobs}
+	o := verify.Options{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs}
 	for _, k := range keys {
 		for _, f := range strings.Fields(k) {
 			pk, err := sign.ParsePublicKey(f)
