@@ -25,11 +25,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
 
-	"github.com/google/go-cmp/cmp"
 	"github.com/nix-community/go-nix/pkg/nar/ls"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
@@ -412,7 +412,7 @@ func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 		r.add("listing %s: %v", name, err)
 		return
 	}
-	if !cmp.Equal(want, theirs) {
+	if !reflect.DeepEqual(want, theirs) {
 		r.add("listing %s does not match the NAR", name)
 	}
 }
