@@ -8,11 +8,6 @@
   lib,
   go,
   buildGoModule,
-  # Used only when nixpkgs' default Go is older than go.mod's `go` line:
-  # buildGoModule is Go 1.25 on nixos-25.11 and Go 1.26 on nixos-26.05 and
-  # nixos-unstable, which also have these two.
-  buildGo125Module ? null,
-  buildGo126Module ? null,
 }:
 
 let
@@ -25,95 +20,75 @@ let
     in
     if m == null then throw "mkbinarycache: no `go` line in go.mod" else builtins.head m;
 
-  # nixpkgs' default builder when its Go is new enough (as nixpkgs' own
-  # packages do), else the oldest named one that is. buildGoModule sets
-  # GOTOOLCHAIN=local, so an older Go would refuse go.mod outright.
-  candidates = [
-    {
-      builder = buildGoModule;
-      goVersion = go.version;
-    }
-    {
-      builder = buildGo125Module;
-      goVersion = "1.25";
-    }
-    {
-      builder = buildGo126Module;
-      goVersion = "1.26";
-    }
-  ];
-  usable = builtins.filter (
-    c: c.builder != null && lib.versionAtLeast (lib.versions.majorMinor c.goVersion) goModVersion
-  ) candidates;
+  # nixpkgs' default buildGoModule, as nixpkgs' own packages use: its Go
+  # satisfies go.mod on every maintained channel. No versioned builder
+  # (buildGo125Module, ...) is named: nixpkgs turns those into aliases that
+  # throw once their Go is end-of-life (pkgs/top-level/aliases.nix), and
+  # callPackage would hand the throwing value to any function that named one.
+  # buildGoModule sets GOTOOLCHAIN=local, so an older Go would only fail at
+  # build time; say so at evaluation time instead.
   buildGo =
-    if usable == [ ] then
-      throw "mkbinarycache: go.mod asks for Go ${goModVersion}, but this nixpkgs has Go ${go.version} and neither buildGo125Module nor buildGo126Module"
+    if lib.versionAtLeast (lib.versions.majorMinor go.version) goModVersion then
+      buildGoModule
     else
-      (builtins.head usable).builder;
-
-  # buildGoModule up to nixpkgs 24.11 took CGO_ENABLED as an argument; later
-  # ones read env.CGO_ENABLED and refuse a top-level one.
-  cgoOff =
-    if (lib.functionArgs buildGo) ? CGO_ENABLED then
-      { CGO_ENABLED = 0; }
-    else
-      { env.CGO_ENABLED = 0; };
+      throw "mkbinarycache: go.mod asks for Go ${goModVersion}, but this nixpkgs' buildGoModule has Go ${go.version}; use nixos-25.11 or newer";
 
   # Go sources and their test fixtures; no stray test binaries or profiles.
   sources = dir: lib.fileset.fileFilter (file: !(file.hasExt "test" || file.hasExt "prof")) dir;
 in
-buildGo (
-  {
-    pname = "mkbinarycache";
-    inherit version;
+buildGo {
+  pname = "mkbinarycache";
+  inherit version;
 
-    # The program (builder/) and what its tests import (internal/, testdata/).
-    src = lib.fileset.toSource {
-      root = ../.;
-      fileset = lib.fileset.unions (
-        [
-          ../go.mod
-          ../go.sum
-          (sources ../builder)
-          (lib.fileset.maybeMissing ../testdata)
-        ]
-        ++ lib.optional (builtins.pathExists ../internal) (sources ../internal)
-      );
-    };
+  # The program (builder/) and what its tests import (internal/, testdata/).
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions (
+      [
+        ../go.mod
+        ../go.sum
+        (sources ../builder)
+        (lib.fileset.maybeMissing ../testdata)
+      ]
+      ++ lib.optional (builtins.pathExists ../internal) (sources ../internal)
+    );
+  };
 
-    # The NAR hash of the `vendor` directory that `go mod vendor` makes from
-    # go.mod, go.sum and the imports of the sources above (tests included).
-    # It changes whenever go.mod, go.sum or the set of imported packages does;
-    # nix/nix_test.go's TestVendorHash recomputes it and names the new value.
-    vendorHash = "sha256-w6NTH/4eg3P/e+FdnN+VZAwqC3gATDb+KDmkpqudEfE=";
+  # The NAR hash of the `vendor` directory that `go mod vendor` makes from
+  # go.mod, go.sum and the imports of the sources above (tests included).
+  # It changes whenever go.mod, go.sum or the set of imported packages does;
+  # nix/nix_test.go's TestVendorHash recomputes it and names the new value.
+  vendorHash = "sha256-w6NTH/4eg3P/e+FdnN+VZAwqC3gATDb+KDmkpqudEfE=";
 
-    subPackages = [ "builder/cmd/mkbinarycache" ];
+  subPackages = [ "builder/cmd/mkbinarycache" ];
 
-    ldflags = [
-      "-s"
-      "-w"
-      "-X main.version=${version}"
-    ];
+  # Static: the builder of mkBinaryCache derivations has nothing but its own
+  # closure. buildGoModule reads env.CGO_ENABLED (a top-level one is refused).
+  env.CGO_ENABLED = 0;
 
-    # buildGoModule would test subPackages only. Test every package of the
-    # program instead: the sandbox has no Nix, so the tests that need one skip
-    # (nixtest.Require), and -short skips the long ones; the rest needs only
-    # Go and stdenv's tools (nix/package_test.go runs this very command with
-    # no Nix, no network and a non-root user).
-    checkPhase = ''
-      runHook preCheck
-      # As buildGoModule's own check phase: no -trimpath, so tests find their files.
-      export GOFLAGS=''${GOFLAGS//-trimpath/}
-      go test -short -vet=off -p "$NIX_BUILD_CORES" ./builder/...
-      runHook postCheck
-    '';
+  ldflags = [
+    "-s"
+    "-w"
+    "-X main.version=${version}"
+  ];
 
-    meta = {
-      description = "Builder that turns a closure into a flat-file Nix binary cache (drop-in for pkgs.mkBinaryCache)";
-      license = lib.licenses.mit;
-      mainProgram = "mkbinarycache";
-      platforms = lib.platforms.unix;
-    };
-  }
-  // cgoOff
-)
+  # buildGoModule would test subPackages only. Test every package of the
+  # program instead: the sandbox has no Nix, so the tests that need one skip
+  # (nixtest.Require), and -short skips the long ones; the rest needs only
+  # Go and stdenv's tools (nix/package_test.go runs this very command with
+  # no Nix, no network and a non-root user).
+  checkPhase = ''
+    runHook preCheck
+    # As buildGoModule's own check phase: no -trimpath, so tests find their files.
+    export GOFLAGS=''${GOFLAGS//-trimpath/}
+    go test -short -vet=off -p "$NIX_BUILD_CORES" ./builder/...
+    runHook postCheck
+  '';
+
+  meta = {
+    description = "Builder that turns a closure into a flat-file Nix binary cache (drop-in for pkgs.mkBinaryCache)";
+    license = lib.licenses.mit;
+    mainProgram = "mkbinarycache";
+    platforms = lib.platforms.linux;
+  };
+}

@@ -23,44 +23,6 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 )
 
-// stubLib is the part of nixpkgs' lib the files use; functionArgs,
-// setFunctionArgs, makeOverridable and callPackageWith work as nixpkgs'
-// lib/trivial.nix and lib/customisation.nix document them.
-const stubLib = `rec {
-  functionArgs = f: if f ? __functor then f.__functionArgs or (functionArgs (f.__functor f)) else builtins.functionArgs f;
-  setFunctionArgs = f: args: { __functor = self: f; __functionArgs = args; };
-  makeOverridable = f:
-    let
-      overridable = origArgs:
-        let
-          result = f origArgs;
-          overrideArgs = newArgs: makeOverridable f (origArgs // (if builtins.isFunction newArgs then newArgs origArgs else newArgs));
-        in
-        if builtins.isAttrs result && !(result ? __functor) then result // { override = overrideArgs; }
-        else if builtins.isFunction result || result ? __functor then setFunctionArgs result (functionArgs result) // { override = overrideArgs; }
-        else result;
-    in
-    setFunctionArgs overridable (functionArgs f);
-  callPackageWith = autoArgs: fn: args:
-    let f = if builtins.isFunction fn || fn ? __functor then fn else import fn;
-    in makeOverridable f (builtins.intersectAttrs (functionArgs f) autoArgs // args);
-  versionAtLeast = a: b: builtins.compareVersions a b >= 0;
-  versions.majorMinor = v: let p = builtins.splitVersion v; in "${builtins.elemAt p 0}.${builtins.elemAt p 1}";
-  optional = c: x: if c then [ x ] else [ ];
-  fileset = {
-    toSource = { root, fileset }: root;
-    unions = l: l;
-    fileFilter = pred: dir: dir;
-    maybeMissing = p: p;
-  };
-  licenses.mit = { spdxId = "MIT"; };
-  platforms.unix = [ "x86_64-linux" ];
-  fileContents = p: let s = builtins.readFile p; in builtins.head (builtins.match "(.*[^\n])\n*" s);
-  getExe = p: "${p}/bin/${p.meta.mainProgram}";
-  mkForce = x: x;
-  genAttrs = names: f: builtins.listToAttrs (map (n: { name = n; value = f n; }) names);
-}`
-
 // stubDrv makes a derivation-like attribute set with a made-up store path.
 const stubDrv = `name: extra: {
   type = "derivation";
@@ -88,7 +50,7 @@ func track(t *testing.T, root string, files ...string) {
 func evalJSON(t *testing.T, expr string, out any) (string, error) {
 	t.Helper()
 	root := nixtest.RepoRoot(t)
-	full := "let lib = " + stubLib + "; stubDrv = " + stubDrv + "; repo = " + root + "; in " + expr
+	full := "let lib = import " + root + "/nix/testdata/nixpkgs-stub-lib.nix; stubDrv = " + stubDrv + "; repo = " + root + "; in " + expr
 	cmd := exec.Command("nix-instantiate", "--eval", "--strict", "--json", "-E", full)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -114,93 +76,6 @@ func goModMinor(t *testing.T) string {
 		t.Fatal("go.mod has no go line")
 	}
 	return string(m[1])
-}
-
-// package.nix picks nixpkgs' default buildGoModule when its Go satisfies
-// go.mod, else the oldest of buildGo125Module and buildGo126Module that does,
-// and sets CGO_ENABLED=0 in whichever form that buildGoModule takes.
-func TestPackageBuilderChoice(t *testing.T) {
-	nixtest.Require(t)
-	root := nixtest.RepoRoot(t)
-	track(t, root, "nix/package.nix", "go.mod")
-	// The cases below are written for go.mod's `go 1.25.x`, the release
-	// nixos-25.11 ships as its default Go.
-	if v := goModMinor(t); v != "1.25" {
-		t.Fatalf("go.mod asks for Go %s: revisit the builders package.nix names and this test", v)
-	}
-
-	// newStyle is buildGoModule as nixpkgs 25.05 and later make it
-	// (lib.extendMkDerivation: no CGO_ENABLED argument); oldStyle as 24.11 and
-	// earlier (a CGO_ENABLED argument).
-	const builders = `let
-    newStyle = tag: lib.setFunctionArgs (args: { builtWith = tag; inherit args; }) { vendorHash = true; env = true; };
-    oldStyle = tag: lib.setFunctionArgs (args: { builtWith = tag; inherit args; }) { vendorHash = true; CGO_ENABLED = true; };
-    pkg = go: extra: import (repo + "/nix/package.nix") ({ inherit lib; go = { version = go; }; buildGoModule = newStyle "buildGoModule"; } // extra);
-    show = p: { inherit (p) builtWith; cgoTop = p.args.CGO_ENABLED or null; cgoEnv = p.args.env.CGO_ENABLED or null; };
-  in`
-	for _, tc := range []struct {
-		name, call string
-		want       map[string]any
-	}{
-		{"nixos-25.11: default Go 1.25", `pkg "1.25.5" { buildGo125Module = newStyle "125"; }`,
-			map[string]any{"builtWith": "buildGoModule", "cgoTop": nil, "cgoEnv": 0.0}},
-		{"nixos-26.05 and unstable: default Go 1.26", `pkg "1.26.3" { buildGo125Module = newStyle "125"; buildGo126Module = newStyle "126"; }`,
-			map[string]any{"builtWith": "buildGoModule", "cgoTop": nil, "cgoEnv": 0.0}},
-		{"default Go 1.24, buildGo125Module", `pkg "1.24.9" { buildGo125Module = newStyle "125"; }`,
-			map[string]any{"builtWith": "125", "cgoTop": nil, "cgoEnv": 0.0}},
-		{"default Go 1.24, both named builders", `pkg "1.24.9" { buildGo125Module = newStyle "125"; buildGo126Module = newStyle "126"; }`,
-			map[string]any{"builtWith": "125", "cgoTop": nil, "cgoEnv": 0.0}},
-		{"default Go 1.24, buildGo126Module only", `pkg "1.24.9" { buildGo126Module = newStyle "126"; }`,
-			map[string]any{"builtWith": "126", "cgoTop": nil, "cgoEnv": 0.0}},
-		{"old buildGoModule with a CGO_ENABLED argument", `pkg "1.24.9" { buildGo125Module = oldStyle "125"; }`,
-			map[string]any{"builtWith": "125", "cgoTop": 0.0, "cgoEnv": nil}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var got map[string]any
-			if out, err := evalJSON(t, builders+" show ("+tc.call+")", &got); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
-		})
-	}
-
-	t.Run("no Go new enough", func(t *testing.T) {
-		var got any
-		out, err := evalJSON(t, builders+` show (pkg "1.24.9" { })`, &got)
-		want := "go.mod asks for Go 1.25, but this nixpkgs has Go 1.24.9 and neither buildGo125Module nor buildGo126Module"
-		if err == nil || !strings.Contains(out, want) {
-			t.Errorf("error %v, output:\n%s\nwant %q", err, out, want)
-		}
-	})
-
-	t.Run("attributes", func(t *testing.T) {
-		var got map[string]any
-		expr := builders + ` let a = (pkg "1.25.5" { }).args; in {
-      inherit (a) pname version subPackages ldflags;
-      license = a.meta.license.spdxId;
-      inherit (a.meta) mainProgram;
-      vendorHash = builtins.substring 0 7 a.vendorHash;
-      checkRunsGoTest = builtins.match ".*go test -short [^\n]* ./builder/[.][.][.]\n.*" a.checkPhase != null;
-    }`
-		if out, err := evalJSON(t, expr, &got); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
-		want := map[string]any{
-			"pname":           "mkbinarycache",
-			"version":         "0.1.0",
-			"subPackages":     []any{"builder/cmd/mkbinarycache"},
-			"ldflags":         []any{"-s", "-w", "-X main.version=0.1.0"},
-			"license":         "MIT",
-			"mainProgram":     "mkbinarycache",
-			"vendorHash":      "sha256-",
-			"checkRunsGoTest": true,
-		}
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("(-want +got):\n%s", diff)
-		}
-	})
 }
 
 // The license meta.license names is the one in LICENSE.
@@ -295,118 +170,132 @@ func TestOverlay(t *testing.T) {
 	}
 }
 
-// vmtests/default.nix, evaluated with stub testers and packages: what each
-// host gets, and a test script that Python compiles.
+// vmtests/default.nix on the stub of each channel: what each host gets
+// (runNixOSTest has checked every option they set), S3 on Garage as nixpkgs'
+// own test sets it up, and a test script that Python compiles.
 func TestVMTestsShape(t *testing.T) {
 	nixtest.Require(t)
 	root := nixtest.RepoRoot(t)
-	track(t, root, "vmtests/default.nix", "vmtests/scenario.json", "vmtests/test-key-1.pub", "nix/overlay.nix")
+	track(t, root, append(stubFiles, "vmtests/default.nix", "vmtests/scenario.json", "vmtests/test-key-1.pub", "nix/overlay.nix")...)
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		t.Fatal("python3 is needed to compile the VM test scripts")
 	}
-	const pkgs = `let
-    pkgs = {
-      inherit lib;
-      mkbinarycache = stubDrv "mkbinarycache" { };
-      mkBinaryCache = args: stubDrv "binary-cache-${args.compression}" { inherit args; };
-      writeText = name: text: stubDrv name { inherit text; };
-      runCommand = name: env: cmd: stubDrv name (env // { inherit cmd; });
-      writeScript = name: text: stubDrv name { inherit text; };
-      runtimeShell = "/nix/store/00000000000000000000000000000000-bash/bin/bash";
-      curl = stubDrv "curl" { };
-      minio = stubDrv "minio" { meta.knownVulnerabilities = [ "CVE" ]; };
-      minio-client = stubDrv "minio-client" { };
-      testers.runNixOSTest = test: test;
-    };
-  in pkgs`
-	var got map[string]struct {
-		Name          string
-		Script        string
-		Host1Paths    []string
-		Host1Etc      map[string]any
-		PackedRefs    []string
-		PackedCmd     string
-		MinioVulns    []string
-		Host2         map[string]any
-		Host2HasPaths bool
-		Host1HasExtra bool
-		Host2HasExtra bool
-		OwnPaths      []string
-	}
-	expr := `let
-    pkgs = ` + pkgs + `;
+	const expr = `let
+    pkgs = stub.pkgs { system = "x86_64-linux"; overlays = [ (import (repo + "/nix/overlay.nix")) ]; };
     tests = import (repo + "/vmtests") { inherit pkgs; };
-    show = t: let h1 = t.nodes.host1 { inherit pkgs; }; h2 = t.nodes.host2; packed = h1.environment.etc."mkbinarycache-test/cache.tar.b64".source; in {
-      inherit (t) name;
-      script = t.testScript;
+    show = t: let h1 = t.nodes.host1; h2 = t.nodes.host2; packed = h1.environment.etc."mkbinarycache-test/cache.tar.b64".source; in {
+      inherit (t.config) name testScript;
+      drvPath = t.drvPath;
       host1Paths = map toString h1.virtualisation.additionalPaths;
-      host1Etc = builtins.mapAttrs (n: v: toString (v.source.name or v.source)) h1.environment.etc;
+      host1Packages = map (p: p.name) h1.environment.systemPackages;
+      host1Etc = builtins.attrNames h1.environment.etc;
       packedRefs = packed.allowedReferences;
-      packedCmd = packed.cmd;
-      minioVulns = h1.services.minio.package.meta.knownVulnerabilities;
+      packedCmd = packed.buildCommand;
+      garage = { inherit (h1.services.garage) enable settings; package = h1.services.garage.package.name; };
       host2 = { inherit (h2.virtualisation) useNixStoreImage writableStore; inherit (h2.nix.settings) substituters max-jobs; };
       host2HasPaths = h2.virtualisation ? additionalPaths;
       host1HasExtra = h1 ? system;
       host2HasExtra = h2 ? system;
     };
   in builtins.mapAttrs (n: show) tests`
-	if out, err := evalJSON(t, expr, &got); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	var names []string
-	for n := range got {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	if diff := cmp.Diff([]string{"bzip2", "none", "xz", "zstd"}, names); diff != "" {
-		t.Errorf("tests (-want +got):\n%s", diff)
-	}
-	for c, vt := range got {
-		t.Run(c, func(t *testing.T) {
-			if vt.Name != "mkbinarycache-"+c {
-				t.Errorf("name %q", vt.Name)
+	for _, channel := range channels {
+		t.Run(channel, func(t *testing.T) {
+			var got map[string]struct {
+				Name, TestScript, DrvPath string
+				Host1Paths                []string
+				Host1Packages             []string
+				Host1Etc                  []string
+				PackedRefs                []string
+				PackedCmd                 string
+				Garage                    map[string]any
+				Host2                     map[string]any
+				Host2HasPaths             bool
+				Host1HasExtra             bool
+				Host2HasExtra             bool
 			}
-			// The closure reaches host1 through the store, host2 not at all;
-			// the cache reaches host1 packed, referring to nothing.
-			if len(vt.Host1Paths) != 1 || !strings.HasSuffix(vt.Host1Paths[0], "-mkbinarycache-vmtest-root") {
-				t.Errorf("host1's additionalPaths %v, want the root of the closure under test", vt.Host1Paths)
+			if out, err := evalJSON(t, channelExpr(t, channel, expr), &got); err != nil {
+				t.Fatalf("%v\n%s", err, out)
 			}
-			if vt.Host1HasExtra || vt.Host2HasExtra || vt.Host2HasPaths {
-				t.Errorf("a host has system.* options or host2 has additionalPaths: the closure or the cache would enter a store")
+			if diff := cmp.Diff([]string{"bzip2", "none", "xz", "zstd"}, keys(got)); diff != "" {
+				t.Errorf("tests (-want +got):\n%s", diff)
 			}
-			if vt.PackedRefs == nil || len(vt.PackedRefs) != 0 {
-				t.Errorf("the packed cache's allowedReferences = %v, want []", vt.PackedRefs)
-			}
-			if !strings.Contains(vt.PackedCmd, "-binary-cache-"+c+" -c -f - . | base64") {
-				t.Errorf("the packed cache is not the %s cache, tarred and base64-encoded: %q", c, vt.PackedCmd)
-			}
-			if len(vt.MinioVulns) != 0 {
-				t.Errorf("minio's knownVulnerabilities %v are not cleared for the test fixture", vt.MinioVulns)
-			}
-			want := map[string]any{"useNixStoreImage": true, "writableStore": true, "substituters": []any{}, "max-jobs": 0.0}
-			if diff := cmp.Diff(want, vt.Host2); diff != "" {
-				t.Errorf("host2 (-want +got):\n%s", diff)
-			}
-			for _, s := range []string{
-				`S3_URL = "s3://binary-cache?endpoint=http://host1:9000&region=us-east-1"`,
-				"mkbinarycache push /srv/cache '{S3_URL}'",
-				`scenario = json.load(open("/nix/store/`,
-				`COMPRESSION = "` + c + `"`,
-			} {
-				if !strings.Contains(vt.Script, s) {
-					t.Errorf("test script lacks %q", s)
+			for c, vt := range got {
+				if vt.Name != "mkbinarycache-"+c {
+					t.Errorf("%s: name %q", c, vt.Name)
 				}
-			}
-			if strings.Contains(vt.Script, "extraDependencies") {
-				t.Error("test script mentions extraDependencies")
-			}
-			script := filepath.Join(t.TempDir(), "test_script.py")
-			if err := os.WriteFile(script, []byte(vt.Script), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command(python, "-m", "py_compile", script).CombinedOutput(); err != nil {
-				t.Errorf("python3 cannot compile the test script: %v\n%s", err, out)
+				if !strings.HasSuffix(vt.DrvPath, ".drv") {
+					t.Errorf("%s: drvPath %q", c, vt.DrvPath)
+				}
+				// The closure reaches host1 through the store, host2 not at all;
+				// the cache reaches host1 packed, referring to nothing.
+				if len(vt.Host1Paths) != 1 || !strings.HasSuffix(vt.Host1Paths[0], "-mkbinarycache-vmtest-root") {
+					t.Errorf("%s: host1's additionalPaths %v, want the root of the closure under test", c, vt.Host1Paths)
+				}
+				if vt.Host1HasExtra || vt.Host2HasExtra || vt.Host2HasPaths {
+					t.Errorf("%s: a host has system.* options or host2 has additionalPaths: the closure or the cache would enter a store", c)
+				}
+				if vt.PackedRefs == nil || len(vt.PackedRefs) != 0 {
+					t.Errorf("%s: the packed cache's allowedReferences = %v, want []", c, vt.PackedRefs)
+				}
+				if !strings.Contains(vt.PackedCmd, "-binary-cache -c -f - . | base64") {
+					t.Errorf("%s: the packed cache is not the cache, tarred and base64-encoded: %q", c, vt.PackedCmd)
+				}
+				for _, p := range vt.Host1Packages {
+					if strings.HasPrefix(p, "minio") {
+						t.Errorf("%s: host1 has %s", c, p)
+					}
+				}
+				// nixos/tests/garage/default.nix's mkNode settings, with the
+				// replication basic.nix gives Garage 2.
+				wantGarage := map[string]any{
+					"enable":  true,
+					"package": got[c].Garage["package"],
+					"settings": map[string]any{
+						"rpc_bind_addr":      "[::]:3901",
+						"rpc_public_addr":    "127.0.0.1:3901",
+						"rpc_secret":         "5c1915fa04d0b6739675c61bf5907eb0fe3d9c69850c83820f51b4d25d13868c",
+						"s3_api":             map[string]any{"s3_region": "garage", "api_bind_addr": "[::]:3900", "root_domain": ".s3.garage"},
+						"replication_factor": 1.0,
+						"consistency_mode":   "consistent",
+					},
+				}
+				if diff := cmp.Diff(wantGarage, vt.Garage); diff != "" {
+					t.Errorf("%s: host1's services.garage (-want +got):\n%s", c, diff)
+				}
+				if p, _ := vt.Garage["package"].(string); !strings.HasPrefix(p, "garage-") {
+					t.Errorf("%s: services.garage.package is %q", c, p)
+				}
+				want := map[string]any{"useNixStoreImage": true, "writableStore": true, "substituters": []any{}, "max-jobs": 0.0}
+				if diff := cmp.Diff(want, vt.Host2); diff != "" {
+					t.Errorf("%s: host2 (-want +got):\n%s", c, diff)
+				}
+				for _, s := range []string{
+					`S3_URL = "s3://binary-cache?endpoint=http://host1:3900&region=garage"`,
+					"mkbinarycache push /srv/cache '{S3_URL}'",
+					`garage layout assign -z vmtest -c 1G {node_id}`,
+					`garage layout apply --version`,
+					`garage key create mkbinarycache-test`,
+					`garage bucket create {bucket}`,
+					`garage bucket allow --read --write {bucket} --key mkbinarycache-test`,
+					"--aws-sigv4 aws:amz:garage:s3",
+					`scenario = json.load(open("/nix/store/`,
+					`COMPRESSION = "` + c + `"`,
+				} {
+					if !strings.Contains(vt.TestScript, s) {
+						t.Errorf("%s: test script lacks %q", c, s)
+					}
+				}
+				if strings.Contains(vt.TestScript, "extraDependencies") {
+					t.Errorf("%s: test script mentions extraDependencies", c)
+				}
+				script := filepath.Join(t.TempDir(), "test_script.py")
+				if err := os.WriteFile(script, []byte(vt.TestScript), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if out, err := exec.Command(python, "-m", "py_compile", script).CombinedOutput(); err != nil {
+					t.Errorf("%s: python3 cannot compile the test script: %v\n%s", c, err, out)
+				}
 			}
 		})
 	}
@@ -513,7 +402,7 @@ func TestVMTestsPackedCache(t *testing.T) {
 	root := nixtest.RepoRoot(t)
 	track(t, root, "vmtests/default.nix", "nix/default.nix")
 	expr := `let
-    lib = ` + stubLib + `;
+    lib = import ` + root + `/nix/testdata/nixpkgs-stub-lib.nix;
     stubDrv = ` + stubDrv + `;
     bb = builtins.path { path = ` + nixtest.BusyboxDir(t) + `; name = "busybox"; };
     run = name: env: cmd: derivation ({
@@ -531,8 +420,7 @@ func TestVMTestsPackedCache(t *testing.T) {
       runCommand = run;
       runtimeShell = "${bb}/bin/busybox";
       curl = stubDrv "curl" { };
-      minio = stubDrv "minio" { };
-      minio-client = stubDrv "minio-client" { };
+      garage = stubDrv "garage" { version = "2.2.0"; };
       testers.runNixOSTest = test: test;
     };
     host1 = (import ` + root + `/vmtests { inherit pkgs; }).zstd.nodes.host1 { inherit pkgs; };

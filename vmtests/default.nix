@@ -9,8 +9,8 @@
 # This file supplies the machines, the placeholders and the transports:
 #   file: host1 copies the cache (and a signed copy) to host2 with `scp -r`;
 #   http: nginx on host1 serves them, host2 uses http://host1/... URLs;
-#   s3:   host1 pushes them to MinIO with `mkbinarycache push`, host2 uses
-#         s3://...?endpoint=http://host1:9000 URLs (as Nix's own S3 test does).
+#   s3:   host1 pushes them to Garage with `mkbinarycache push`, host2 uses
+#         s3://...?endpoint=http://host1:3900&region=garage URLs.
 # It also checks, on every transport, that host2 fetches exactly the paths of
 # the closure it lacked: the set of `copying path` lines is the set of paths
 # that were invalid before.
@@ -55,21 +55,41 @@ let
 
   publicKey = lib.fileContents ./test-key-1.pub;
 
-  # MinIO: a fixed, public test account on the test network only.
-  s3AccessKey = "mkbinarycache-test";
-  s3SecretKey = "mkbinarycache-test-secret";
-  s3Url = bucket: "s3://${bucket}?endpoint=http://host1:9000&region=us-east-1";
-
-  # MinIO is unmaintained upstream, and nixpkgs may flag it (and its client)
-  # with known vulnerabilities; here it only serves a bucket on the private
-  # test network. Changing meta does not change the derivation.
-  testFixture =
-    p:
-    p.overrideAttrs (old: {
-      meta = (old.meta or { }) // {
-        knownVulnerabilities = [ ];
+  # Garage, set up as nixpkgs' own test of it does (nixos/tests/garage/
+  # default.nix, common.nix, basic.nix): the options below are those
+  # nixos/modules/services/web-servers/garage.nix declares (enable, package
+  # with no default, settings as a freeform TOML submodule), the settings
+  # those of mkNode (rpc_bind_addr, rpc_public_addr, rpc_secret, s3_api with
+  # s3_region, api_bind_addr and root_domain), a replication setting as
+  # basic.nix gives each Garage version, 2 GiB of disk ("Garage requires at
+  # least 1GiB of free disk space"); the test script assigns and applies the
+  # layout, creates the key and the buckets and allows the key on them as
+  # common.nix does, with the `garage` command the module installs. A
+  # careful read of those files, not an evaluation against nixpkgs.
+  s3Region = "garage";
+  s3Url = bucket: "s3://${bucket}?endpoint=http://host1:3900&region=${s3Region}";
+  garageSettings =
+    package:
+    {
+      rpc_bind_addr = "[::]:3901";
+      rpc_public_addr = "127.0.0.1:3901";
+      # A fixed, public test secret (as nixpkgs' test has one).
+      rpc_secret = "5c1915fa04d0b6739675c61bf5907eb0fe3d9c69850c83820f51b4d25d13868c";
+      s3_api = {
+        s3_region = s3Region;
+        api_bind_addr = "[::]:3900";
+        root_domain = ".s3.garage";
       };
-    });
+    }
+    // (
+      if lib.versionAtLeast package.version "2" then
+        {
+          replication_factor = 1;
+          consistency_mode = "consistent";
+        }
+      else
+        { replication_mode = "none"; }
+    );
 
   mkTest =
     compression:
@@ -101,11 +121,12 @@ let
         {
           environment.systemPackages = [
             pkgs.mkbinarycache
-            (testFixture pkgs.minio-client)
+            pkgs.curl
           ];
           # The closure under test, valid in host1's store.
           virtualisation.additionalPaths = [ root ];
           virtualisation.memorySize = 2048;
+          virtualisation.diskSize = 2 * 1024;
           environment.etc."mkbinarycache-test/cache.tar.b64".source = packedCache;
           # A fixed, public test key: never use it for anything else.
           environment.etc."mkbinarycache-test/test-key-1.sec".source = ./test-key-1.sec;
@@ -117,18 +138,14 @@ let
               root = "/srv/www";
             };
           };
-          services.minio = {
+          services.garage = {
             enable = true;
-            package = testFixture pkgs.minio;
-            region = "us-east-1";
-            rootCredentialsFile = pkgs.writeText "minio-credentials" ''
-              MINIO_ROOT_USER=${s3AccessKey}
-              MINIO_ROOT_PASSWORD=${s3SecretKey}
-            '';
+            package = pkgs.garage;
+            settings = garageSettings pkgs.garage;
           };
           networking.firewall.allowedTCPPorts = [
             80
-            9000
+            3900
           ];
           systemd.tmpfiles.rules = [
             "d /srv/www 0755 root root -"
@@ -149,11 +166,9 @@ let
         # gets, it gets by substitution (the local twin's host2 has the same).
         nix.settings.substituters = lib.mkForce [ ];
         nix.settings.max-jobs = 0;
-        # The daemon fetches the substitutes, so it needs the S3 account too.
-        systemd.services.nix-daemon.environment = {
-          AWS_ACCESS_KEY_ID = s3AccessKey;
-          AWS_SECRET_ACCESS_KEY = s3SecretKey;
-        };
+        # The S3 key exists only once the test has made it on host1; the
+        # daemon, which fetches the substitutes, gets it then through
+        # `systemctl set-environment` and a restart.
       };
 
       testScript = ''
@@ -168,7 +183,6 @@ let
         DRV = ${builtins.toJSON (builtins.unsafeDiscardStringContext root.drvPath)}
         COMPRESSION = ${builtins.toJSON compression}
         PUBKEY = ${builtins.toJSON publicKey}
-        S3_ENV = "AWS_ACCESS_KEY_ID=${s3AccessKey} AWS_SECRET_ACCESS_KEY=${s3SecretKey}"
         S3_URL = ${builtins.toJSON (s3Url "binary-cache")}
         S3_SIGNED_URL = ${builtins.toJSON (s3Url "signed-cache")}
 
@@ -295,20 +309,39 @@ let
             host1.succeed(f"scp {ssh_opts} -r /srv/cache host2:/tmp/cache")
             host1.succeed(f"scp {ssh_opts} -r /srv/work/signed host2:/tmp/signed-cache")
 
-        with subtest("publish to S3 (MinIO) with mkbinarycache push"):
-            host1.wait_for_unit("minio.service")
-            host1.wait_for_open_port(9000)
-            # MinIO may answer before it is ready to create buckets.
-            host1.wait_until_succeeds(
-                "mc alias set minio http://localhost:9000 ${s3AccessKey} ${s3SecretKey} --api s3v4"
-                " && mc mb --ignore-existing minio/binary-cache minio/signed-cache"
+        with subtest("publish to S3 (Garage) with mkbinarycache push"):
+            # As nixpkgs' nixos/tests/garage/common.nix: one node, its layout
+            # assigned and applied, a key, buckets the key may read and write.
+            host1.wait_for_unit("garage.service")
+            host1.wait_for_open_port(3900)
+            node_id = host1.succeed("garage node id").split("@")[0].strip()
+            host1.succeed(f"garage layout assign -z vmtest -c 1G {node_id}")
+            layout = host1.succeed("garage layout show")
+            version = re.search(r"Current cluster layout version: (\d+)", layout)
+            assert version, f"no layout version in:\n{layout}"
+            host1.succeed(f"garage layout apply --version {int(version.group(1)) + 1}")
+            key = host1.succeed("garage key create mkbinarycache-test")
+            fields = dict(
+                (m.group(1).lower(), m.group(2).strip())
+                for m in re.finditer(r"(Key ID|Secret key):\s*(\S+)", key, re.IGNORECASE)
+            )
+            assert "key id" in fields and "secret key" in fields, f"no key in:\n{key}"
+            S3_ENV = f"AWS_ACCESS_KEY_ID={fields['key id']} AWS_SECRET_ACCESS_KEY={fields['secret key']}"
+            S3_CURL = f"curl -fsS --aws-sigv4 aws:amz:${s3Region}:s3 --user {fields['key id']}:{fields['secret key']}"
+            for bucket in ["binary-cache", "signed-cache"]:
+                host1.succeed(f"garage bucket create {bucket}")
+                host1.succeed(f"garage bucket allow --read --write {bucket} --key mkbinarycache-test")
+            host2.succeed(
+                f"systemctl set-environment AWS_ACCESS_KEY_ID={fields['key id']} AWS_SECRET_ACCESS_KEY={fields['secret key']}"
+                " && systemctl restart nix-daemon"
             )
             host1.succeed(f"{S3_ENV} mkbinarycache push /srv/cache '{S3_URL}'")
             host1.succeed(f"{S3_ENV} mkbinarycache push /srv/work/signed '{S3_SIGNED_URL}'")
+            want = int(host1.succeed("ls /srv/cache | grep -c '\\.narinfo$'").strip())
             for bucket in ["binary-cache", "signed-cache"]:
-                host1.succeed(f"mc stat minio/{bucket}/nix-cache-info")
-                narinfos = host1.succeed(f"mc ls minio/{bucket}/ | grep -c '\\.narinfo$'").strip()
-                want = host1.succeed("ls /srv/cache | grep -c '\\.narinfo$'").strip()
+                host1.succeed(f"{S3_CURL} http://localhost:3900/{bucket}/nix-cache-info")
+                listing = host1.succeed(f"{S3_CURL} 'http://localhost:3900/{bucket}?list-type=2'")
+                narinfos = len(re.findall(r"<Key>[^<]*\.narinfo</Key>", listing))
                 assert narinfos == want, f"bucket {bucket} has {narinfos} narinfos, the cache {want}"
 
         transports = {
