@@ -46,6 +46,10 @@ type Options struct {
 	ChunkSize     int
 	Priority      int  // nix-cache-info Priority; 0 leaves it out
 	WantMassQuery bool // nix-cache-info WantMassQuery
+	// Upstream are store paths an upstream cache serves: references to
+	// them count as present, and the cache is closed relative to that
+	// upstream. The closure given to Write should not hold them.
+	Upstream map[string]bool
 	// Derivers adds Deriver lines for paths the closure has none for.
 	Derivers map[string]string
 	// NarListing writes <hashpart>.ls listings and IndexDebugInfo the
@@ -320,7 +324,7 @@ func gather(ctx context.Context, ready <-chan written, pending []written, left i
 }
 
 func danglingErr(pending []written) error {
-	return fmt.Errorf("%s: a reference is neither in the closure nor in the cache", pending[0].p.StorePath)
+	return fmt.Errorf("%s: a reference is neither in the closure, nor in the cache, nor served upstream", pending[0].p.StorePath)
 }
 
 // anyReady reports whether a pending path's references are all published
@@ -379,7 +383,7 @@ func (r *run) publishReady(pending []written) (rest []written, fresh []string, e
 // refsPublished reports whether p's references are published, or in also.
 func (r *run) refsPublished(p closure.Path, also map[string]bool) bool {
 	for _, ref := range p.References {
-		if ref != p.StorePath && !r.published[ref] && !also[ref] {
+		if ref != p.StorePath && !r.published[ref] && !also[ref] && !r.o.Upstream[ref] {
 			return false
 		}
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// LockWait bounds the wait for a gc holding either cache (< 0: forever).
 	LockWait time.Duration
 	Jobs     int // NARs copied at once; 0: the number of CPUs
+	// Served, if not nil, says which of some store paths an upstream
+	// cache serves: those are not copied, and Src may lack them (it is
+	// closed relative to the upstream). Only paths Dst lacks are asked.
+	Served func(ctx context.Context, paths []string) (map[string]bool, error)
 }
 
 // ErrSameCache is returned when Src and Dst are the same directory.
@@ -128,16 +132,41 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	if len(roots) == 0 {
 		roots = slices.Sorted(maps.Keys(g.Paths))
 	}
-	want, missing, err := g.Closure(roots, o.BuildClosure)
-	if err != nil {
+	want, missing, err := g.Closure(roots, o.BuildClosure, nil)
+	if err != nil && o.Served == nil {
 		return Stats{}, err
+	}
+	if o.Served != nil {
+		// Ask about roots and references Src lacks and what Dst lacks,
+		// then take the closure again, stopping at what upstream serves.
+		var ask []string
+		for _, r := range roots {
+			if g.Paths[r] == nil {
+				ask = append(ask, r)
+			}
+		}
+		for p := range want {
+			if !hasNarInfo(o.Dst, p) {
+				ask = append(ask, p)
+			}
+		}
+		for _, m := range missing {
+			ask = append(ask, m.Path)
+		}
+		served, err := o.Served(ctx, ask)
+		if err != nil {
+			return Stats{}, err
+		}
+		if want, missing, err = g.Closure(roots, o.BuildClosure, func(p string) bool { return served[p] }); err != nil {
+			return Stats{}, err
+		}
 	}
 	if len(missing) > 0 {
 		var names []string
 		for _, m := range missing {
 			names = append(names, m.String())
 		}
-		return Stats{}, fmt.Errorf("%s is not closed: no narinfo for %s", o.Src, strings.Join(names, ", "))
+		return Stats{}, fmt.Errorf("%s is not closed: no narinfo (nor one upstream) for %s", o.Src, strings.Join(names, ", "))
 	}
 	if err := cachedir.Init(o.Dst, info); err != nil {
 		return Stats{}, err
@@ -160,7 +189,7 @@ func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	var todo []string
 	var bytes uint64
 	for _, p := range slices.Sorted(maps.Keys(want)) {
-		if _, err := os.Lstat(cachedir.NarInfoPath(c.o.Dst, p)); err == nil {
+		if hasNarInfo(c.o.Dst, p) {
 			c.stats.Skipped++
 			c.report(Event{Kind: Skipped, Path: p})
 			continue
@@ -310,6 +339,11 @@ func (c *copier) copyNAR(p, url string) error {
 		return fmt.Errorf("%s: write %s: %w", p, dst, err)
 	}
 	return nil
+}
+
+func hasNarInfo(dir, p string) bool {
+	_, err := os.Lstat(cachedir.NarInfoPath(dir, p))
+	return err == nil
 }
 
 // sameDir reports whether a and b are the same directory (b may not exist).

@@ -130,13 +130,14 @@ func (m Missing) String() string {
 // as nix-store -qR --include-outputs would: the derivation each kept path's
 // Deriver line names (when the cache has it) with its closure, and every
 // path whose Deriver is a kept derivation, with its closure, until nothing
-// is added.
-func (g *Graph) Closure(roots []string, buildClosure bool) (map[string]bool, []Missing, error) {
+// is added. Paths for which upstream returns true are served elsewhere (an
+// upstream cache): they are neither kept, nor followed, nor missing.
+func (g *Graph) Closure(roots []string, buildClosure bool, upstream func(string) bool) (map[string]bool, []Missing, error) {
 	kept := map[string]bool{}
 	var missing []Missing
 	var stack []string
 	add := func(p, referrer string) {
-		if kept[p] {
+		if kept[p] || upstream != nil && upstream(p) {
 			return
 		}
 		if g.Paths[p] == nil {
@@ -147,7 +148,7 @@ func (g *Graph) Closure(roots []string, buildClosure bool) (map[string]bool, []M
 		stack = append(stack, p)
 	}
 	for _, r := range roots {
-		if g.Paths[r] == nil {
+		if g.Paths[r] == nil && (upstream == nil || !upstream(r)) {
 			return nil, nil, fmt.Errorf("%s has no narinfo in %s", r, g.Dir)
 		}
 		add(r, "")

@@ -47,6 +47,7 @@ Examples:
   mkbinarycache --out /tmp/cache --attrs .attrs.json --jobs 4
 
 Running it again on the same --out adds only the paths that are missing.
+With --upstream https://cache.nixos.org, only those the upstream lacks.
 Exit status: 0 success, 1 failure, 2 usage error.
 `
 
@@ -91,6 +92,8 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 	}
 	var f buildFlags
 	f.define(fs)
+	var up upstreamFlags
+	up.register(fs, "paths it serves are not stored")
 	paths, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -132,6 +135,16 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 	}
 	if err := setCompression(&o, compression, xzProgram, env); err != nil {
 		return err
+	}
+	client, err := up.client(ctx, env, storeDir)
+	if err != nil {
+		return err
+	}
+	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(env.Stderr, "", "stored here")); err != nil {
+		return err
+	}
+	if len(o.Upstream) > 0 && !f.quiet {
+		fmt.Fprintf(env.Stderr, "%d paths served upstream, not stored\n", len(o.Upstream))
 	}
 	return writeCache(ctx, f.out, c, o, env.Stderr, f.quiet)
 }

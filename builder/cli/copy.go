@@ -17,7 +17,7 @@ Copies the closures of the store paths (all of SRC when none are given)
 from the cache SRC to the cache DST, by SRC's References: NAR files byte for
 byte (checked against their FileHash and FileSize, not recompressed),
 narinfos with their signatures, .ls listings and debuginfo/ entries. Paths
-DST has are skipped. A new DST gets SRC's nix-cache-info; an existing one
+DST has are skipped, and with --upstream those the upstream serves. A new DST gets SRC's nix-cache-info; an existing one
 must be for the same store. SRC is only read. DST is written as a cache
 writer does: each narinfo after its NAR and its references, durably.
 
@@ -33,6 +33,8 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	countVar(fs, &jobs, "jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
 	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding either cache (`DURATION`; negative: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
+	var up upstreamFlags
+	up.register(fs, "paths it serves are not copied, and SRC may lack them")
 	paths, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -52,6 +54,15 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	}
 	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
 		Durable: true, LockWait: *lockWait, Jobs: jobs}
+	client, err := up.client(ctx, env, storeDir)
+	if err != nil {
+		return err
+	}
+	if client != nil {
+		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
+			return client.Served(ctx, paths, warner(env.Stderr, "copy", "copied"))
+		}
+	}
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
 		if e.Kind == cachecopy.Copied && !*quiet {
 			fmt.Fprintf(env.Stderr, "copied %s (%s)\n", e.Path, humanBytes(e.FileBytes))

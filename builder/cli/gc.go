@@ -25,7 +25,8 @@ rebuilding the kept paths needs: the derivations their Deriver lines name,
 those derivations' closures and their outputs.
 
 A kept path without a narinfo in DIR is an error, before anything is
-removed. gc holds the cache alone: hooks and other writers wait for it.
+removed; with --upstream (the URLs are not asked: gc needs no network) it
+is taken as served upstream, and so are references without a narinfo. gc holds the cache alone: hooks and other writers wait for it.
 Removal keeps the cache substitutable at every moment, power cuts included.
 Each removed store path is printed, then a summary.
 
@@ -41,6 +42,8 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	dryRun := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
 	lockWait := fs.Duration("lock-wait", -1, "how long to wait for the commands using the cache (`DURATION`; negative: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
+	var up upstreamFlags
+	up.register(fs, "kept paths and references without a narinfo here are served there (gc asks nothing: no network)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -73,7 +76,8 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	if *dryRun {
 		verb = "would remove"
 	}
-	o := gc.Options{Dir: dir, Keep: keep, BuildClosure: *buildClosure, DryRun: *dryRun, Durable: true, LockWait: *lockWait}
+	o := gc.Options{Dir: dir, Keep: keep, BuildClosure: *buildClosure, DryRun: *dryRun, Durable: true, LockWait: *lockWait,
+		Upstream: len(up.urls) > 0}
 	stats, err := gc.Collect(ctx, o, func(e gc.Event) {
 		switch {
 		case e.Kind == gc.Warning:

@@ -16,7 +16,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
 
-const hookUsage = `Usage: mkbinarycache hook --out DIR [--build-closure] [--key-file FILE] [--strict] [options]
+const hookUsage = `Usage: mkbinarycache hook --out DIR [--build-closure] [--upstream URL]... [--build-logs] [--key-file FILE] [--strict] [options]
 
 Nix's post-build-hook: adds the closures of the paths Nix just built
 (OUT_PATHS; when it is empty, as Nix 2.8 leaves it, the outputs of
@@ -27,6 +27,7 @@ asking Nix anything.
 A problem with the cache (full disk, unwritable DIR, DIR held by gc longer
 than --lock-wait) is a warning: the hook exits 0 and the build goes on,
 uncached. --strict makes it an error (Nix then fails the build).
+An upstream that cannot be asked is a warning too: its paths are stored.
 
 In /etc/nix/nix.conf:
   post-build-hook = /etc/nix/cache-hook.sh
@@ -34,10 +35,12 @@ with /etc/nix/cache-hook.sh (executable):
   #!/bin/sh
   exec /usr/local/bin/mkbinarycache hook --build-closure --out /var/cache/nix-ci
 
+` + upstreamUsage + `
 Options:
 `
 
 type hookFlags struct {
+	upstream                                       upstreamFlags
 	out, keyFile, compression, xzProgram, storeDir string
 	level, jobs                                    int
 	buildClosure, strict, quiet                    bool
@@ -61,6 +64,7 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.indexDebugInfo, "index-debug-info", false, "index lib/debug/.build-id files in debuginfo/")
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only warnings and errors")
+	f.upstream.register(fs, "paths it serves are not stored")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -157,6 +161,13 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 	if err != nil {
 		return err
 	}
+	client, err := f.upstream.client(ctx, env, o.StoreDir)
+	if err != nil {
+		return err
+	}
+	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(env.Stderr, "hook", "stored here")); err != nil {
+		return err
+	}
 	w, err := cache.NewWriter(f.out, o)
 	if err != nil {
 		return err
@@ -177,9 +188,9 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 		return err
 	}
 	if !f.quiet {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, in %s\n",
+		fmt.Fprintf(env.Stderr, "mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s\n",
 			stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
-			stats.Skipped, stats.Elapsed.Round(time.Millisecond))
+			stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
 )
 
@@ -47,6 +48,8 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	abandon := fs.Duration("abort-uploads-older-than", s3push.DefaultAbandonAge,
 		"abort incomplete multipart uploads started this long ago (`DURATION`; 0: all, when no other push can be running)")
 	quiet := fs.Bool("quiet", false, "print only errors")
+	var up upstreamFlags
+	up.register(fs, "references neither in the cache nor in the bucket are asked there")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -69,6 +72,19 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	}
 	o := s3push.Options{Dir: pos[0], Target: target, Jobs: jobs, Threads: threads,
 		PartSize: uint64(*partSize) << 20, LockWait: -1, AbandonAge: *abandon}
+	if len(up.urls) > 0 {
+		storeDir, err := cachedir.ResolveStoreDir(o.Dir, "")
+		if err != nil {
+			return err
+		}
+		client, err := up.client(ctx, env, storeDir)
+		if err != nil {
+			return err
+		}
+		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
+			return client.Served(ctx, paths, warner(env.Stderr, "push", "taken as not served"))
+		}
+	}
 	pr := newPushProgress(env.Stderr, *quiet)
 	stats, err := s3push.Push(ctx, o, pr.event)
 	pr.clear()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 )
@@ -16,7 +17,7 @@ const verifyUsage = `Usage: mkbinarycache verify [--public-key KEY]... [--jobs N
 Checks a binary cache (written by mkbinarycache, nix copy or others): every
 narinfo parses, its NAR exists with the recorded FileSize and FileHash,
 decompresses to NarSize bytes with the NarHash and is a well-formed NAR,
-every reference has a narinfo, .ls listings match their NARs, debuginfo
+every reference has a narinfo (or, with --upstream, is served there), .ls listings match their NARs, debuginfo
 entries point to NARs of the cache, and, with --public-key, every narinfo
 has a valid signature by one of the keys. Prints one line per problem,
 "FILE: problem", and exits 1 if there is any.
@@ -32,6 +33,8 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	var jobs int
 	countVar(fs, &jobs, "jobs", 0, "narinfos checked at once (`N`, default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "print only the problems")
+	var up upstreamFlags
+	up.register(fs, "references without a narinfo here are asked there")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -51,6 +54,21 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	}
 	if len(keys) > 0 && len(o.PublicKeys) == 0 {
 		return usagef("verify: --public-key is empty")
+	}
+	upStore := *storeDir
+	if len(up.urls) > 0 {
+		if upStore, err = cachedir.ResolveStoreDir(o.Dir, *storeDir); err != nil {
+			return err
+		}
+	}
+	client, err := up.client(ctx, env, upStore)
+	if err != nil {
+		return err
+	}
+	if client != nil {
+		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
+			return client.Served(ctx, paths, warner(env.Stderr, "verify", "taken as not served"))
+		}
 	}
 	stats, err := verify.Cache(ctx, o, func(p verify.Problem) {
 		fmt.Fprintln(env.Stdout, p)

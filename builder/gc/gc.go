@@ -42,6 +42,10 @@ type Options struct {
 	// BuildClosure also keeps what rebuilding the kept paths needs, from
 	// Deriver lines (cachegraph.Graph.Closure).
 	BuildClosure bool
+	// Upstream says the cache is closed relative to an upstream cache:
+	// kept paths and references without a narinfo here are served there,
+	// neither an error nor a warning. gc asks no one (no network).
+	Upstream bool
 	// DryRun reports what would go and removes nothing.
 	DryRun bool
 	// Durable puts a syncfs between the narinfo and the NAR removals.
@@ -143,10 +147,14 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 			absent = append(absent, k)
 		}
 	}
-	if len(absent) > 0 {
+	if len(absent) > 0 && !o.Upstream {
 		return nil, fmt.Errorf("kept path without a narinfo in %s (nothing was removed): %s", o.Dir, strings.Join(absent, ", "))
 	}
-	kept, missing, err := g.Closure(o.Keep, o.BuildClosure)
+	var upstream func(string) bool
+	if o.Upstream {
+		upstream = func(p string) bool { return g.Paths[p] == nil }
+	}
+	kept, missing, err := g.Closure(o.Keep, o.BuildClosure, upstream)
 	if err != nil {
 		return nil, err
 	}

@@ -46,7 +46,8 @@ type storePath struct {
 	narinfo *object
 	nar     *object // shared by narinfos naming the same NAR
 	listing *object // nil if the cache has none
-	refs    []string
+	refs    []string // hash parts
+	refBase map[string]string // hash part -> base name, of refs
 }
 
 // localCache is what a cache directory holds to publish.
@@ -109,9 +110,10 @@ func readPath(dir, name string, nars map[string]*object, order *[]*object) (*sto
 	if narinfo.HashPart(ni.StorePath) != hash {
 		return nil, fmt.Errorf("%s: StorePath %s does not belong to this file name", name, ni.StorePath)
 	}
-	p := &storePath{hash: hash, narinfo: smallObject(base, typeNarInfo, data)}
+	p := &storePath{hash: hash, narinfo: smallObject(base, typeNarInfo, data), refBase: map[string]string{}}
 	for _, r := range ni.References {
 		p.refs = append(p.refs, narinfo.HashPart(r))
+		p.refBase[narinfo.HashPart(r)] = r
 	}
 	u := ni.URL
 	if u == "" || strings.Contains(u, "://") || strings.ContainsAny(u, "?#\\") || path.IsAbs(u) ||

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -69,6 +70,10 @@ type Options struct {
 	// cache's own NARs are aborted at the end if they gained no part
 	// meanwhile.
 	AbandonAge time.Duration
+	// Served, if not nil, says which of some store paths an upstream
+	// cache serves: a reference neither in the cache nor in the bucket is
+	// fine if it does (the cache is closed relative to the upstream).
+	Served func(ctx context.Context, paths []string) (map[string]bool, error)
 }
 
 // EventKind says what an Event reports.
@@ -141,7 +146,7 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if err := p.list(ctx); err != nil {
 		return Stats{}, err
 	}
-	pl, err := p.plan()
+	pl, err := p.plan(ctx)
 	if err != nil {
 		return Stats{}, err
 	}
@@ -231,7 +236,7 @@ type plan struct {
 // plan orders what is missing from the bucket, after checking that the
 // result is a cache: the bucket's nix-cache-info is for the same store,
 // and every reference is in the cache or in the bucket.
-func (p *push) plan() (*plan, error) {
+func (p *push) plan(ctx context.Context) (*plan, error) {
 	t, local := p.o.Target, p.local
 	if _, ok := p.bucket[cachedir.InfoFile]; ok && !p.stored(local.infoO) {
 		// A different nix-cache-info: fine if only Priority or
@@ -245,15 +250,19 @@ func (p *push) plan() (*plan, error) {
 		}
 	}
 	hashes := make([]string, 0, len(local.paths))
+	elsewhere := map[string]string{} // store path -> a referrer's narinfo
 	for h, sp := range local.paths {
 		hashes = append(hashes, h)
 		for _, r := range sp.refs {
 			if _, ok := local.paths[r]; !ok && r != h {
 				if _, ok := p.bucket[r+".narinfo"]; !ok {
-					return nil, fmt.Errorf("%s.narinfo: its reference %s is neither in %s nor in %s", h, r, p.o.Dir, t)
+					elsewhere[p.storeDir()+"/"+sp.refBase[r]] = h + ".narinfo"
 				}
 			}
 		}
+	}
+	if err := p.servedUpstream(ctx, elsewhere); err != nil {
+		return nil, err
 	}
 	layers, err := order.Layers(hashes, func(h string) []string { return local.paths[h].refs })
 	if err != nil {
@@ -299,6 +308,43 @@ func (p *push) plan() (*plan, error) {
 }
 
 // get downloads a small object.
+// servedUpstream checks that upstream serves the references (store path
+// -> a referrer) that are neither in the cache nor in the bucket.
+func (p *push) servedUpstream(ctx context.Context, refs map[string]string) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	paths := make([]string, 0, len(refs))
+	for r := range refs {
+		paths = append(paths, r)
+	}
+	sort.Strings(paths)
+	served := map[string]bool{}
+	if p.o.Served != nil {
+		var err error
+		if served, err = p.o.Served(ctx, paths); err != nil {
+			return err
+		}
+	}
+	for _, r := range paths {
+		if !served[r] {
+			where := "nor in " + p.o.Target.String()
+			if p.o.Served != nil {
+				where = "nor in " + p.o.Target.String() + " nor served upstream"
+			}
+			return fmt.Errorf("%s: its reference %s is neither in %s %s", refs[r], path.Base(r), p.o.Dir, where)
+		}
+	}
+	return nil
+}
+
+func (p *push) storeDir() string {
+	if d := p.local.info.StoreDir; d != "" {
+		return d
+	}
+	return cachedir.DefaultStoreDir
+}
+
 func (p *push) get(key string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.o.Timeout)
 	defer cancel()

@@ -54,6 +54,10 @@ type Options struct {
 	// PublicKeys, when any, must have made a valid signature of each narinfo.
 	PublicKeys []signature.PublicKey
 	Jobs       int // narinfos checked at once; 0 for the number of CPUs
+	// Served, if not nil, is asked (once, for all) about the references
+	// without a narinfo here: those an upstream cache serves are no
+	// problem, the cache being closed relative to it.
+	Served func(ctx context.Context, paths []string) (map[string]bool, error)
 }
 
 // Problem is one thing wrong with the cache, found in File (a path under
@@ -81,13 +85,17 @@ type Stats struct {
 func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) {
 	var stats Stats
 	var mu sync.Mutex
+	bad := map[string]bool{}
 	emit := func(file string, msgs []string) {
 		if len(msgs) == 0 {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		stats.Bad++
+		if !bad[file] {
+			bad[file] = true
+			stats.Bad++
+		}
 		stats.Problems += len(msgs)
 		for _, m := range msgs {
 			report(Problem{File: file, Msg: m})
@@ -111,7 +119,8 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 	for _, f := range files {
 		have[strings.TrimSuffix(filepath.Base(f), ".narinfo")] = true
 	}
-	c := checker{dir: o.Dir, storeDir: storeDir, keys: o.PublicKeys, have: have}
+	c := checker{dir: o.Dir, storeDir: storeDir, keys: o.PublicKeys, have: have, deferRefs: o.Served != nil}
+	missing := map[string][]string{} // file -> references without a narinfo
 
 	pool.Each(ctx, o.Jobs, files, func(f string) {
 		r := c.narInfo(ctx, f)
@@ -122,10 +131,16 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 		stats.NarInfos++
 		stats.NarBytes += r.narBytes
 		stats.FileBytes += r.fileBytes
+		if len(r.missing) > 0 {
+			missing[f] = r.missing
+		}
 		mu.Unlock()
 		emit(f, r.problems)
 	})
 	if err := ctx.Err(); err != nil {
+		return stats, err
+	}
+	if err := c.upstreamRefs(ctx, o, missing, emit); err != nil {
 		return stats, err
 	}
 	debugInfo(o.Dir, emit)
@@ -133,6 +148,7 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 }
 
 type checker struct {
+	deferRefs     bool // references without a narinfo go to result.missing
 	dir, storeDir string
 	keys          []signature.PublicKey
 	have          map[string]bool // hash parts with a narinfo
@@ -140,6 +156,7 @@ type checker struct {
 
 type result struct {
 	problems            []string
+	missing             []string // full store paths, with checker.deferRefs
 	narBytes, fileBytes uint64
 }
 
@@ -216,9 +233,44 @@ func (c *checker) refs(r *result, ni *narinfo.NarInfo) {
 			continue
 		}
 		if h, _, _ := strings.Cut(ref, "-"); !c.have[h] {
-			r.add("reference %s has no narinfo in the cache", ref)
+			if c.deferRefs {
+				r.missing = append(r.missing, c.storeDir+"/"+ref)
+			} else {
+				r.add("reference %s has no narinfo in the cache", ref)
+			}
 		}
 	}
+}
+
+// upstreamRefs asks upstream about the references without a narinfo here,
+// once for all, and reports those it does not serve.
+func (c *checker) upstreamRefs(ctx context.Context, o Options, missing map[string][]string, emit func(string, []string)) error {
+	if len(missing) == 0 {
+		return nil
+	}
+	var ask []string
+	for _, refs := range missing {
+		ask = append(ask, refs...)
+	}
+	served, err := o.Served(ctx, ask)
+	if err != nil {
+		return err
+	}
+	files := make([]string, 0, len(missing))
+	for f := range missing {
+		files = append(files, f)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		var msgs []string
+		for _, p := range missing[f] {
+			if !served[p] {
+				msgs = append(msgs, fmt.Sprintf("reference %s has no narinfo in the cache, nor upstream", path.Base(p)))
+			}
+		}
+		emit(f, msgs)
+	}
+	return nil
 }
 
 func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {

@@ -100,11 +100,12 @@ func TempFiles(t testing.TB, dir string) []string {
 
 // CheckCache fails t unless the cache at dir is whole: verify, with nothing
 // filtered, finds no problem (every narinfo's NAR, references and listing
-// are there), and no temporary file is left. Where no writer got as far as
-// nix-cache-info, there must be no narinfo either.
-func CheckCache(t testing.TB, dir string) {
+// are there, references served by one of the upstream caches, signed by
+// TestPublic, aside), and no temporary file is left. Where no writer got
+// as far as nix-cache-info, there must be no narinfo either.
+func CheckCache(t testing.TB, dir string, upstreams ...string) {
 	t.Helper()
-	checkPublished(t, dir)
+	checkPublished(t, dir, upstreams...)
 	if tmps := TempFiles(t, dir); len(tmps) > 0 {
 		t.Errorf("temporary files left behind: %q", tmps)
 	}
@@ -112,13 +113,13 @@ func CheckCache(t testing.TB, dir string) {
 
 // CheckKilledCache is CheckCache for a cache whose writer was killed: its
 // temporary files may remain, for the next run to remove. It returns them.
-func CheckKilledCache(t testing.TB, dir string) []string {
+func CheckKilledCache(t testing.TB, dir string, upstreams ...string) []string {
 	t.Helper()
-	checkPublished(t, dir)
+	checkPublished(t, dir, upstreams...)
 	return TempFiles(t, dir)
 }
 
-func checkPublished(t testing.TB, dir string) {
+func checkPublished(t testing.TB, dir string, upstreams ...string) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(dir, cachedir.InfoFile)); err != nil {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.narinfo"))
@@ -127,7 +128,7 @@ func checkPublished(t testing.TB, dir string) {
 		}
 		return
 	}
-	if p := Problems(t, verify.Options{Dir: dir}); len(p) > 0 {
+	if p := Problems(t, verify.Options{Dir: dir, Served: Served(t, dir, upstreams...)}); len(p) > 0 {
 		t.Errorf("verify %s:\n%s", dir, strings.Join(p, "\n"))
 	}
 }

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,9 +11,11 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/builder/upstream"
 )
 
 // SignedBy returns o with every narinfo signed by TestSecret, as an
@@ -35,6 +38,25 @@ func SignedBy(t testing.TB, o cache.Options) cache.Options {
 func WriteUpstream(t testing.TB, dir string, c closure.Closure, o cache.Options) {
 	t.Helper()
 	WriteCache(t, dir, c, SignedBy(t, o))
+}
+
+// Served asks the upstream caches (URLs), trusting TestPublic, what they
+// serve of the cache at dir's store; nil without upstreams. A warning
+// fails t: the tests' upstreams always answer.
+func Served(t testing.TB, dir string, upstreams ...string) func(context.Context, []string) (map[string]bool, error) {
+	t.Helper()
+	if len(upstreams) == 0 {
+		return nil
+	}
+	storeDir, err := cachedir.ResolveStoreDir(dir, "")
+	Must(t, err)
+	key, err := signature.ParsePublicKey(TestPublic)
+	Must(t, err)
+	c, err := upstream.New(upstream.Options{URLs: upstreams, Keys: []signature.PublicKey{key}, StoreDir: storeDir})
+	Must(t, err)
+	return func(ctx context.Context, paths []string) (map[string]bool, error) {
+		return c.Served(ctx, paths, func(w upstream.Warning) { t.Errorf("upstream: %s", w) })
+	}
 }
 
 // Server is a real HTTP server on loopback serving a directory, counting
