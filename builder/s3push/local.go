@@ -44,9 +44,9 @@ func smallObject(key, contentType string, data []byte) *object {
 type storePath struct {
 	hash    string // the hash part, the narinfo's name
 	narinfo *object
-	nar     *object // shared by narinfos naming the same NAR
-	listing *object // nil if the cache has none
-	refs    []string // hash parts
+	nar     *object           // shared by narinfos naming the same NAR
+	listing *object           // nil if the cache has none
+	refs    []string          // hash parts
 	refBase map[string]string // hash part -> base name, of refs
 }
 

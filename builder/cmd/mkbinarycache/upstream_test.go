@@ -17,12 +17,12 @@ import (
 // upstreamSetup is a store of four paths, app -> gcc -> glibc and tool,
 // and a signed upstream on loopback serving glibc and gcc.
 type upstreamSetup struct {
-	s                      *testkit.Store
-	glibc, gcc, app, tool  string
-	attrs                  string // structured attrs of all four
-	srv                    *testkit.Server
-	env                    map[string]string
-	upstreamArgs, allFlags []string
+	s                     *testkit.Store
+	glibc, gcc, app, tool string
+	attrs                 string // structured attrs of all four
+	srv                   *testkit.Server
+	env                   map[string]string
+	upstreamArgs          []string
 }
 
 func newUpstreamSetup(t *testing.T) *upstreamSetup {
