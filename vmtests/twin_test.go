@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // The test binary doubles as host1's HTTP server: started with serveEnv set
@@ -224,7 +225,7 @@ func lastLine(out string) string {
 // combined runs cmd and returns its combined output; a non-zero exit is not
 // an error, failing to start is.
 func combined(cmd *exec.Cmd) (string, bool, error) {
-	out, err := cmd.CombinedOutput()
+	out, err := proc.CombinedOutput(cmd, proc.Timeout)
 	var exit *exec.ExitError
 	if err != nil && !errors.As(err, &exit) {
 		return string(out), false, err
@@ -342,7 +343,7 @@ func startServer(t *testing.T, ns, addr, dir string) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := readLine(stdout, cmd, "the HTTP server in "+ns)
 	if err != nil || !strings.HasPrefix(line, "listening") {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -415,7 +416,7 @@ func startHost2(t *testing.T, ns, root string) *host2 {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := readLine(stdout, cmd, "host2's setup in "+ns)
 	var pid int
 	if err == nil {
 		_, err = fmt.Sscanf(line, "ready %d\n", &pid)
@@ -458,11 +459,9 @@ func (h *host2) copyTo(t *testing.T, src, dst string) {
 	var tarErr, untarOut bytes.Buffer
 	tar.Stderr = &tarErr
 	untar.Stdout, untar.Stderr = &untarOut, &untarOut
-	if err := tar.Start(); err != nil {
-		t.Fatal(err)
-	}
-	uerr := untar.Run()
-	if terr := tar.Wait(); terr != nil || uerr != nil {
+	tarProc := proc.Start(t, tar, "tar of "+src)
+	uerr := proc.Run(untar, proc.Timeout)
+	if terr := tarProc.Wait(t, proc.Timeout); terr != nil || uerr != nil {
 		t.Fatalf("copy %s to host2:%s: tar %v, untar %v\n%s%s", src, dst, terr, uerr, tarErr.String(), untarOut.String())
 	}
 }
@@ -751,4 +750,16 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// readLine reads the first line a starting process prints, at most
+// proc.Timeout: past it the process is killed (which ends the read) and the
+// error names what did not start.
+func readLine(r io.Reader, cmd *exec.Cmd, what string) (string, error) {
+	timer := time.AfterFunc(proc.Timeout, func() { cmd.Process.Kill() })
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if !timer.Stop() {
+		return line, fmt.Errorf("%s printed no line within %v: killed", what, proc.Timeout)
+	}
+	return line, err
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // NAR edge cases: Dump must be byte-identical to
@@ -71,9 +72,12 @@ func dumpNix(t *testing.T, p string, keep *bytes.Buffer) (sum, *listing.Node) {
 	testkit.Must(t, err)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	testkit.Must(t, cmd.Start())
+	dump := proc.Start(t, cmd, "nix-store --dump "+p)
+	// A dump that stalls is killed, which ends the read below.
+	stall := time.AfterFunc(proc.Timeout, dump.Kill)
+	defer stall.Stop()
 	tree, lerr := listing.Read(io.TeeReader(out, w))
-	if err := cmd.Wait(); err != nil {
+	if err := dump.Wait(t, proc.Timeout); err != nil {
 		t.Fatalf("nix-store --dump %s: %v\n%s", p, err, stderr.String())
 	}
 	testkit.Must(t, lerr)

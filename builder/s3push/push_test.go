@@ -15,6 +15,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
 
@@ -323,7 +324,13 @@ func TestConcurrentPushes(t *testing.T) {
 		slowStats, err = s3push.Push(context.Background(), o, slow)
 		slowErr <- err
 	}()
-	<-started
+	select {
+	case <-started:
+	case err := <-slowErr:
+		t.Fatalf("the slow push ended before it uploaded %s: %v", big, err)
+	case <-time.After(proc.Timeout):
+		t.Fatalf("the slow push did not start uploading %s within %v", big, proc.Timeout)
+	}
 	// The fast push takes over a second, long enough to see the slow
 	// one's upload grow.
 	fast := o
@@ -336,8 +343,13 @@ func TestConcurrentPushes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the fast push: %v", err)
 	}
-	if err := <-slowErr; err != nil {
-		t.Fatalf("the slow push: %v", err)
+	select {
+	case err := <-slowErr:
+		if err != nil {
+			t.Fatalf("the slow push: %v", err)
+		}
+	case <-time.After(proc.Timeout):
+		t.Fatalf("the slow push did not end within %v of the fast one", proc.Timeout)
 	}
 	if stats.Aborted != 0 {
 		t.Errorf("the fast push aborted %d uploads, want none (the slow push's of %s was live)", stats.Aborted, big)

@@ -9,6 +9,7 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"fmt"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"io"
 	"os"
 	"os/exec"
@@ -126,7 +127,7 @@ func GoBuild(root, pkg, name string) (string, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-o", bin, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := proc.CombinedOutput(cmd, proc.Timeout); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
@@ -270,7 +271,7 @@ func Exec(env []string, name string, args ...string) ([]byte, error) {
 	cmd.Env = env
 	cmd.Stdout = io.MultiWriter(&stdout, combined)
 	cmd.Stderr = combined
-	if err := cmd.Run(); err != nil {
+	if err := proc.Run(cmd, proc.Timeout); err != nil {
 		return nil, fmt.Errorf("%s: %w\n%s", strings.Join(append([]string{name}, args...), " "), err, combined.Bytes())
 	}
 	return stdout.Bytes(), nil

@@ -13,6 +13,7 @@ package nixtest
 import (
 	"errors"
 	"fmt"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -292,7 +293,7 @@ func FreshStore(t testing.TB, script string) (string, error) {
 		}
 		cmd.Env = append(cmd.Env, kv)
 	}
-	out, err := cmd.CombinedOutput()
+	out, err := proc.CombinedOutput(cmd, proc.Timeout)
 	if err != nil {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) {

@@ -9,8 +9,10 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 const greeting = "Hello from libgreet!"
@@ -44,7 +46,11 @@ func call(fn func(testing.TB)) *fakeTB {
 		defer close(done)
 		fn(f)
 	}()
-	<-done
+	select {
+	case <-done:
+	case <-time.After(proc.Timeout):
+		panic("the function under test did not return within " + proc.Timeout.String())
+	}
 	return f
 }
 

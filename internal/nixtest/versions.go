@@ -3,6 +3,7 @@ package nixtest
 import (
 	"errors"
 	"fmt"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -176,7 +177,7 @@ func (v Version) FreshStore(t testing.TB, script string, binds ...string) (strin
 	}
 	dirs := mountList(append([]string{RepoRoot(t), os.TempDir()}, binds...))
 	args := append([]string{"--mount", "--propagation", "private", "sh", "-c", chrootWrapper, "sh", v.Root, script}, dirs...)
-	out, err := exec.Command("unshare", args...).CombinedOutput()
+	out, err := proc.CombinedOutput(exec.Command("unshare", args...), proc.Timeout)
 	if err != nil {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) {

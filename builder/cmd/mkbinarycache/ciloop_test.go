@@ -232,7 +232,8 @@ func TestHookUnderDaemon(t *testing.T) {
 		script := setup + fmt.Sprintf(`
 env -i /usr/bin/nix-daemon > /tmp/nix-daemon.log 2>&1 &
 daemon=$!
-for i in $(seq 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+for i in $(seq 300); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+[ -S /nix/var/nix/daemon-socket/socket ] || { echo "nix-daemon made no socket within 30 s:"; cat /tmp/nix-daemon.log; exit 1; }
 NIX_REMOTE=daemon nix-build %s --argstr busybox %s -A app --no-out-link
 kill $daemon
 `, nixtest.ShellQuote(ciNix(t)), nixtest.ShellQuote(nixtest.BusyboxDir(t)))

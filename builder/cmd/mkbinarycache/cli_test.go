@@ -16,6 +16,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // The tests here drive the command: in-process through cli.Main
@@ -51,9 +52,12 @@ func runBinary(t testing.TB, env []string, args ...string) (code int, stdout, st
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
+	// Bounded: a run that hangs fails its test, naming it, rather than the
+	// package's timeout. Errorf, not Fatalf: tests call this from goroutines.
+	if err := proc.Run(cmd, proc.Timeout); err != nil {
 		if _, exited := err.(*exec.ExitError); !exited {
-			t.Fatalf("mkbinarycache %s: %v", strings.Join(args, " "), err)
+			t.Errorf("mkbinarycache %s: %v", strings.Join(args, " "), err)
+			return -1, out.String(), errb.String() + err.Error()
 		}
 	}
 	return cmd.ProcessState.ExitCode(), out.String(), errb.String()

@@ -1,12 +1,12 @@
 package main_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +14,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // cpCache copies a cache directory as files.
@@ -39,14 +40,11 @@ func TestGCKilled(t *testing.T) {
 	killed := 0
 	for round := 0; killed < 4 && round < 12; round++ {
 		dir := cpCache(t, orig)
-		cmd := exec.Command(binary(t), "gc", "--quiet", "--keep", root, dir)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		gc := proc.Start(t, exec.Command(binary(t), "gc", "--quiet", "--keep", root, dir), fmt.Sprintf("gc, round %d", round))
 		delay := time.Duration(rand.Int64N(int64(full)))
 		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		if err := cmd.Wait(); err != nil {
+		gc.Kill()
+		if err := gc.Wait(t, proc.Timeout); err != nil {
 			killed++
 		}
 		if code, stdout, stderr := runBinary(t, nil, "verify", "--quiet", dir); code != 0 || strings.TrimSpace(stdout+stderr) != "" {

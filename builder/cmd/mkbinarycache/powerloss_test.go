@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // fileOp is one file system call a command made, as strace saw it.
@@ -37,8 +39,10 @@ func traced(t *testing.T, env []string, args ...string) []fileOp {
 	cmd := exec.Command("strace", append([]string{"-f", "-qq", "-s", "4096", "-o", log,
 		"-e", "trace=rename,renameat,renameat2,link,linkat,unlink,unlinkat,syncfs,fsync,fdatasync,sync", binary(t)}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("mkbinarycache %s: %v\n%s", strings.Join(args, " "), err, out)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := proc.Run(cmd, proc.Timeout); err != nil {
+		t.Fatalf("mkbinarycache %s under strace: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
 	data, err := os.ReadFile(log)
 	if err != nil {

@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
 
@@ -139,15 +139,13 @@ func TestPushKilled(t *testing.T) {
 		cmd := exec.Command(binary(t), "push", "--jobs", "3", "--threads", "2", "--part-size", "5", dir, s.URL(bucket))
 		var b bytes.Buffer // one writer for both: exec serializes its writes
 		cmd.Stdout, cmd.Stderr = &b, &b
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		push := proc.Start(t, cmd, "push to "+bucket)
 		if kill > 0 {
-			timer := time.AfterFunc(kill, func() { cmd.Process.Signal(syscall.SIGKILL) })
+			timer := time.AfterFunc(kill, push.Kill)
 			defer timer.Stop()
 		}
-		err := cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+		err := push.Wait(t, proc.Timeout)
+		if proc.Killed(err) {
 			return true, b.String()
 		}
 		if err != nil {

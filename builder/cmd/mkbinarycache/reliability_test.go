@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // Reliability of the real binary with real Nix: runs killed at random
@@ -125,31 +125,26 @@ func TestInterrupted(t *testing.T) {
 		dir = filepath.Join(t.TempDir(), "cache")
 		for i := range 6 {
 			before := countFiles(dir)
-			cmd := exec.Command(bin, args(dir)...)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			var err error
+			run := proc.Start(t, exec.Command(bin, args(dir)...), fmt.Sprintf("round %d, run %d", round, i))
 			if before < total {
 				target := before + rng.Intn(total-before)
+				// Poll until enough files exist or the run exits by itself;
+				// Done stays closed, so the Wait below never blocks on a
+				// value this loop took.
 			wait:
 				for countFiles(dir) <= target {
 					select {
-					case err = <-exited:
+					case <-run.Done():
 						break wait
 					case <-time.After(time.Millisecond):
 					}
 				}
-				cmd.Process.Signal(syscall.SIGKILL)
+				run.Kill()
 			}
-			if err == nil {
-				err = <-exited
-			}
+			err := run.Wait(t, proc.Timeout)
 			if err == nil {
 				finished++
-			} else if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+			} else if proc.Killed(err) {
 				kills++
 			} else {
 				t.Fatalf("round %d, run %d: %v", round, i, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // ScaleEnv turns on the scale measurements: they take minutes and GiBs of
@@ -48,9 +49,7 @@ func measureRun(t *testing.T, bin, out string, args ...string) measure {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	run := proc.Start(t, cmd, "mkbinarycache "+strings.Join(args, " "))
 	var maxFDs, hwmKiB atomic.Int64
 	done := make(chan struct{})
 	go func() {
@@ -79,7 +78,8 @@ func measureRun(t *testing.T, bin, out string, args ...string) measure {
 			}
 		}
 	}()
-	err := cmd.Wait()
+	// Scale runs are opt-in and long: bounded well above what they take.
+	err := run.Wait(t, 6*proc.Timeout)
 	close(done)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr.String())
