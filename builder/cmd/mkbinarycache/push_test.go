@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
@@ -179,6 +181,13 @@ func TestPushKilled(t *testing.T) {
 		if p := s.Problems(t, bucket, ""); len(p) > 0 {
 			t.Fatalf("killed after %v: inconsistent bucket:\n%s", at, strings.Join(p, "\n"))
 		}
+		// The server may still finish requests the killed push had
+		// sent (a part, a new upload): a re-run seconds later, as in CI,
+		// sees them done. Without the wait, a part landing during the
+		// re-run makes that upload look like a live push's.
+		if killed {
+			settled(t, s, bucket)
+		}
 		left := len(s.Objects(t, bucket))
 		t0 := time.Now()
 		_, out := run(bucket, 0)
@@ -195,6 +204,43 @@ func TestPushKilled(t *testing.T) {
 	}
 	if kills < rounds/2 {
 		t.Errorf("only %d of %d pushes were killed before they ended (a whole push takes %v)", kills, rounds, whole)
+	}
+}
+
+// settled waits until the bucket's incomplete uploads and their parts stop
+// changing: the same for three polls in a row.
+func settled(t *testing.T, s *s3server.Server, bucket string) {
+	t.Helper()
+	core := minio.Core{Client: s.Client}
+	state := func() string {
+		var b strings.Builder
+		for u := range s.Client.ListIncompleteUploads(context.Background(), bucket, "", true) {
+			if u.Err != nil {
+				t.Fatalf("listing the incomplete uploads of %s: %v", bucket, u.Err)
+			}
+			parts, err := core.ListObjectParts(context.Background(), bucket, u.Key, u.UploadID, 0, 10000)
+			if err != nil {
+				// Aborted or completed between the two requests.
+				fmt.Fprintf(&b, "%s %s gone\n", u.Key, u.UploadID)
+				continue
+			}
+			fmt.Fprintf(&b, "%s %s %d\n", u.Key, u.UploadID, len(parts.ObjectParts))
+		}
+		return b.String()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last, same := state(), 0
+	for same < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the uploads of bucket %s still changed 30 s after the push was killed:\n%s", bucket, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+		now := state()
+		if now == last {
+			same++
+		} else {
+			last, same = now, 0
+		}
 	}
 }
 
