@@ -449,18 +449,22 @@ func (h *host2) copyTo(t *testing.T, src, dst string) {
 	t.Helper()
 	tar := exec.Command("tar", "-C", src, "-cf", "-", ".")
 	untar := h.command("sh", "-c", `mkdir -p "$1" && tar -C "$1" -xf -`, "sh", dst)
-	pipe, err := tar.StdoutPipe()
+	// An os.Pipe, not StdoutPipe: tar is waited for by proc, whose Wait
+	// would close a StdoutPipe under untar.
+	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	untar.Stdin = pipe
+	tar.Stdout, untar.Stdin = pw, pr
 	// One buffer per command: os/exec copies into a shared writer from one
 	// goroutine only within a Cmd.
 	var tarErr, untarOut bytes.Buffer
 	tar.Stderr = &tarErr
 	untar.Stdout, untar.Stderr = &untarOut, &untarOut
 	tarProc := proc.Start(t, tar, "tar of "+src)
+	pw.Close() // tar has its own copy; untar sees the end when tar exits
 	uerr := proc.Run(untar, proc.Timeout)
+	pr.Close()
 	if terr := tarProc.Wait(t, proc.Timeout); terr != nil || uerr != nil {
 		t.Fatalf("copy %s to host2:%s: tar %v, untar %v\n%s%s", src, dst, terr, uerr, tarErr.String(), untarOut.String())
 	}

@@ -72,12 +72,16 @@ func dumpNix(t *testing.T, p string, keep *bytes.Buffer) (sum, *listing.Node) {
 	testkit.Must(t, err)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	dump := proc.Start(t, cmd, "nix-store --dump "+p)
-	// A dump that stalls is killed, which ends the read below.
-	stall := time.AfterFunc(proc.Timeout, dump.Kill)
-	defer stall.Stop()
+	testkit.Must(t, cmd.Start())
+	// A dump that stalls is killed, which ends the read below and the Wait
+	// after it (Wait may come only after the reads: it closes the pipe).
+	stall := time.AfterFunc(proc.Timeout, func() { cmd.Process.Kill() })
 	tree, lerr := listing.Read(io.TeeReader(out, w))
-	if err := dump.Wait(t, proc.Timeout); err != nil {
+	err = cmd.Wait()
+	if !stall.Stop() {
+		t.Fatalf("nix-store --dump %s did not end within %v: killed", p, proc.Timeout)
+	}
+	if err != nil {
 		t.Fatalf("nix-store --dump %s: %v\n%s", p, err, stderr.String())
 	}
 	testkit.Must(t, lerr)

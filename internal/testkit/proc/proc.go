@@ -34,6 +34,8 @@ type Proc struct {
 }
 
 // Start starts cmd; what names it in failures (default: its command line).
+// Its output must go to writers or files, not StdoutPipe/StderrPipe: it is
+// waited for at once, and Wait closes those pipes.
 // The process is killed when the test ends if it is still running.
 func Start(t testing.TB, cmd *exec.Cmd, what string) *Proc {
 	t.Helper()
