@@ -12,6 +12,7 @@ package cache
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash"
 	"os"
@@ -30,20 +31,25 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
-// Options say how to write a cache.
+// DefaultCompression is the compression of a zero Options.Compression, as
+// nixpkgs' mkBinaryCache's.
+const DefaultCompression = compress.Zstd
+
+// Options say how to write a cache. StoreDir is required; every other
+// field's zero value is its default.
 type Options struct {
-	StoreDir    string // the store directory the paths live in
-	Compression compress.Method
-	Level       int // compress.DefaultLevel or a level of Compression
+	StoreDir    string          // the store directory the paths live in
+	Compression compress.Method // "": DefaultCompression
+	// Level is compress.DefaultLevel (0), compress.LevelZero or a level of
+	// Compression (compress.Level converts a tool's numbering).
+	Level int
 	// Jobs bounds the paths written at once, and Threads the goroutines one
 	// path's encoder may use; 0 means the number of CPUs.
 	Jobs, Threads int
 	// XZProgram is an external xz(1) to compress xz chunks of
 	// compress.XZProgramMinSize and more with, or "" for
 	// the pure Go encoder (compress.Options.XZProgram).
-	XZProgram string
-	// ChunkSize overrides compress.DefaultChunkSize: tests only.
-	ChunkSize     int
+	XZProgram     string
 	Priority      int  // nix-cache-info Priority; 0 leaves it out
 	WantMassQuery bool // nix-cache-info WantMassQuery
 	// Upstream are store paths an upstream cache serves: references to
@@ -57,7 +63,9 @@ type Options struct {
 	NarListing, IndexDebugInfo bool
 	// Durable makes each NAR durable before its narinfo is published, and
 	// every file before Write returns (batched syncfs): for caches kept
-	// across power cuts. A derivation's output needs none of it.
+	// across power cuts, as the command line's are. Zero (false) syncs
+	// nothing, which is right for a derivation's output: Nix makes it
+	// durable when it registers it.
 	Durable bool
 	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
 	LockWait time.Duration
@@ -122,8 +130,14 @@ type Writer struct {
 
 // NewWriter checks o and prepares the encoder every path of a run shares.
 func NewWriter(dir string, o Options) (*Writer, error) {
+	if o.StoreDir == "" {
+		return nil, errors.New("cache: no store directory")
+	}
+	if o.Compression == "" {
+		o.Compression = DefaultCompression
+	}
 	enc, err := compress.NewEncoder(o.Compression, compress.Options{Level: o.Level, Threads: pool.Jobs(o.Threads),
-		XZProgram: o.XZProgram, ChunkSize: o.ChunkSize})
+		XZProgram: o.XZProgram})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -143,11 +144,14 @@ func TestDeterministic(t *testing.T) {
 		chunk int
 	}{{compress.Zstd, 0}, {compress.Zstd, 4 << 10}, {compress.XZ, 4 << 10}, {compress.Bzip2, 4 << 10}} {
 		t.Run(fmt.Sprintf("%s-%d", tc.m, tc.chunk), func(t *testing.T) {
+			if tc.chunk > 0 {
+				t.Setenv("MKBINARYCACHE_CHUNK_SIZE", strconv.Itoa(tc.chunk))
+			}
 			var first map[string]string
 			for _, jobs := range []int{1, 2, 8} {
 				dir := t.TempDir()
 				o := s.Options(tc.m)
-				o.Jobs, o.Threads, o.ChunkSize = jobs, jobs, tc.chunk
+				o.Jobs, o.Threads = jobs, jobs
 				testkit.WriteCache(t, dir, c, o)
 				checkNarInfos(t, dir, c, tc.m)
 				got := testkit.Tree(t, dir)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -54,9 +55,10 @@ func TestMultiChunkNARSubstitutes(t *testing.T) {
 			name += "-program"
 		}
 		t.Run(name, func(t *testing.T) {
+			t.Setenv("MKBINARYCACHE_CHUNK_SIZE", strconv.Itoa(1<<20))
 			dir := filepath.Join(t.TempDir(), "cache")
 			testkit.WriteCache(t, dir, closure.Closure{{StorePath: tree}}, cache.Options{StoreDir: "/nix/store",
-				Compression: v.m, Level: compress.DefaultLevel, Threads: 2, ChunkSize: 1 << 20, XZProgram: v.program})
+				Compression: v.m, Threads: 2, XZProgram: v.program})
 			nars, _ := filepath.Glob(filepath.Join(dir, "nar", "*"))
 			if len(nars) != 1 {
 				t.Fatalf("want one NAR, got %q", nars)

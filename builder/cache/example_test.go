@@ -9,7 +9,6 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
-	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 )
 
 // Writing a cache of a closure: hello refers to greet. The closure usually
@@ -33,9 +32,10 @@ func ExampleWriter() {
 		{StorePath: hello, References: []string{greet}},
 	}
 
-	w, err := cache.NewWriter(filepath.Join(tmp, "cache"), cache.Options{
-		StoreDir: store, Compression: compress.Zstd, Level: compress.DefaultLevel,
-	})
+	// Only the store directory is required: every other field's zero value
+	// is its default (zstd at its default level, a path and an encoder
+	// thread per CPU, no fsync, ...).
+	w, err := cache.NewWriter(filepath.Join(tmp, "cache"), cache.Options{StoreDir: store})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -48,9 +48,10 @@ func ExampleWriter() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(stats.Paths, "paths")
+	nars, _ := filepath.Glob(filepath.Join(tmp, "cache", "nar", "*"+cache.DefaultCompression.Ext()))
+	fmt.Println(stats.Paths, "paths,", len(nars), cache.DefaultCompression, "NARs")
 	// Output:
 	// 0fbgd045z0d4icpbc2yyz4gx48ak44la-greet: NAR of 288 bytes
 	// 1fbgd045z0d4icpbc2yyz4gx48ak44la-hello: NAR of 504 bytes
-	// 2 paths
+	// 2 paths, 2 zstd NARs
 }

@@ -70,7 +70,7 @@ func TestIndexMatchesNixCopy(t *testing.T) {
 		c = append(c, closure.Path{StorePath: p})
 	}
 	testkit.WriteCache(t, ourDir, c, cache.Options{StoreDir: "/nix/store", Compression: compress.None,
-		Level: compress.DefaultLevel, NarListing: true, IndexDebugInfo: true})
+		NarListing: true, IndexDebugInfo: true})
 
 	want, got := indexFiles(t, nixDir), indexFiles(t, ourDir)
 	var names []string

@@ -40,7 +40,8 @@ type Options struct {
 	// lines (cachegraph.Graph.Closure).
 	BuildClosure bool
 	// Durable makes NARs durable before their narinfos, and each layer of
-	// narinfos before the next.
+	// narinfos before the next. Zero (false) syncs nothing: for caches
+	// that do not outlive the machine's power.
 	Durable bool
 	// LockWait bounds the wait for a gc holding either cache (< 0: forever).
 	LockWait time.Duration

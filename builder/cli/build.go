@@ -67,7 +67,7 @@ func (f *buildFlags) define(fs *flag.FlagSet) {
 	fs.StringVar(&f.closureInfo, "closure-info", "", "read the closure from a closureInfo output `DIR` (its registration)")
 	fs.StringVar(&f.graph, "graph", "", "read the closure from a legacy exportReferencesGraph `FILE` (NAR hashes are computed)")
 	fs.StringVar(&f.compression, "compression", "", "NAR compression: none, xz, bzip2 or zstd (default zstd)")
-	fs.IntVar(&f.level, "level", compress.DefaultLevel, "compression `LEVEL` (zstd 1-22, xz 0-9, bzip2 1-9; default: the method's)")
+	fs.IntVar(&f.level, "level", 0, "compression `LEVEL` (zstd 1-22, xz 0-9, bzip2 1-9; default: the method's)")
 	countVar(fs, &f.jobs, "jobs", 0, "store paths written at once (`N`, default: the number of CPUs)")
 	countVar(fs, &f.threads, "threads", 0, "goroutines one NAR's encoder may use (`N`, default: the number of CPUs)")
 	fs.StringVar(&f.xzProgram, "xz-program", "auto", "xz(1) `PATH` to compress xz chunks of 1 MiB and more with (much faster than the built-in encoder, same format); \"auto\": xz from PATH if any; \"none\": the built-in encoder")
@@ -107,7 +107,7 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 	if storeDir == "" {
 		storeDir = storeDirFromEnv(env)
 	}
-	o := cache.Options{StoreDir: storeDir, Level: f.level, Jobs: f.jobs, Threads: f.threads,
+	o := cache.Options{StoreDir: storeDir, Level: levelFlag(f.level, set), Jobs: f.jobs, Threads: f.threads,
 		Priority: f.priority, WantMassQuery: f.wantMassQuery,
 		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
 		Durable: true, LockWait: -1}
@@ -212,7 +212,7 @@ func withAttrs(o cache.Options, compression, xzProgram string, a *attrs.Attrs, s
 		compression = a.Compression
 	}
 	if !set["level"] && a.Level != nil {
-		o.Level = *a.Level
+		o.Level = compress.Level(*a.Level)
 	}
 	if !set["jobs"] && a.Jobs != nil {
 		o.Jobs = *a.Jobs
@@ -286,7 +286,7 @@ func runInDerivation(ctx context.Context, env Env) error {
 		return fmt.Errorf("%s: no outputs.out", name)
 	}
 	// Not durable: Nix makes the output durable when it registers it.
-	o := cache.Options{StoreDir: storeDir, Level: compress.DefaultLevel, LockWait: -1}
+	o := cache.Options{StoreDir: storeDir, LockWait: -1}
 	o, compression, xzProgram := withAttrs(o, "", "none", a, nil)
 	if a.Jobs == nil {
 		// NIX_BUILD_CORES bounds the build's parallelism; 0 means all cores.
@@ -300,13 +300,22 @@ func runInDerivation(ctx context.Context, env Env) error {
 	return writeCache(ctx, a.Out, a.Closure, o, env.Stderr, false)
 }
 
-// parseCompression parses a compression name; none given means zstd, the
-// default of nixpkgs' mkBinaryCache.
+// parseCompression parses a compression name; none given means the
+// default.
 func parseCompression(s string) (compress.Method, error) {
 	if s == "" {
-		return compress.Zstd, nil
+		return cache.DefaultCompression, nil
 	}
 	return compress.Parse(s)
+}
+
+// levelFlag is the Level of a --level flag: the method's default unless
+// given (set names the flags given), and 0 is xz -0.
+func levelFlag(n int, set map[string]bool) int {
+	if !set["level"] {
+		return compress.DefaultLevel
+	}
+	return compress.Level(n)
 }
 
 func readFile(name string, parse func(io.Reader, string) (closure.Closure, error)) (closure.Closure, error) {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
-	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
@@ -57,7 +56,7 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.strict, "strict", false, "fail (and so fail the build) when the cache cannot be written, instead of warning")
 	fs.DurationVar(&f.lockWait, "lock-wait", 60*time.Second, "how long to wait for a gc holding the cache (`DURATION`) before giving up with a warning")
 	fs.StringVar(&f.compression, "compression", "", "NAR compression: none, xz, bzip2 or zstd (default zstd)")
-	fs.IntVar(&f.level, "level", compress.DefaultLevel, "compression `LEVEL` (default: the method's)")
+	fs.IntVar(&f.level, "level", 0, "compression `LEVEL` (default: the method's)")
 	fs.StringVar(&f.xzProgram, "xz-program", "none", "xz(1) `PATH` for xz chunks; \"auto\": xz from PATH; \"none\": the built-in encoder")
 	countVar(fs, &f.jobs, "jobs", 0, "store paths written at once (`N`, default: the number of CPUs)")
 	fs.BoolVar(&f.narListing, "nar-listing", false, "write <hash>.ls NAR listings")
@@ -77,7 +76,7 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	if f.out == "" {
 		return usagef("hook: --out is required")
 	}
-	o := cache.Options{Level: f.level, Jobs: f.jobs, NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
+	o := cache.Options{Level: levelFlag(f.level, given(fs)), Jobs: f.jobs, NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
 		Durable: true, LockWait: f.lockWait}
 	if err := setCompression(&o, f.compression, f.xzProgram, env); err != nil {
 		return err

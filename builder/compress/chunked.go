@@ -43,7 +43,7 @@ type chunkWriter struct {
 	e       *Encoder
 	buf     []byte
 	written bool                  // a chunk was submitted
-	left    int64                 // the input still expected, from Options.SizeHint
+	left    int64                 // the input still expected, from NewWriter's sizeHint
 	queue   chan chan chunkResult // in order, for drain
 	done    chan struct{}         // drain returned
 	sem     chan struct{}         // chunks submitted and not yet written

@@ -53,8 +53,8 @@ func (m Method) Ext() string {
 	return ""
 }
 
-// Levels returns the accepted level range of a method; DefaultLevel means
-// the method's default.
+// Levels returns the range of levels a method accepts, as its tool
+// (xz(1), zstd(1), bzip2(1)) numbers them.
 func (m Method) Levels() (lo, hi int) {
 	switch m {
 	case XZ:
@@ -67,41 +67,65 @@ func (m Method) Levels() (lo, hi int) {
 	return 0, 0
 }
 
-// DefaultLevel asks for the method's default level.
-const DefaultLevel = -1
+// DefaultLevel, the zero value of a Level field, asks for the method's
+// default level.
+const DefaultLevel = 0
+
+// LevelZero asks for level 0 (xz -0), which the zero value cannot say: it
+// is DefaultLevel.
+const LevelZero = -1
+
+// Level returns the value of a Level field for level n as the method's
+// tool numbers it: LevelZero for 0, else n.
+func Level(n int) int {
+	if n == 0 {
+		return LevelZero
+	}
+	return n
+}
+
+// toolLevel returns the level the method's tool numbers as level, and
+// false for DefaultLevel.
+func toolLevel(level int) (int, bool) {
+	switch level {
+	case DefaultLevel:
+		return 0, false
+	case LevelZero:
+		return 0, true
+	}
+	return level, true
+}
 
 // CheckLevel reports whether level is valid for m.
 func (m Method) CheckLevel(level int) error {
-	if level == DefaultLevel {
+	n, set := toolLevel(level)
+	if !set {
 		return nil
 	}
-	lo, hi := m.Levels()
-	if m == None || level < lo || level > hi {
-		if m == None {
-			return fmt.Errorf("compression none takes no level (got %d)", level)
-		}
-		return fmt.Errorf("compression %s: level %d out of range %d..%d", m, level, lo, hi)
+	if m == None {
+		return fmt.Errorf("compression none takes no level (got %d)", n)
+	}
+	if lo, hi := m.Levels(); n < lo || n > hi {
+		return fmt.Errorf("compression %s: level %d out of range %d..%d", m, n, lo, hi)
 	}
 	return nil
 }
 
-// Options tune an encoder.
+// Options tune an encoder. The zero value of each field is its default.
 type Options struct {
-	Level int // DefaultLevel or within Levels()
-	// Threads bounds the chunks of one stream compressed at once. The
-	// output does not depend on it.
+	// Level is DefaultLevel (0), LevelZero or another level in Levels().
+	Level int
+	// Threads bounds the chunks of one stream compressed at once (0: one).
+	// The output does not depend on it.
 	Threads int
-	// ChunkSize is the size of the independently compressed chunks
-	// (DefaultChunkSize when 0). The output depends on it: tests only.
-	ChunkSize int
-	// SizeHint is the input's size if known (a NAR's NarSize), else 0: it
-	// sizes buffers, not the output. NewWriter only.
-	SizeHint int64
 	// XZProgram, when set, is an xz(1) (liblzma) that compresses each xz
 	// chunk of XZProgramMinSize or more, at XZProgramLevel unless Level is
 	// set: several times faster than the pure Go encoder for the same
 	// ratio. The output then depends on that program's version.
 	XZProgram string
+
+	// chunkSize overrides the chunk size, for this package's tests.
+	chunkSize int
 }
 
 // XZProgramLevel is the preset an external xz compresses with by default,
@@ -123,7 +147,7 @@ func NewWriter(w io.Writer, m Method, o Options) (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return e.NewWriter(w, o.SizeHint), nil
+	return e.NewWriter(w, 0), nil
 }
 
 // NewReader returns a decoder reading from r.

@@ -52,7 +52,7 @@ func TestRoundTrip(t *testing.T) {
 	data := sample(3 << 20)
 	for _, m := range Methods {
 		t.Run(string(m), func(t *testing.T) {
-			enc := encode(t, m, Options{Level: DefaultLevel, Threads: 2}, data)
+			enc := encode(t, m, Options{Threads: 2}, data)
 			if m != None && len(enc) >= len(data) {
 				t.Errorf("%s did not compress: %d -> %d bytes", m, len(data), len(enc))
 			}
@@ -82,7 +82,7 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 				if m != Zstd && testing.Short() {
 					t.Skip("slow")
 				}
-				o := Options{Level: DefaultLevel, Threads: 1, ChunkSize: chunk}
+				o := Options{Threads: 1, chunkSize: chunk}
 				want := encode(t, m, o, data)
 				for _, threads := range []int{2, 8} {
 					o.Threads = threads
@@ -103,7 +103,7 @@ func TestChunks(t *testing.T) {
 	data := sample(5*chunk + 123)
 	for _, m := range []Method{Zstd, XZ, Bzip2} {
 		for _, n := range []int{0, 1, chunk - 1, chunk, 2 * chunk, len(data)} {
-			enc := encode(t, m, Options{Level: DefaultLevel, Threads: 3, ChunkSize: chunk}, data[:n])
+			enc := encode(t, m, Options{Threads: 3, chunkSize: chunk}, data[:n])
 			if len(enc) == 0 {
 				t.Errorf("%s, %d bytes: empty output (not a valid stream)", m, n)
 			}
@@ -127,7 +127,7 @@ func TestXZProgram(t *testing.T) {
 		t.Skip("no xz on PATH")
 	}
 	data := sample(3 << 20)
-	o := Options{Level: DefaultLevel, Threads: 1, ChunkSize: 1 << 20, XZProgram: xzPath}
+	o := Options{Threads: 1, chunkSize: 1 << 20, XZProgram: xzPath}
 	want := encode(t, XZ, o, data)
 	o.Threads = 4
 	if got := encode(t, XZ, o, data); !bytes.Equal(got, want) {
@@ -168,7 +168,7 @@ func TestLevels(t *testing.T) {
 		levels []int
 	}{{Zstd, []int{1, 3, 19}}, {XZ, []int{0, 6}}, {Bzip2, []int{1, 9}}} {
 		for _, l := range tc.levels {
-			enc := encode(t, tc.m, Options{Level: l}, data)
+			enc := encode(t, tc.m, Options{Level: Level(l)}, data)
 			r, err := NewReader(bytes.NewReader(enc), tc.m)
 			if err != nil {
 				t.Fatal(err)
@@ -189,10 +189,29 @@ func TestLevels(t *testing.T) {
 		{Bzip2, 0, "out of range 1..9"},
 		{None, 1, "compression none takes no level"},
 	} {
-		_, err := NewWriter(io.Discard, tc.m, Options{Level: tc.level})
+		_, err := NewWriter(io.Discard, tc.m, Options{Level: Level(tc.level)})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s level %d: error %v, want %q", tc.m, tc.level, err, tc.want)
 		}
+	}
+}
+
+// The zero Options work for every method, and xz -0 stays expressible:
+// LevelZero is not the default.
+func TestZeroOptions(t *testing.T) {
+	data := sample(1 << 20)
+	for _, m := range Methods {
+		enc := encode(t, m, Options{}, data)
+		r, err := NewReader(bytes.NewReader(enc), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s with zero Options: round trip failed: %v", m, err)
+		}
+	}
+	if bytes.Equal(encode(t, XZ, Options{}, data), encode(t, XZ, Options{Level: LevelZero}, data)) {
+		t.Error("xz: LevelZero compresses as the default level")
 	}
 }
 

@@ -21,13 +21,18 @@ type Encoder struct {
 	budget  *budget
 }
 
-// NewEncoder returns an encoder for m. o.SizeHint is ignored.
+// NewEncoder returns an encoder for m.
 func NewEncoder(m Method, o Options) (*Encoder, error) {
 	if err := m.CheckLevel(o.Level); err != nil {
 		return nil, err
 	}
 	threads := max(o.Threads, 1)
-	e := &Encoder{size: o.ChunkSize, threads: threads, outDiv: 1}
+	chunkSize, err := chunkSizeOf(o)
+	if err != nil {
+		return nil, err
+	}
+	level, levelSet := toolLevel(o.Level)
+	e := &Encoder{size: chunkSize, threads: threads, outDiv: 1}
 	if e.size <= 0 {
 		e.size = DefaultChunkSize
 	}
@@ -37,23 +42,21 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 		// (and hashed) by another goroutine while the NAR is dumped.
 		e.chunk = func(dst, src []byte) ([]byte, error) { return append(dst, src...), nil }
 	case Zstd:
-		level := zstd.SpeedDefault
-		if o.Level != DefaultLevel {
-			level = zstd.EncoderLevelFromZstd(o.Level)
+		zlevel := zstd.SpeedDefault
+		if levelSet {
+			zlevel = zstd.EncoderLevelFromZstd(level)
 		}
-		var err error
-		if e.chunk, err = zstdChunk(level, max(runtime.GOMAXPROCS(0), 2)); err != nil {
+		if e.chunk, err = zstdChunk(zlevel, max(runtime.GOMAXPROCS(0), 2)); err != nil {
 			return nil, err
 		}
 	case XZ:
 		e.outDiv = 4 // xz output is well under a quarter of a NAR; it grows if not
 		if o.XZProgram != "" {
-			level := XZProgramLevel
-			if o.Level != DefaultLevel {
-				level = o.Level
+			if !levelSet {
+				level = XZProgramLevel
 			}
 			e.chunk = xzProgramChunk(o.XZProgram, level)
-			if o.ChunkSize <= 0 {
+			if chunkSize <= 0 {
 				e.size = XZProgramChunkSize
 			}
 			break
@@ -61,14 +64,13 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 		// ulikunitz/xz is much slower with large dictionaries for little
 		// gain on NAR data: default to xz -1's 1 MiB.
 		dict := xzDictCap[1]
-		if o.Level != DefaultLevel {
-			dict = xzDictCap[o.Level]
+		if levelSet {
+			dict = xzDictCap[level]
 		}
 		e.chunk = xzChunk(dict)
 	case Bzip2:
-		level := 9 // Nix's and bzip2(1)'s default
-		if o.Level != DefaultLevel {
-			level = o.Level
+		if !levelSet {
+			level = 9 // Nix's and bzip2(1)'s default
 		}
 		e.chunk = bzip2Chunk(level)
 	default:

@@ -17,7 +17,7 @@ func ExampleNewWriter() {
 		log.Fatal(err)
 	}
 	var file bytes.Buffer
-	w, err := compress.NewWriter(&file, m, compress.Options{Level: compress.DefaultLevel, Threads: 2})
+	w, err := compress.NewWriter(&file, m, compress.Options{Threads: 2})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -48,7 +48,9 @@ type Options struct {
 	Upstream bool
 	// DryRun reports what would go and removes nothing.
 	DryRun bool
-	// Durable puts a syncfs between the narinfo and the NAR removals.
+	// Durable puts a syncfs between the narinfo and the NAR removals, so
+	// that a power cut never leaves a narinfo without its NAR. Zero (false)
+	// does not sync: for caches that do not outlive the machine's power.
 	Durable bool
 	// LockWait bounds the wait for commands using the cache (< 0: forever).
 	LockWait time.Duration

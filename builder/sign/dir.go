@@ -128,7 +128,8 @@ type DirOptions struct {
 	Jobs     int    // narinfos signed at once; 0 for the number of CPUs
 	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
 	LockWait time.Duration
-	// Durable makes the signed narinfos durable before SignDir returns.
+	// Durable makes the signed narinfos durable before SignDir returns;
+	// zero (false) leaves that to the kernel.
 	Durable bool
 }
 

@@ -29,7 +29,7 @@ import (
 // Options are the writer's options for a cache of s, compressed with m at
 // its default level.
 func (s *Store) Options(m compress.Method) cache.Options {
-	return cache.Options{StoreDir: s.Dir, Compression: m, Level: compress.DefaultLevel}
+	return cache.Options{StoreDir: s.Dir, Compression: m}
 }
 
 // WriteCache writes c into the cache at dir with the real writer.

@@ -108,6 +108,8 @@ func TestBadInput(t *testing.T) {
 			want: []string{"42"}},
 		{name: "zstd level out of range", attrs: attrsJSON(entryOf(s.good)), args: []string{"--level", "23"}, code: 2,
 			want: []string{"23"}},
+		{name: "zstd level 0", attrs: attrsJSON(entryOf(s.good)), args: []string{"--level", "0"}, code: 2,
+			want: []string{"level 0 out of range 1..22"}},
 		{name: "fifo in a store path", graph: s.fifo + "\n\n0\n", code: 1,
 			want: []string{s.fifo + "/pipe", "named pipe"}, noNarInfo: []string{s.fifo}},
 		{name: "socket in a store path", graph: s.sock + "\n\n0\n", code: 1,
