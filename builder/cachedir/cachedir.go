@@ -153,9 +153,14 @@ func NarInfoFiles(dir string) ([]string, error) {
 // ReadNarInfo reads and parses (as Nix does: narinfo.Parse) the narinfo
 // file name, returning its bytes too; a parse error names the file.
 func ReadNarInfo(name string) ([]byte, *narinfo.NarInfo, error) {
-	data, err := ReadRegular(name)
+	f, err := OpenRegular(name)
 	if err != nil {
 		return nil, nil, err
+	}
+	data, err := narinfo.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
 	ni, _, err := narinfo.Parse(data)
 	if err != nil {
