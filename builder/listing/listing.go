@@ -99,11 +99,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// MaxDepth is the deepest nesting Read parses, in nodes from the root (1
+// for a lone file), well above the 64 that Nix 2.34 unpacks. go-nix's
+// parser holds the full path of every directory it is in, so memory grows
+// with the square of the depth: the cap bounds it for a hostile NAR, at a
+// few MiB.
+const MaxDepth = 256
+
 // Read parses the NAR on r, with go-nix's nar.Reader, into its tree of
 // nodes, holding no file contents. It reads up to the end of the NAR's root
 // node, then on to the end of r: data after the NAR is an error. It
 // rejects what Nix would: unsorted or duplicate directory entries and the
-// names "", "." and "..".
+// names "", "." and "..". It stops at a node nested deeper than MaxDepth.
 func Read(r io.Reader) (*Node, error) {
 	// go-nix's parser makes many small reads; buffer below the counter so
 	// that the count stays that of the parser.
@@ -115,7 +122,10 @@ func Read(r io.Reader) (*Node, error) {
 	}
 	defer nr.Close()
 	var root *Node
-	dirs := map[string]*Node{}
+	// dirs are the directories from the root down to the last one entered:
+	// the NAR is depth-first, so an entry's parent is the one at its depth
+	// less one.
+	var dirs []*Node
 	for {
 		h, err := nr.Next()
 		if errors.Is(err, io.EOF) {
@@ -131,27 +141,39 @@ func Read(r io.Reader) (*Node, error) {
 		case nar.TypeSymlink:
 			n.Target = h.LinkTarget
 		case nar.TypeDirectory:
-			dirs[h.Path] = n
 		default:
-			return nil, fmt.Errorf("read NAR: %s: unknown node type %q", h.Path, h.Type)
+			return nil, fmt.Errorf("read NAR: unknown node type %q", h.Type)
 		}
 		if root == nil {
 			if h.Path != "/" {
-				return nil, fmt.Errorf("read NAR: first entry is %q, not the root", h.Path)
+				return nil, errors.New("read NAR: the first entry is not the root")
 			}
 			root = n
+			if n.Type == nar.TypeDirectory {
+				dirs = append(dirs, n)
+			}
 			continue
 		}
 		// go-nix joins names with path.Join, which cleans "." and ".." away:
 		// such a name shows up as an entry that is not after its siblings.
-		parent, name := dirs[path.Dir(h.Path)], path.Base(h.Path)
-		if parent == nil || h.Path == "/" {
-			return nil, fmt.Errorf("read NAR: %q is not inside a directory", h.Path)
+		depth := strings.Count(h.Path, "/") + 1
+		if h.Path == "/" || depth-1 > len(dirs) {
+			return nil, errors.New("read NAR: an entry is not inside a directory")
 		}
+		if depth > MaxDepth {
+			return nil, fmt.Errorf("read NAR: nested deeper than %d", MaxDepth)
+		}
+		dirs = dirs[:depth-1]
+		parent := dirs[depth-2]
+		// A copy: the base alone would keep the whole path in memory.
+		name := strings.Clone(path.Base(h.Path))
 		if k := len(parent.Entries); k > 0 && parent.Entries[k-1].Name >= name {
-			return nil, fmt.Errorf("read NAR: %q: entry is a duplicate, out of order, or named \"\", \".\" or \"..\"", h.Path)
+			return nil, fmt.Errorf("read NAR: an entry at depth %d is a duplicate, out of order, or named \"\", \".\" or \"..\"", depth)
 		}
 		parent.Entries = append(parent.Entries, Entry{Name: name, Node: n})
+		if n.Type == nar.TypeDirectory {
+			dirs = append(dirs, n)
+		}
 	}
 	if root == nil {
 		return nil, errors.New("read NAR: empty archive")
