@@ -29,6 +29,7 @@ let
   '' { MOTD = motd; };
 
   app = mk "app" ''
+    echo "app: generating with tool"
     mkdir -p $out/bin $out/share
     ${tool}/bin/gen app > $out/share/made-by
     printf '#!${sh} sh\n${sh} cat ${motdPkg}/share/motd\nexec ${fixture.hello}/bin/hello\n' > $out/bin/app

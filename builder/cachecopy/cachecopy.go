@@ -1,7 +1,7 @@
 // Package cachecopy copies store paths from one flat-file binary cache to
 // another, as files: each NAR byte for byte (no recompression) after
 // checking its FileHash and FileSize, its narinfo as it is (signatures
-// kept), its .ls listing and its debuginfo/ entries.
+// kept), its .ls listing, its debuginfo/ entries and its build logs.
 //
 // It publishes as the cache writer does: NARs, listings and debuginfo
 // entries first, then (with Options.Durable, after a syncfs) the narinfos
@@ -273,12 +273,47 @@ func (c *copier) copyFiles(p string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: %w", p, err)
 	}
+	if err := c.copyLogs(p); err != nil {
+		return err
+	}
 	for _, e := range c.debug[url] {
 		dst := filepath.Join(c.o.Dst, "debuginfo", e.Name)
 		if _, err := os.Lstat(dst); err == nil {
 			continue // as Nix: the same build ID may come with several paths
 		}
 		if err := cachedir.WriteFile(dst, e.Raw, 0o644); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// copyLogs copies the build logs of p that Dst lacks: its own if it is a
+// derivation, and its Deriver's.
+func (c *copier) copyLogs(p string) error {
+	names := []string{c.g.Paths[p].Info.Deriver}
+	if strings.HasSuffix(p, ".drv") {
+		names = append(names, filepath.Base(p))
+	}
+	for _, name := range names {
+		if name == "" || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		dst := cachedir.LogPath(c.o.Dst, name)
+		if _, err := os.Lstat(dst); err == nil {
+			continue
+		}
+		raw, err := cachedir.ReadRegular(cachedir.LogPath(c.o.Src, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := cachedir.WriteFile(dst, raw, 0o644); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}

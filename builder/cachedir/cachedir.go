@@ -168,3 +168,32 @@ func ReadNarInfo(name string) ([]byte, *narinfo.NarInfo, error) {
 	}
 	return data, ni, nil
 }
+
+// LogDir holds build logs: log/<derivation base name>, raw, as Nix's
+// `nix store copy-log` writes them and `nix log` reads them.
+const LogDir = "log"
+
+// LogPath is the build log of a derivation (a store path or base name) in
+// the cache dir.
+func LogPath(dir, drv string) string {
+	return filepath.Join(dir, LogDir, filepath.Base(drv))
+}
+
+// LogFiles lists the names of the regular files in the cache's log/
+// (temporary files aside); a cache without log/ has none.
+func LogFiles(dir string) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, LogDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, LogDir), err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), TmpPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

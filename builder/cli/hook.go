@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
+	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
 
@@ -28,6 +30,10 @@ than --lock-wait) is a warning: the hook exits 0 and the build goes on,
 uncached. --strict makes it an error (Nix then fails the build).
 An upstream that cannot be asked is a warning too: its paths are stored.
 
+With --build-logs it also stores the log Nix kept of building DRV_PATH as
+log/<drv>, which "nix log" reads from the cache. A public cache publishes
+whatever a build printed: tokens, paths, environment dumps.
+
 In /etc/nix/nix.conf:
   post-build-hook = /etc/nix/cache-hook.sh
 with /etc/nix/cache-hook.sh (executable):
@@ -42,7 +48,8 @@ type hookFlags struct {
 	upstream                                       upstreamFlags
 	out, keyFile, compression, xzProgram, storeDir string
 	level, jobs                                    int
-	buildClosure, strict, quiet                    bool
+	buildClosure, strict, quiet, buildLogs         bool
+	logMax                                         int64
 	narListing, indexDebugInfo                     bool
 	lockWait                                       time.Duration
 }
@@ -64,6 +71,8 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&f.storeDir, "store-dir", "", "the store `DIR` (default: $NIX_STORE or /nix/store)")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only warnings and errors")
 	f.upstream.register(fs, "paths it serves are not stored")
+	fs.BoolVar(&f.buildLogs, "build-logs", false, "also store the build log of DRV_PATH as log/<drv> (raw, as nix store copy-log): a public cache publishes whatever the build printed")
+	fs.Int64Var(&f.logMax, "build-log-max", DefaultLogMax, "keep the first `BYTES` of a longer build log, with a line saying so at its end")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -75,6 +84,9 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	}
 	if f.out == "" {
 		return usagef("hook: --out is required")
+	}
+	if f.logMax < 1 {
+		return usagef("hook: --build-log-max must be at least 1")
 	}
 	o := cache.Options{Level: levelFlag(f.level, given(fs)), Jobs: f.jobs, NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
 		Durable: true, LockWait: f.lockWait}
@@ -125,9 +137,64 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 			done = false
 		}
 	}
-	if done {
+	if !done {
+		if err := addPaths(ctx, n, f, o, outs, drv, env); err != nil {
+			return err
+		}
+	}
+	if f.buildLogs && drv != "" {
+		if _, err := os.Lstat(cachedir.LogPath(f.out, drv)); err != nil {
+			return storeLog(ctx, n, f, drv, env)
+		}
+	}
+	return nil
+}
+
+// DefaultLogMax is the default of hook --build-log-max: a log longer
+// than this keeps its head.
+const DefaultLogMax = 4 << 20
+
+// storeLog stores the log Nix kept of building drv in the cache's log/,
+// at most f.logMax bytes of it. No log is no error: the hook says so.
+func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, env Env) error {
+	log, err := n.BuildLog(ctx, drv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "mkbinarycache hook: no build log of %s stored: Nix has none (%v)\n", drv, err)
 		return nil
 	}
+	log = capLog(log, f.logMax)
+	lock, err := cachedir.Acquire(ctx, f.out, cachedir.Shared, f.lockWait)
+	if errors.Is(err, cachedir.ErrBusy) {
+		return fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if err := os.MkdirAll(filepath.Join(f.out, cachedir.LogDir), 0o755); err != nil {
+		return err
+	}
+	if err := cachedir.WriteFile(cachedir.LogPath(f.out, drv), log, 0o644); err != nil {
+		return err
+	}
+	if !f.quiet {
+		fmt.Fprintf(env.Stderr, "mkbinarycache hook: stored the build log of %s (%s)\n", drv, humanBytes(uint64(len(log))))
+	}
+	return nil
+}
+
+// capLog keeps the first max bytes of a longer log, and says so at its end.
+func capLog(log []byte, max int64) []byte {
+	if int64(len(log)) <= max {
+		return log
+	}
+	note := fmt.Sprintf("\n[mkbinarycache: build log truncated to its first %d of %d bytes]\n", max, len(log))
+	return append(log[:max:max], note...)
+}
+
+// addPaths adds the closures of outs (with --build-closure, of drv's
+// build) to the cache, without what upstream serves.
+func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options, outs []string, drv string, env Env) error {
 	if f.keyFile != "" {
 		key, err := sign.LoadSecretKeyFile(f.keyFile)
 		if err != nil {

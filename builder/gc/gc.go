@@ -1,6 +1,7 @@
 // Package gc removes from a flat-file binary cache everything the closures
 // of some kept store paths do not need, judged by the cache's own narinfos
-// (no Nix store): narinfos, NARs, .ls listings and debuginfo/ entries.
+// (no Nix store): narinfos, NARs, .ls listings, debuginfo/ entries and the
+// build logs (log/) of derivations no longer kept.
 //
 // Removal keeps the cache closed and substitutable at every moment, even
 // across a power cut: referrers go before their references (the publishing
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -132,6 +134,7 @@ type removal struct {
 	paths     []string   // store paths, referrers first
 	narinfos  [][]victim // layers, referrers first; in the order of paths
 	listings  []victim
+	logs      []victim
 	debug     []victim
 	repoint   map[string][]byte // debuginfo file -> new content
 	nars      []victim
@@ -224,6 +227,27 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 		if h, ok := strings.CutSuffix(e.Name(), ".ls"); ok && !e.IsDir() && !strings.HasPrefix(h, ".") && !keptHashes[h] {
 			if v, ok := stat(filepath.Join(o.Dir, e.Name())); ok {
 				r.listings = append(r.listings, v)
+			}
+		}
+	}
+
+	// Build logs whose derivation is not kept and that no kept path
+	// names as its Deriver.
+	keptDrvs := map[string]bool{}
+	for p := range kept {
+		keptDrvs[path.Base(p)] = true
+		if d := g.Paths[p].Info.Deriver; d != "" {
+			keptDrvs[d] = true
+		}
+	}
+	logs, err := cachedir.LogFiles(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range logs {
+		if !keptDrvs[name] {
+			if v, ok := stat(filepath.Join(o.Dir, cachedir.LogDir, name)); ok {
+				r.logs = append(r.logs, v)
 			}
 		}
 	}
@@ -385,6 +409,9 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 		}
 	}
 	if err := removeAll(r.listings); err != nil {
+		return stats, err
+	}
+	if err := removeAll(r.logs); err != nil {
 		return stats, err
 	}
 	if o.Durable && !o.DryRun && len(r.nars) > 0 {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nix-community/go-nix/pkg/storepath"
+
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
@@ -20,7 +22,8 @@ const (
 	typeNarInfo   = "text/x-nix-narinfo"
 	typeCacheInfo = "text/x-nix-cache-info"
 	typeNAR       = "application/x-nix-nar"
-	typeJSON      = "application/json" // .ls listings and debuginfo entries
+	typeJSON      = "application/json"          // .ls listings and debuginfo entries
+	typeLog       = "text/plain; charset=utf-8" // build logs, as nix store copy-log
 )
 
 // object is one file of the cache to publish.
@@ -57,6 +60,7 @@ type localCache struct {
 	paths map[string]*storePath
 	nars  []*object // one per key
 	debug []*object
+	logs  []*object
 }
 
 // errNotCache says a directory is not a binary cache.
@@ -96,8 +100,32 @@ func readCache(dir string) (*localCache, error) {
 		}
 		c.paths[p.hash] = p
 	}
-	c.debug, err = readDebugInfo(dir)
+	if c.debug, err = readDebugInfo(dir); err != nil {
+		return nil, err
+	}
+	c.logs, err = readLogs(dir)
 	return c, err
+}
+
+// readLogs lists the build logs (stat only): log/<drv>, uploaded raw.
+func readLogs(dir string) ([]*object, error) {
+	names, err := cachedir.LogFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*object
+	for _, n := range names {
+		if _, err := storepath.FromString(n); err != nil || !strings.HasSuffix(n, ".drv") {
+			continue // not a derivation's: verify reports it
+		}
+		file := filepath.Join(dir, cachedir.LogDir, n)
+		fi, err := os.Lstat(file)
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, &object{key: cachedir.LogDir + "/" + n, file: file, size: fi.Size(), contentType: typeLog})
+	}
+	return objs, nil
 }
 
 func readPath(dir, name string, nars map[string]*object, order *[]*object) (*storePath, error) {

@@ -294,6 +294,7 @@ func (p *push) plan(ctx context.Context) (*plan, error) {
 			first = append(first, ls)
 		}
 	}
+	first = append(first, local.logs...)
 	add(first)
 	add(local.debug) // they name NARs
 	for _, layer := range layers {

@@ -143,6 +143,7 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 		return stats, err
 	}
 	debugInfo(o.Dir, emit)
+	logs(o.Dir, emit)
 	return stats, nil
 }
 
@@ -268,6 +269,33 @@ func (c *checker) upstreamRefs(ctx context.Context, o Options, missing map[strin
 		emit(f, msgs)
 	}
 	return nil
+}
+
+// logs reports the entries of log/ that are not a derivation's build log:
+// Nix reads log/<drv base name> only.
+func logs(dir string, emit func(string, []string)) {
+	d := filepath.Join(dir, cachedir.LogDir)
+	ents, err := os.ReadDir(d)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			emit(d, []string{err.Error()})
+		}
+		return
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, cachedir.TmpPrefix) {
+			continue
+		}
+		file := filepath.Join(d, name)
+		if !e.Type().IsRegular() {
+			emit(file, []string{"is " + cachedir.DescribeMode(e.Type()) + ", not a build log"})
+			continue
+		}
+		if _, err := storepath.FromString(name); err != nil || !strings.HasSuffix(name, ".drv") {
+			emit(file, []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
+		}
+	}
 }
 
 func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {
