@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nix-community/go-nix/pkg/storepath"
-
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
@@ -115,7 +113,7 @@ func readLogs(dir string) ([]*object, error) {
 	}
 	var objs []*object
 	for _, n := range names {
-		if _, err := storepath.FromString(n); err != nil || !strings.HasSuffix(n, ".drv") {
+		if err := narinfo.CheckBaseName(n); err != nil || !strings.HasSuffix(n, ".drv") {
 			continue // not a derivation's: verify reports it
 		}
 		file := filepath.Join(dir, cachedir.LogDir, n)

@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-	"github.com/nix-community/go-nix/pkg/storepath"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
@@ -303,7 +302,7 @@ func (c *Client) check(data []byte, p string) string {
 		return "narinfo lacks URL, NarHash or NarSize"
 	}
 	for _, r := range ni.References {
-		if _, err := storepath.FromString(r); err != nil {
+		if err := narinfo.CheckBaseName(r); err != nil {
 			return fmt.Sprintf("narinfo reference %q: %v", r, err)
 		}
 	}
