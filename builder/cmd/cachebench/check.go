@@ -11,10 +11,10 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
 // dirBytes is the size of every regular file under dir.
@@ -87,7 +87,11 @@ func readNarInfo(path string) (*narinfo.NarInfo, error) {
 		return nil, err
 	}
 	defer f.Close()
-	ni, err := narinfo.Parse(f)
+	data, err := narinfo.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ni, _, err := narinfo.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
