@@ -3,6 +3,7 @@ package narinfo
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -32,10 +33,10 @@ func ContentAddressed(ni *NarInfo, storeDir string) (bool, error) {
 
 func caStorePath(ni *NarInfo, storeDir string) (string, error) {
 	base := path.Base(ni.StorePath)
-	_, name, ok := strings.Cut(base, "-")
-	if !ok {
-		return "", fmt.Errorf("CA: bad store path %s", ni.StorePath)
+	if err := CheckBaseName(base); err != nil {
+		return "", fmt.Errorf("CA: StorePath: %w", err)
 	}
+	name := base[hashLen+1:]
 	var refs []string
 	self := false
 	for _, r := range ni.References {
@@ -47,41 +48,28 @@ func caStorePath(ni *NarInfo, storeDir string) (string, error) {
 	}
 	sort.Strings(refs)
 
-	method, rest, ok := strings.Cut(ni.CA, ":")
-	if !ok {
-		return "", fmt.Errorf("CA %q: no method", ni.CA)
-	}
-	recursive := false
-	switch method {
-	case "text":
-	case "fixed":
-		if r, ok := strings.CutPrefix(rest, "r:"); ok {
-			rest, recursive = r, true
-		}
-	default:
-		return "", fmt.Errorf("CA %q: unknown method %q", ni.CA, method)
-	}
-	h, err := nixhash.ParseAny(rest, nil)
+	ca, err := parseCA(ni.CA)
 	if err != nil {
-		return "", fmt.Errorf("CA %q: %w", ni.CA, err)
+		return "", fmt.Errorf("CA: %w", err)
 	}
+	h := ca.hash
 	base16 := h.Format(nixhash.Base16, true)
 
 	var typ, inner string
 	switch {
-	case method == "text":
+	case ca.text:
 		if self {
-			return "", fmt.Errorf("CA %q: a text path cannot refer to itself", ni.CA)
+			return "", errors.New("CA: a text path cannot refer to itself")
 		}
 		typ, inner = makeType("text", refs, false), base16
-	case recursive && h.Algo() == nixhash.SHA256:
+	case ca.recursive && h.Algo() == nixhash.SHA256:
 		typ, inner = makeType("source", refs, self), base16
 	default:
 		if len(refs) > 0 || self {
-			return "", fmt.Errorf("CA %q: a flat or non-sha256 fixed-output path cannot have references", ni.CA)
+			return "", errors.New("CA: a flat or non-sha256 fixed-output path cannot have references")
 		}
 		prefix := ""
-		if recursive {
+		if ca.recursive {
 			prefix = "r:"
 		}
 		s := sha256.Sum256([]byte("fixed:out:" + prefix + base16 + ":"))

@@ -187,7 +187,7 @@ func setField(ni *NarInfo, key, value string) error {
 		ni.System = value
 	case "CA":
 		if value != "" {
-			err = checkCA(value)
+			_, err = parseCA(value)
 		}
 		ni.CA = value
 	}
@@ -341,34 +341,47 @@ func checkSig(s string) error {
 	return nil
 }
 
-// checkCA checks a content address as Nix's ContentAddress parser does:
+// contentAddress is a parsed CA field.
+type contentAddress struct {
+	text, recursive bool
+	hash            *nixhash.Hash
+}
+
+// parseCA parses a content address as Nix's ContentAddress parser does:
 // "text:sha256:HASH", or "fixed:" then an optional "r:" then "algo:HASH",
-// the hash in base16, nix32 or base64.
-func checkCA(ca string) error {
+// the hash in base16, nix32 or base64 (not SRI).
+func parseCA(ca string) (contentAddress, error) {
+	var c contentAddress
 	method, rest, ok := strings.Cut(ca, ":")
 	if !ok {
-		return errors.New("not a content address")
+		return c, errors.New("not a content address")
 	}
 	switch method {
 	case "text":
+		c.text = true
 	case "fixed":
-		rest = strings.TrimPrefix(rest, "r:")
+		rest, c.recursive = strings.CutPrefix(rest, "r:")
 	default:
-		return errors.New("unknown content address method")
+		return c, errors.New("unknown content address method")
 	}
 	name, h, ok := strings.Cut(rest, ":")
 	if !ok {
-		return errors.New("content address without algo:hash")
+		return c, errors.New("content address without algo:hash")
 	}
 	algo, err := nixhash.ParseAlgorithm(name)
 	if err != nil {
-		return errors.New("unknown hash algorithm")
+		return c, errors.New("unknown hash algorithm")
 	}
-	if method == "text" && algo != nixhash.SHA256 {
-		return errors.New("text content address not sha256")
+	if c.text && algo != nixhash.SHA256 {
+		// Nix 2.8 refuses it; later versions take any algorithm.
+		return c, errors.New("text content address not sha256")
 	}
-	_, _, err = decodeHash(h, algo.Func().Size(), false)
-	return err
+	digest, _, err := decodeHash(h, algo.Func().Size(), false)
+	if err != nil {
+		return c, err
+	}
+	c.hash, err = nixhash.NewHash(algo, digest)
+	return c, err
 }
 
 // HashPart is the hash part of a store path or base name, its first 32
