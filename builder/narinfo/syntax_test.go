@@ -2,16 +2,19 @@ package narinfo_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
@@ -346,8 +349,9 @@ func TestParseSyntaxNix(t *testing.T) {
 	all := nixtest.Versions(t)
 	versions := []nixtest.Version{all[0], all[len(all)-1]}
 	type result struct {
-		ok  bool
-		out string
+		ok   bool
+		out  string // stderr
+		json []byte // stdout: path-info --json
 	}
 	verdicts := make([]map[string]result, len(versions))
 	var wg sync.WaitGroup
@@ -368,7 +372,7 @@ for d in */; do
 	d=${d%%/}
 	mkdir "$d/home"
 	(XDG_CACHE_HOME="$PWD/$d/home/.cache" HOME="$PWD/$d/home" \
-		nix --extra-experimental-features nix-command path-info --store "file://$PWD/$d/cache" %s >"$d/out" 2>&1
+		nix --extra-experimental-features nix-command path-info --json --store "file://$PWD/$d/cache" %s >"$d/json" 2>"$d/out"
 	echo $? >"$d/rc") &
 	n=$((n+1))
 	[ $((n %% 8)) -ne 0 ] || wait
@@ -390,7 +394,8 @@ wait`, nixtest.ShellQuote(dir), basePath)
 					continue
 				}
 				out, _ := os.ReadFile(filepath.Join(dir, strconv.Itoa(j), "out"))
-				m[c.name] = result{ok: strings.TrimSpace(string(rc)) == "0", out: string(out)}
+				js, _ := os.ReadFile(filepath.Join(dir, strconv.Itoa(j), "json"))
+				m[c.name] = result{ok: strings.TrimSpace(string(rc)) == "0", out: string(out), json: js}
 			}
 			verdicts[i] = m
 		}()
@@ -411,6 +416,17 @@ wait`, nixtest.ShellQuote(dir), basePath)
 			if !r.ok && !valid.MatchString(r.out) {
 				t.Errorf("%s: Nix %s fails for an unexpected reason:\n%s", c.name, v.Name, r.out)
 			}
+			if r.ok && c.ok {
+				// What Nix read must be what Parse read.
+				theirs, err := nixView(r.json)
+				if err != nil {
+					t.Errorf("%s: Nix %s: %v", c.name, v.Name, err)
+					continue
+				}
+				if d := cmp.Diff(ourView(t, c.text, theirs.Compression != ""), theirs); d != "" {
+					t.Errorf("%s: Parse and Nix %s read different values (-Parse +Nix):\n%s", c.name, v.Name, d)
+				}
+			}
 		}
 		if verdicts[0][c.name].ok != verdicts[len(versions)-1][c.name].ok {
 			t.Logf("%s: Nix versions disagree:\n%s", c.name, strings.Join(per, "\n"))
@@ -419,4 +435,125 @@ wait`, nixtest.ShellQuote(dir), basePath)
 			t.Errorf("%s: the table says ok=%v, Nix:\n%s", c.name, c.ok, strings.Join(per, "\n"))
 		}
 	}
+}
+
+// pathInfo is what `nix path-info --json` shows of a narinfo, in one form
+// for every Nix version (hashes SRI, content addresses with nix32 hashes,
+// signatures with their base64 decoded and encoded again, sets sorted).
+type pathInfo struct {
+	Path         string   `json:"path"`
+	NarHash      string   `json:"narHash"`
+	NarSize      uint64   `json:"narSize"`
+	References   []string `json:"references"`
+	CA           string   `json:"ca"`
+	Deriver      string   `json:"deriver"`
+	Signatures   []string `json:"signatures"`
+	URL          string   `json:"url"`
+	DownloadHash string   `json:"downloadHash"`
+	DownloadSize uint64   `json:"downloadSize"`
+	Compression  string   `json:"compression"` // newer Nix only
+}
+
+// nixView reads path-info --json output: a list of one (Nix 2.8) or an
+// object keyed by the path (later versions).
+func nixView(data []byte) (pathInfo, error) {
+	var list []pathInfo
+	if err := json.Unmarshal(data, &list); err == nil && len(list) == 1 {
+		return list[0].norm()
+	}
+	var byPath map[string]pathInfo
+	if err := json.Unmarshal(data, &byPath); err != nil || len(byPath) != 1 {
+		return pathInfo{}, fmt.Errorf("path-info --json: not one path: %s", data)
+	}
+	for p, v := range byPath {
+		v.Path = p
+		return v.norm()
+	}
+	panic("unreachable")
+}
+
+func (p pathInfo) norm() (pathInfo, error) {
+	for _, h := range []*string{&p.NarHash, &p.DownloadHash} {
+		if *h == "" {
+			continue
+		}
+		parsed, err := nixhash.ParseAny(*h, nil)
+		if err != nil {
+			return p, err
+		}
+		*h = parsed.Format(nixhash.SRI, true)
+	}
+	if p.CA != "" {
+		var err error
+		if p.CA, err = normCA(p.CA); err != nil {
+			return p, err
+		}
+	}
+	slices.Sort(p.References)
+	p.References = slices.Compact(p.References)
+	// Nix 2.8 shows signatures as written, later versions decoded and
+	// encoded again.
+	for i, sig := range p.Signatures {
+		name, b64, _ := strings.Cut(sig, ":")
+		d, err := narinfo.DecodeBase64(b64)
+		if err != nil {
+			return p, fmt.Errorf("signature %q: %w", sig, err)
+		}
+		p.Signatures[i] = name + ":" + base64.StdEncoding.EncodeToString(d)
+	}
+	slices.Sort(p.Signatures)
+	p.Signatures = slices.Compact(p.Signatures)
+	if len(p.References) == 0 {
+		p.References = nil
+	}
+	if len(p.Signatures) == 0 {
+		p.Signatures = nil
+	}
+	return p, nil
+}
+
+// normCA writes a content address's hash in nix32, as Nix renders it.
+func normCA(ca string) (string, error) {
+	for _, m := range []string{"text:", "fixed:r:", "fixed:"} {
+		if rest, ok := strings.CutPrefix(ca, m); ok {
+			h, err := nixhash.ParseAny(rest, nil)
+			if err != nil {
+				return "", fmt.Errorf("CA %q: %w", ca, err)
+			}
+			return m + h.Format(nixhash.NixBase32, true), nil
+		}
+	}
+	return "", fmt.Errorf("CA %q: unknown method", ca)
+}
+
+// ourView is pathInfo of what Parse reads of text.
+func ourView(t *testing.T, text string, compression bool) pathInfo {
+	t.Helper()
+	ni, bad, err := narinfo.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pathInfo{Path: ni.StorePath, NarHash: ni.NarHash.Format(nixhash.SRI, true), NarSize: ni.NarSize,
+		CA: ni.CA, URL: ni.URL, DownloadSize: ni.FileSize}
+	if ni.FileHash != nil {
+		p.DownloadHash = ni.FileHash.Format(nixhash.SRI, true)
+	}
+	if ni.Deriver != "" {
+		p.Deriver = "/nix/store/" + ni.Deriver
+	}
+	if compression {
+		p.Compression = ni.Compression
+	}
+	for _, r := range ni.References {
+		p.References = append(p.References, "/nix/store/"+r)
+	}
+	for _, s := range ni.Signatures {
+		p.Signatures = append(p.Signatures, s.String())
+	}
+	p.Signatures = append(p.Signatures, bad...)
+	p, err = p.norm()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
