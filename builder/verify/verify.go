@@ -1,13 +1,14 @@
 // Package verify checks a flat-file binary cache the way a Nix client
-// would use it, and more: every narinfo parses (as leniently as Nix parses
-// it), its NAR exists with the recorded FileSize and FileHash, decompresses
+// would use it, and more: every narinfo parses (as Nix parses it, up to
+// narinfo.MaxSize bytes), its NAR exists with the recorded FileSize and FileHash, decompresses
 // to NarSize bytes hashing to NarHash and is a well-formed NAR, every
 // reference has a narinfo, listings match their NARs, and, when keys are
 // given, each narinfo carries a valid signature by one of them (or, as Nix
 // accepts, a content address that proves its store path).
 //
 // NARs are streamed (file -> hash -> decompressor -> hash -> NAR parser),
-// never held in memory, and narinfos are checked in parallel.
+// never held in memory, parsed down to listing.MaxDepth, and narinfos are
+// checked in parallel.
 package verify
 
 import (
