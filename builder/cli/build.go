@@ -260,14 +260,36 @@ func writeCache(ctx context.Context, dir string, c closure.Closure, o cache.Opti
 	if err != nil {
 		return err
 	}
-	pr := newProgress(stderr, quiet, o.Compression)
-	stats, err := w.Write(ctx, c, pr.event)
+	m := newMeter(stderr, "paths", quiet)
+	stats, err := w.Write(ctx, c, func(e cache.Event) { countWrite(m, o.Compression, e) })
 	if err != nil {
-		pr.clear()
+		m.finish("")
 		return err
 	}
-	pr.summary(stats)
+	ratio := 0.0
+	if stats.NarBytes > 0 {
+		ratio = float64(stats.FileBytes) / float64(stats.NarBytes)
+	}
+	m.finish(fmt.Sprintf("%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s",
+		stats.Paths, stats.Skipped, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes), ratio,
+		stats.Elapsed.Seconds(), rate(stats.NarBytes, stats.Elapsed)))
 	return nil
+}
+
+// countWrite feeds a cache.Writer's event to m.
+func countWrite(m *meter, method compress.Method, e cache.Event) {
+	switch e.Kind {
+	case cache.Planned:
+		m.plan(e.Paths, e.NarBytes)
+	case cache.Progress:
+		m.add(e.NarBytes)
+	case cache.Skipped:
+		m.info(e.Path + ": already in the cache")
+	case cache.Warning:
+		m.notice("warning: %s: %s", e.Path, e.Msg)
+	case cache.Written:
+		m.done(fmt.Sprintf("%s: NAR %s, %s %s", e.Path, humanBytes(e.NarBytes), method, humanBytes(e.FileBytes)))
+	}
 }
 
 // runInDerivation is the builder of mkBinaryCache: everything comes from the

@@ -54,27 +54,33 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	}
 	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
 		Durable: true, LockWait: *lockWait, Jobs: jobs}
+	m := newMeter(env.Stderr, "paths", *quiet)
 	client, err := up.client(ctx, env, storeDir)
 	if err != nil {
 		return err
 	}
 	if client != nil {
 		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(env.Stderr, "copy", "copied"))
+			return client.Served(ctx, paths, warner(m, "copy", "copied"))
 		}
 	}
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
-		if e.Kind == cachecopy.Copied && !*quiet {
-			fmt.Fprintf(env.Stderr, "copied %s (%s)\n", e.Path, humanBytes(e.FileBytes))
+		switch e.Kind {
+		case cachecopy.Planned:
+			m.plan(e.Paths, e.FileBytes)
+		case cachecopy.Copied:
+			m.add(e.FileBytes)
+			m.done(fmt.Sprintf("copied %s (%s)", e.Path, humanBytes(e.FileBytes)))
 		}
 	})
-	if errors.Is(err, cachecopy.ErrSameCache) {
-		return usagef("copy: %v", err)
-	}
 	if err != nil {
+		m.finish("")
+		if errors.Is(err, cachecopy.ErrSameCache) {
+			return usagef("copy: %v", err)
+		}
 		return err
 	}
-	fmt.Fprintf(env.Stderr, "copy: %d paths copied (%s), %d already in %s, in %s\n",
-		stats.Copied, humanBytes(stats.FileBytes), stats.Skipped, *to, stats.Elapsed.Round(time.Millisecond))
+	m.finish(fmt.Sprintf("copy: %d paths copied (%s), %d already in %s, in %s",
+		stats.Copied, humanBytes(stats.FileBytes), stats.Skipped, *to, stats.Elapsed.Round(time.Millisecond)))
 	return nil
 }

@@ -28,7 +28,8 @@ A kept path without a narinfo in DIR is an error, before anything is
 removed; with --upstream (the URLs are not asked: gc needs no network) it
 is taken as served upstream, and so are references without a narinfo. gc holds the cache alone: hooks and other writers wait for it.
 Removal keeps the cache substitutable at every moment, power cuts included.
-Each removed store path is printed, then a summary.
+Each removed store path (with --dry-run, each that would be) is printed on
+standard output, one a line; the summary goes to standard error.
 
 Options:
 `
@@ -72,31 +73,34 @@ func runGC(ctx context.Context, args []string, env Env) error {
 			return usagef("gc: --keep: %v", err)
 		}
 	}
-	verb := "removing"
-	if *dryRun {
-		verb = "would remove"
-	}
 	o := gc.Options{Dir: dir, Keep: keep, BuildClosure: *buildClosure, DryRun: *dryRun, Durable: true, LockWait: *lockWait,
 		Upstream: len(up.urls) > 0}
+	// The removed store paths are gc's result: on stdout, one a line.
+	m := newMeter(env.Stderr, "paths removed", false)
 	stats, err := gc.Collect(ctx, o, func(e gc.Event) {
 		switch {
 		case e.Kind == gc.Warning:
-			fmt.Fprintf(env.Stderr, "warning: %s: %s\n", e.Path, e.Msg)
-		case e.Kind == gc.Removed && !*quiet:
-			fmt.Fprintf(env.Stderr, "%s %s\n", verb, e.Path)
+			m.notice("warning: %s: %s", e.Path, e.Msg)
+		case e.Kind == gc.Removed:
+			m.done("")
+			if !*quiet {
+				m.result(env.Stdout, e.Path)
+			}
 		}
 	})
-	if errors.Is(err, cachegraph.ErrNotCache) {
-		return fmt.Errorf("gc: %w", err)
-	}
 	if err != nil {
+		m.finish("")
+		if errors.Is(err, cachegraph.ErrNotCache) {
+			return fmt.Errorf("gc: %w", err)
+		}
 		return err
 	}
-	if !*dryRun {
-		verb = "removed"
+	verb := "removed"
+	if *dryRun {
+		verb = "would remove"
 	}
-	fmt.Fprintf(env.Stderr, "gc: kept %d paths; %s %d paths, %d files, %s, in %s\n",
-		stats.Kept, verb, stats.Paths, stats.Files, humanBytes(uint64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond))
+	m.finish(fmt.Sprintf("gc: kept %d paths; %s %d paths, %d files, %s, in %s",
+		stats.Kept, verb, stats.Paths, stats.Files, humanBytes(uint64(stats.Bytes)), stats.Elapsed.Round(time.Millisecond)))
 	return nil
 }
 

@@ -238,25 +238,19 @@ func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options,
 	if err != nil {
 		return err
 	}
-	var warnings []string
-	stats, err := w.Write(ctx, c, func(e cache.Event) {
-		if e.Kind == cache.Warning {
-			warnings = append(warnings, e.Path+": "+e.Msg)
-		}
-	})
-	for _, w := range warnings {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: warning: %s\n", w)
-	}
-	if errors.Is(err, cachedir.ErrBusy) {
-		return fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
-	}
+	// The hook's output lands in Nix's build log: warnings and one line.
+	m := newMeter(env.Stderr, "paths", f.quiet)
+	m.brief, m.prefix = true, "mkbinarycache hook: "
+	stats, err := w.Write(ctx, c, func(e cache.Event) { countWrite(m, o.Compression, e) })
 	if err != nil {
+		m.finish("")
+		if errors.Is(err, cachedir.ErrBusy) {
+			return fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
+		}
 		return err
 	}
-	if !f.quiet {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s\n",
-			stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
-			stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond))
-	}
+	m.finish(fmt.Sprintf("mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s",
+		stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
+		stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond)))
 	return nil
 }

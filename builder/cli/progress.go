@@ -4,64 +4,194 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/mkbinarycache/mkbinarycache/builder/cache"
-	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 )
 
-// progress renders a run's events: on a terminal one line redrawn in place
-// (paths and bytes done of the total, rate, ETA), as nix copy shows it;
-// elsewhere a line per path. Both end with the summary.
-type progress struct {
-	statusLine
-	quiet       bool
-	compression compress.Method
-	paths, done int
-	total, read uint64 // NAR bytes planned and dumped
+// meter is the one progress renderer of every command: the command counts
+// items (paths, objects, narinfos) and bytes into it from the events of
+// the package doing the work, and it renders them. On a terminal that is
+// one status line, "[3/10 paths, 1.0/2.0 MiB, 1.0 MiB/s, ETA 1s]",
+// redrawn on a timer, so that a stalled run's rate and ETA still move;
+// elsewhere (a log, CI, Nix's build log) it is plain lines, one per item
+// done, and no status line. Both end with the command's summary.
+//
+// It writes to stderr: progress, warnings and summaries are for a human;
+// stdout carries only the results a script reads (docs/architecture.md).
+type meter struct {
+	out    io.Writer
+	what   string // the items counted: "paths", "objects"
+	tty    bool
+	quiet  bool   // only warnings
+	brief  bool   // no line per item, even off a terminal (the hook)
+	prefix string // of notices
+
+	mu                sync.Mutex
+	start             time.Time
+	now               func() time.Time
+	items, totalItems int
+	bytes, totalBytes uint64
+	drawn, finished   bool
+
+	// ticker starts the redraw timer (time.NewTicker's, but in tests).
+	ticker        func() (<-chan time.Time, func())
+	stop, stopped chan struct{} // of the redraws, once started
 }
 
-func newProgress(out io.Writer, quiet bool, m compress.Method) *progress {
-	return &progress{statusLine: newStatusLine(out), quiet: quiet, compression: m}
+// redrawEvery is how often a terminal's status line is redrawn.
+const redrawEvery = 200 * time.Millisecond
+
+// newMeter returns a meter rendering to out, which is a terminal or not.
+func newMeter(out io.Writer, what string, quiet bool) *meter {
+	m := &meter{out: out, what: what, quiet: quiet, tty: isTerminal(out), now: time.Now,
+		ticker: func() (<-chan time.Time, func()) {
+			t := time.NewTicker(redrawEvery)
+			return t.C, t.Stop
+		}}
+	m.start = m.now()
+	return m
 }
 
-// statusLine is one line redrawn in place on a terminal, at most every
-// 100 ms: "[3/10 paths, 1.0/2.0 MiB, 1.0 MiB/s, ETA 1s]".
-type statusLine struct {
-	out         io.Writer
-	tty, drawn  bool
-	start, last time.Time
-}
-
-func newStatusLine(out io.Writer) statusLine {
-	return statusLine{out: out, tty: isTerminal(out), start: time.Now()}
-}
-
-// draw shows done of total items (what) and bytes of totalBytes.
-func (l *statusLine) draw(done, total int, what string, bytes, totalBytes uint64) {
-	now := time.Now()
-	if now.Sub(l.last) < 100*time.Millisecond {
+// started starts the redraws on a terminal, at the first count, so that a
+// command that fails before its work leaves nothing running (m.mu held).
+func (m *meter) started() {
+	if !m.tty || m.quiet || m.finished || m.stop != nil {
 		return
 	}
-	l.last = now
-	bytes = min(bytes, totalBytes)
-	rate := float64(bytes) / max(now.Sub(l.start).Seconds(), 1e-3)
-	eta := "?"
-	if rate > 0 {
-		eta = time.Duration(float64(totalBytes-bytes) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	fmt.Fprintf(l.out, "\r[%d/%d %s, %s/%s, %s/s, ETA %s]\x1b[K", done, total, what,
-		humanBytes(bytes), humanBytes(totalBytes), humanBytes(uint64(rate)), eta)
-	l.drawn = true
+	tick, stopTicker := m.ticker()
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	m.stop, m.stopped = stop, stopped
+	go func() {
+		defer close(stopped)
+		defer stopTicker()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick:
+				m.mu.Lock()
+				m.draw()
+				m.mu.Unlock()
+			}
+		}
+	}()
 }
 
-// clear removes the line, for a line of text or the summary.
-func (l *statusLine) clear() {
-	if l.drawn {
-		fmt.Fprint(l.out, "\r\x1b[K")
-		l.drawn = false
+// plan sets the totals: items to do, of bytes bytes.
+func (m *meter) plan(items int, bytes uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.started()
+	m.totalItems, m.totalBytes = items, bytes
+}
+
+// add counts bytes of work done.
+func (m *meter) add(bytes uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.started()
+	m.bytes += bytes
+}
+
+// done counts an item done; off a terminal it prints line, if any.
+func (m *meter) done(line string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.started()
+	m.items++
+	if line != "" {
+		m.itemLine(line)
+	}
+}
+
+// itemLine prints a line about one item, off a terminal only.
+func (m *meter) itemLine(line string) {
+	if !m.tty && !m.quiet && !m.brief {
+		fmt.Fprintln(m.out, line)
+	}
+}
+
+// info prints a line about one item that is not counted (skipped).
+func (m *meter) info(line string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.itemLine(line)
+}
+
+// notice prints a line wherever, quiet or not (a warning), above the
+// status line.
+func (m *meter) notice(format string, a ...any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clear()
+	fmt.Fprintf(m.out, m.prefix+format+"\n", a...)
+}
+
+// Write prints notices written whole, as the upstream client's warnings.
+func (m *meter) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clear()
+	return m.out.Write(p)
+}
+
+// result prints a line of the command's result to w (stdout), clearing
+// the status line first should both be the terminal.
+func (m *meter) result(w io.Writer, line string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clear()
+	fmt.Fprintln(w, line)
+}
+
+// finish stops the redraws, clears the status line and prints the
+// summary, unless quiet or summary is "".
+func (m *meter) finish(summary string) {
+	m.mu.Lock()
+	stop, stopped := m.stop, m.stopped
+	m.stop, m.finished = nil, true
+	m.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-stopped
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clear()
+	if summary != "" && !m.quiet {
+		fmt.Fprintln(m.out, summary)
+	}
+}
+
+// elapsed is the time since the meter started.
+func (m *meter) elapsed() time.Duration { return m.now().Sub(m.start) }
+
+// draw shows the status line (m.mu held).
+func (m *meter) draw() {
+	bytes := min(m.bytes, m.totalBytes) // retried parts count twice
+	secs := max(m.elapsed().Seconds(), 1e-3)
+	rate := float64(bytes) / secs
+	eta := "?"
+	if rate > 0 {
+		eta = time.Duration(float64(m.totalBytes-bytes) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	if m.totalItems == 0 && m.totalBytes == 0 {
+		// No plan (gc, sign, verify): what is done so far.
+		fmt.Fprintf(m.out, "\r[%d %s, %s]\x1b[K", m.items, m.what, m.elapsed().Round(time.Second))
+	} else {
+		fmt.Fprintf(m.out, "\r[%d/%d %s, %s/%s, %s/s, ETA %s]\x1b[K", m.items, m.totalItems, m.what,
+			humanBytes(bytes), humanBytes(m.totalBytes), humanBytes(uint64(rate)), eta)
+	}
+	m.drawn = true
+}
+
+// clear removes the status line (m.mu held).
+func (m *meter) clear() {
+	if m.drawn {
+		fmt.Fprint(m.out, "\r\x1b[K")
+		m.drawn = false
 	}
 }
 
@@ -74,48 +204,9 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-// event is the cache.Writer's callback.
-func (p *progress) event(e cache.Event) {
-	if p.quiet && e.Kind != cache.Warning {
-		return
-	}
-	switch e.Kind {
-	case cache.Planned:
-		p.paths, p.total = e.Paths, e.NarBytes
-	case cache.Progress:
-		p.read += e.NarBytes
-	case cache.Skipped:
-		if !p.tty {
-			fmt.Fprintf(p.out, "%s: already in the cache\n", e.Path)
-		}
-	case cache.Warning:
-		p.clear()
-		fmt.Fprintf(p.out, "warning: %s: %s\n", e.Path, e.Msg)
-	case cache.Written:
-		p.done++
-		if !p.tty {
-			fmt.Fprintf(p.out, "%s: NAR %s, %s %s\n", e.Path, humanBytes(e.NarBytes), p.compression, humanBytes(e.FileBytes))
-		}
-	}
-	if p.tty {
-		p.draw(p.done, p.paths, "paths", p.read, p.total)
-	}
-}
-
-// summary ends the output of a run.
-func (p *progress) summary(s cache.Stats) {
-	p.clear()
-	if p.quiet {
-		return
-	}
-	ratio := 0.0
-	if s.NarBytes > 0 {
-		ratio = float64(s.FileBytes) / float64(s.NarBytes)
-	}
-	secs := s.Elapsed.Seconds()
-	fmt.Fprintf(p.out, "%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s/s\n",
-		s.Paths, s.Skipped, humanBytes(s.NarBytes), p.compression, humanBytes(s.FileBytes), ratio, secs,
-		humanBytes(uint64(float64(s.NarBytes)/max(secs, 1e-9))))
+// rate formats bytes done in d as a rate.
+func rate(bytes uint64, d time.Duration) string {
+	return humanBytes(uint64(float64(bytes)/max(d.Seconds(), 1e-9))) + "/s"
 }
 
 // humanBytes formats a byte count with binary units.

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
@@ -72,6 +71,7 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	}
 	o := s3push.Options{Dir: pos[0], Target: target, Jobs: jobs, Threads: threads,
 		PartSize: uint64(*partSize) << 20, LockWait: -1, AbandonAge: *abandon}
+	m := newMeter(env.Stderr, "objects", *quiet)
 	if len(up.urls) > 0 {
 		storeDir, err := cachedir.ResolveStoreDir(o.Dir, "")
 		if err != nil {
@@ -82,69 +82,32 @@ func runPush(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(env.Stderr, "push", "taken as not served"))
+			return client.Served(ctx, paths, warner(m, "push", "taken as not served"))
 		}
 	}
-	pr := newPushProgress(env.Stderr, *quiet)
-	stats, err := s3push.Push(ctx, o, pr.event)
-	pr.clear()
+	stats, err := s3push.Push(ctx, o, func(e s3push.Event) {
+		switch e.Kind {
+		case s3push.Planned:
+			m.plan(e.Objects, uint64(e.Bytes))
+			m.info(fmt.Sprintf("uploading %d objects (%s); %d already in the bucket", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped))
+		case s3push.Aborted:
+			m.notice("aborted an incomplete upload of %s", e.Key)
+		case s3push.Progress:
+			m.add(uint64(e.Bytes))
+		case s3push.Uploaded:
+			m.done(fmt.Sprintf("uploaded %s (%s)", e.Key, humanBytes(uint64(e.Bytes))))
+		}
+	})
 	if err != nil {
+		m.finish("")
 		return err
 	}
-	pr.summary(stats)
+	summary := fmt.Sprintf("%d objects uploaded (%s), %d already in the bucket (%s), in %.2fs, %s",
+		stats.Uploaded, humanBytes(uint64(stats.UploadedBytes)), stats.Skipped, humanBytes(uint64(stats.SkippedBytes)),
+		stats.Elapsed.Seconds(), rate(uint64(stats.UploadedBytes), stats.Elapsed))
+	if stats.Aborted > 0 {
+		summary += fmt.Sprintf("; %d incomplete uploads aborted", stats.Aborted)
+	}
+	m.finish(summary)
 	return nil
-}
-
-// pushProgress renders a push's events: on a terminal one line redrawn in
-// place, elsewhere a line per uploaded object; both end with the summary.
-type pushProgress struct {
-	statusLine
-	quiet         bool
-	objects, done int
-	total, sent   int64
-}
-
-func newPushProgress(out io.Writer, quiet bool) *pushProgress {
-	return &pushProgress{statusLine: newStatusLine(out), quiet: quiet}
-}
-
-func (p *pushProgress) event(e s3push.Event) {
-	if p.quiet {
-		return
-	}
-	switch e.Kind {
-	case s3push.Planned:
-		p.objects, p.total = e.Objects, e.Bytes
-		if !p.tty {
-			fmt.Fprintf(p.out, "uploading %d objects (%s); %d already in the bucket\n", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped)
-		}
-	case s3push.Aborted:
-		p.clear()
-		fmt.Fprintf(p.out, "aborted an incomplete upload of %s\n", e.Key)
-	case s3push.Progress:
-		p.sent += e.Bytes
-	case s3push.Uploaded:
-		p.done++
-		if !p.tty {
-			fmt.Fprintf(p.out, "uploaded %s (%s)\n", e.Key, humanBytes(uint64(e.Bytes)))
-		}
-	}
-	if p.tty {
-		// Retried parts count twice: draw caps sent at the total.
-		p.draw(p.done, p.objects, "objects", uint64(p.sent), uint64(p.total))
-	}
-}
-
-func (p *pushProgress) summary(s s3push.Stats) {
-	if p.quiet {
-		return
-	}
-	secs := s.Elapsed.Seconds()
-	fmt.Fprintf(p.out, "%d objects uploaded (%s), %d already in the bucket (%s), in %.2fs, %s/s",
-		s.Uploaded, humanBytes(uint64(s.UploadedBytes)), s.Skipped, humanBytes(uint64(s.SkippedBytes)), secs,
-		humanBytes(uint64(float64(s.UploadedBytes)/max(secs, 1e-9))))
-	if s.Aborted > 0 {
-		fmt.Fprintf(p.out, "; %d incomplete uploads aborted", s.Aborted)
-	}
-	fmt.Fprintln(p.out)
 }

@@ -45,14 +45,14 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	}
 	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs, LockWait: -1, Durable: true}
 	keyName := sign.KeyName(key)
+	m := newMeter(env.Stderr, "narinfos", *quiet)
 	stats, err := sign.SignDir(ctx, key, o, func(file string, out sign.Outcome, err error) {
+		m.done("")
 		if out == sign.Replaced && err == nil && !*quiet {
-			fmt.Fprintf(env.Stderr, "%s: replaced an invalid signature by %s\n", file, keyName)
+			m.notice("%s: replaced an invalid signature by %s", file, keyName)
 		}
 	})
-	if !*quiet {
-		fmt.Fprintf(env.Stderr, "%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed\n",
-			stats.Files, stats.Added, stats.Replaced, stats.Present, keyName, stats.Failed)
-	}
+	m.finish(fmt.Sprintf("%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed",
+		stats.Files, stats.Added, stats.Replaced, stats.Present, keyName, stats.Failed))
 	return err
 }

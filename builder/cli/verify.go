@@ -61,30 +61,30 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 			return err
 		}
 	}
+	m := newMeter(env.Stderr, "problems", *quiet)
 	client, err := up.client(ctx, env, upStore)
 	if err != nil {
 		return err
 	}
 	if client != nil {
 		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(env.Stderr, "verify", "taken as not served"))
+			return client.Served(ctx, paths, warner(m, "verify", "taken as not served"))
 		}
 	}
+	// The problems are verify's result: on stdout, one a line.
 	stats, err := verify.Cache(ctx, o, func(p verify.Problem) {
-		fmt.Fprintln(env.Stdout, p)
+		m.result(env.Stdout, p.String())
 	})
 	if err != nil {
+		m.finish("")
 		return err
 	}
-	if !*quiet {
-		fmt.Fprintf(env.Stderr, "%d narinfos, NAR %s (%s compressed) checked%s: ",
-			stats.NarInfos, humanBytes(stats.NarBytes), humanBytes(stats.FileBytes), keyNames(o.PublicKeys))
-		if stats.Problems == 0 {
-			fmt.Fprintln(env.Stderr, "no problems")
-		} else {
-			fmt.Fprintf(env.Stderr, "%d problems in %d files\n", stats.Problems, stats.Bad)
-		}
+	found := "no problems"
+	if stats.Problems > 0 {
+		found = fmt.Sprintf("%d problems in %d files", stats.Problems, stats.Bad)
 	}
+	m.finish(fmt.Sprintf("%d narinfos, NAR %s (%s compressed) checked%s: %s",
+		stats.NarInfos, humanBytes(stats.NarBytes), humanBytes(stats.FileBytes), keyNames(o.PublicKeys), found))
 	if stats.Problems > 0 {
 		return fmt.Errorf("verify %s: %d problems", o.Dir, stats.Problems)
 	}
