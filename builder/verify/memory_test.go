@@ -99,6 +99,22 @@ func TestBoundedMemory(t *testing.T) {
 			t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
 		}
 	})
+	t.Run("huge listing", func(t *testing.T) {
+		dir, _ := fakeCache(t, compress.None)
+		f, err := os.Create(filepath.Join(dir, libHash+".ls"))
+		testkit.Must(t, err)
+		testkit.Must(t, f.Truncate(256<<20))
+		testkit.Must(t, f.Close())
+		var got []string
+		n := allocated(func() { got = testkit.Problems(t, verify.Options{Dir: dir, Jobs: 1}) })
+		t.Logf("verify allocated %d KiB for a listing of 256 MiB", n>>10)
+		if n > bound {
+			t.Errorf("verify allocated %d MiB for a listing of 256 MiB", n>>20)
+		}
+		if want := libHash + ".narinfo: listing " + libHash + ".ls is larger than * bytes, far more than its NAR's listing"; !matchAll([]string{want}, got) {
+			t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
+		}
+	})
 }
 
 // TestReadDepthCap checks listing.Read's cap itself: the deepest NAR it

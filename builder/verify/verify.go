@@ -469,14 +469,27 @@ func fmtHash(digest []byte, algo nixhash.Algorithm) string {
 // writers may order keys differently).
 func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 	name := hashPart + ".ls"
-	data, err := cachedir.ReadRegular(filepath.Join(c.dir, name))
+	f, err := cachedir.OpenRegular(filepath.Join(c.dir, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return
 	} else if err != nil {
 		r.add("listing %s: %v", name, err)
 		return
 	}
+	defer f.Close()
 	ours := listing.JSON(root)
+	// Another writer may indent its JSON, but a listing far larger than
+	// this NAR's is not read whole.
+	limit := 16*int64(len(ours)) + 1<<20
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		r.add("listing %s: %v", name, err)
+		return
+	}
+	if int64(len(data)) > limit {
+		r.add("listing %s is larger than %d bytes, far more than its NAR's listing", name, limit)
+		return
+	}
 	if bytes.Equal(data, ours) {
 		return
 	}
