@@ -61,7 +61,7 @@ func deepNAR(depth int) []byte {
 // TestBoundedMemory checks that verify's memory does not grow with what a
 // hostile cache makes it read: a NAR nested 4096 deep, of 1.6 MiB (without
 // the cap, go-nix's parser allocates its paths, over 4 GiB; 20 MiB with
-// it) and a narinfo of 64 MiB (2 MiB).
+// it), a narinfo of 64 MiB and a listing of 256 MiB (2 MiB each).
 func TestBoundedMemory(t *testing.T) {
 	const bound = 64 << 20
 
