@@ -222,7 +222,7 @@ func printable(s string) string {
 // the narinfo is the one of its file (Parse checked the base names).
 func (c *checker) storePath(r *result, ni *narinfo.NarInfo, hashPart string) {
 	if dir := path.Dir(ni.StorePath); dir != c.storeDir {
-		r.add("StorePath %s is not in the store directory %s", ni.StorePath, c.storeDir)
+		r.add("StorePath %q is not in the store directory %s", ni.StorePath, c.storeDir)
 	}
 	if narinfo.HashPart(ni.StorePath) != hashPart {
 		r.add("StorePath %s does not belong to this narinfo file (hash part %s)", ni.StorePath, hashPart)
