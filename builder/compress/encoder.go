@@ -5,8 +5,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // Encoder compresses the streams of one run: every NAR of a cache shares
@@ -42,11 +40,10 @@ func NewEncoder(m Method, o Options) (*Encoder, error) {
 		// (and hashed) by another goroutine while the NAR is dumped.
 		e.chunk = func(dst, src []byte) ([]byte, error) { return append(dst, src...), nil }
 	case Zstd:
-		zlevel := zstd.SpeedDefault
-		if levelSet {
-			zlevel = zstd.EncoderLevelFromZstd(level)
+		if chunkSize <= 0 {
+			e.size = ZstdChunkSize
 		}
-		if e.chunk, err = zstdChunk(zlevel, max(runtime.GOMAXPROCS(0), 2)); err != nil {
+		if e.chunk, err = zstdChunk(level, levelSet, max(runtime.GOMAXPROCS(0), 2)); err != nil {
 			return nil, err
 		}
 	case XZ:
