@@ -55,6 +55,7 @@ type config struct {
 	state   string         // persistent: store, overlay, outputs
 	rootfs  string         // the root file system with the newest Nix
 	newer   string         // a copy of it with a newer Nix under /opt; "" for none
+	outputs string         // where the runs write their caches; "" for the state directory
 	args    []string
 	profile string // write profiles of mkbinarycache here; "" for none
 	rev     string // build mkbinarycache from this commit; "" for the work tree
@@ -77,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	newer := fs.String("newer-rootfs", os.Getenv(newerRootfsEnv), "a copy of the root file system `DIR` with a newer Nix than its own installed under DIR/opt/NAME "+
 		"(bin/nix, lib/ registered with ldconfig): adds its nix copy as a column, the anchor of the targets; default $"+newerRootfsEnv)
 	extra := fs.String("args", "", "extra arguments for mkbinarycache (space-separated), e.g. \"--jobs 1\"")
+	outputs := fs.String("outputs", "", "write the caches of the timed runs under `DIR` (say a tmpfs) rather than in the state directory")
 	profile := fs.String("profile", "", "also write a CPU profile and system call counts of mkbinarycache for each case to `DIR`")
 	rev := fs.String("rev", "", "build mkbinarycache from this git `REVISION` (with this benchmark's code), not the work tree: others' unfinished edits stay out")
 	quick := fs.Bool("quick", false, "a tiny closure, zstd, xz and none, 1 run: checks the harness in seconds")
@@ -86,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag, newer: *newer,
+	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag, newer: *newer, outputs: *outputs,
 		args: strings.Fields(*extra), profile: *profile, rev: *rev, quick: *quick}
 	if c.quick {
 		*cases, c.runs = "tiny:zstd,tiny:xz,tiny:none", 1
@@ -206,7 +208,8 @@ type bench struct {
 	cfg      *config
 	log      io.Writer
 	repo     string
-	work     string // outputs, attrs, expressions: visible at the same path in every env
+	work     string // attrs, expressions: visible at the same path in every env
+	outputs  string // the caches the runs write, under work or -outputs
 	self     string // this command, static, for timeit and profile inside the chroot
 	ours     string // the mkbinarycache binary
 	model    string // nixpkgs_model.py
@@ -240,6 +243,15 @@ func newBench(cfg *config, log io.Writer) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, log: log, repo: repo, work: filepath.Join(state, "work"), closures: map[string]*builtClosure{}}
+	b.outputs = b.work
+	if cfg.outputs != "" {
+		if b.outputs, err = filepath.Abs(cfg.outputs); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(b.outputs, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	b.newest = &env{lower: cfg.rootfs, upper: filepath.Join(state, "sid-upper"), ovlWork: filepath.Join(state, "sid-ovlwork"),
 		merged: filepath.Join(state, "sid-root"), nix: filepath.Join(state, "sid-nix")}
 	b.host = &env{nix: b.newest.nix}
@@ -327,6 +339,9 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.newest.binds = []string{scratch + ":" + scratch, b.work + ":" + b.work, "/usr:" + hostSrc + "/usr"}
+	if b.outputs != b.work {
+		b.newest.binds = append(b.newest.binds, b.outputs+":"+b.outputs)
+	}
 	if err := b.newest.prepare(ctx, b.logf); err != nil {
 		return err
 	}
@@ -594,7 +609,7 @@ func shortVersion(v string) string {
 
 // once runs one tool into a fresh directory, times it and checks the output.
 func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, r int) (sample, error) {
-	out := filepath.Join(b.work, c.name, fmt.Sprintf("out-%s-%s", method, tool))
+	out := filepath.Join(b.outputs, c.name+"-out-"+method+"-"+tool)
 	if err := os.RemoveAll(out); err != nil {
 		return sample{}, err
 	}
@@ -651,7 +666,7 @@ func (b *bench) once(ctx context.Context, c *builtClosure, method, tool string, 
 	}
 	// Keep the disk and the page cache for the next run; the small
 	// closure's outputs stay for a look.
-	if c.narBytes > 50<<20 {
+	if c.narBytes > 50<<20 || b.outputs != b.work {
 		os.RemoveAll(out)
 	}
 	return s, nil

@@ -50,7 +50,7 @@ func (b *bench) profileCase(ctx context.Context, c *builtClosure, method string)
 		return err
 	}
 	name := c.name + "-" + method
-	out := filepath.Join(b.work, c.name, "out-profile")
+	out := filepath.Join(b.outputs, c.name+"-out-profile")
 	tmp := filepath.Join(b.work, "profile.tmp")
 	ours := b.oursArgs(c, out, method)
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -65,7 +66,8 @@ func printTable(w io.Writer, b *bench, res results) {
 	if b.versions != "" {
 		fmt.Fprintf(w, "In the root file system: %s\n", b.versions)
 	}
-	fmt.Fprintf(w, "Load average (1, 5, 15 min): %s at the start, %s at the end\n\n", b.load[0], b.load[1])
+	fmt.Fprintf(w, "Load average (1, 5, 15 min): %s at the start, %s at the end\n", b.load[0], b.load[1])
+	fmt.Fprintf(w, "Output written to %s (%s)\n\n", b.outputs, fsType(b.outputs))
 	names := make([]string, 0, len(b.closures))
 	for n := range b.closures {
 		names = append(names, n)
@@ -128,6 +130,21 @@ func printTable(w io.Writer, b *bench, res results) {
 	for _, n := range notes {
 		fmt.Fprintf(w, "\nNote: %s\n", n)
 	}
+}
+
+// fsType names the kind of file system dir is on: tmpfs or a disk's.
+func fsType(dir string) string {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return "unknown file system"
+	}
+	switch st.Type {
+	case 0x01021994:
+		return "tmpfs"
+	case 0xef53:
+		return "ext4, on disk"
+	}
+	return fmt.Sprintf("file system type %#x, on disk", st.Type)
 }
 
 type target struct{ desc, measured, holds string }
