@@ -131,7 +131,7 @@ func checkNarInfos(t *testing.T, dir string, c closure.Closure, m compress.Metho
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("narinfo (-want +got):\n%s", diff)
 		}
-		testkit.CheckNAR(t, dir, ni, m, testkit.DumpNAR(t, p.StorePath))
+		testkit.CheckNAR(t, dir, ni, m, testkit.Nardump(t, p.StorePath))
 	}
 }
 

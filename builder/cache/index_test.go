@@ -36,7 +36,7 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 	testkit.WriteCache(t, dir, closure.Closure{{StorePath: withDebug}, {StorePath: plain}}, o)
 
 	for _, p := range []string{withDebug, plain} {
-		root, err := listing.Read(bytes.NewReader(testkit.DumpNAR(t, p)))
+		root, err := listing.Read(bytes.NewReader(testkit.Nardump(t, p)))
 		testkit.Must(t, err)
 		got, err := os.ReadFile(cachedir.ListingPath(dir, p))
 		testkit.Must(t, err)

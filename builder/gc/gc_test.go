@@ -226,32 +226,27 @@ func TestCollectBadInput(t *testing.T) {
 	}
 }
 
-// TestCollectScale times a gc of a 5,000-path cache that removes a quarter.
-func TestCollectScale(t *testing.T) {
-	testkit.Measure(t)
+// BenchmarkCollect collects a 5,000-path cache, removing a quarter of it.
+func BenchmarkCollect(b *testing.B) {
 	const n = 5000
-	s := testkit.NewStore(t)
-	paths := testkit.LibraryTree(n)
-	c := s.Add(t, paths...)
-	dir := filepath.Join(t.TempDir(), "cache")
-	start := time.Now()
-	testkit.WriteCache(t, dir, c, options(s))
-	t.Logf("wrote %d paths in %v", len(c), time.Since(start))
-	if err := cachedir.SyncFS(dir); err != nil {
-		t.Fatal(err)
+	s := testkit.NewStore(b)
+	c := s.Add(b, testkit.LibraryTree(n)...)
+	var loads time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dir := filepath.Join(b.TempDir(), "cache")
+		testkit.WriteCache(b, dir, c, options(s))
+		testkit.Must(b, cachedir.SyncFS(dir))
+		b.StartTimer()
+		start := time.Now()
+		_, err := cachegraph.Load(context.Background(), dir, 0)
+		testkit.Must(b, err)
+		loads += time.Since(start)
+		st, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("root")}, Durable: true, LockWait: -1}, nil)
+		testkit.Must(b, err)
+		if st.Kept+st.Paths != len(c) || st.Paths < n/4 {
+			b.Fatalf("stats %+v", st)
+		}
 	}
-	start = time.Now()
-	g, err := cachegraph.Load(context.Background(), dir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("load of %d narinfos: %v", len(g.Paths), time.Since(start))
-	st, _ := collect(t, Options{Dir: dir, Keep: []string{s.Path("root")}, Durable: true, LockWait: -1})
-	t.Logf("gc of %d paths: kept %d, removed %d paths, %d files in %v", len(c), st.Kept, st.Paths, st.Files, st.Elapsed)
-	if st.Kept+st.Paths != len(c) || st.Paths < n/4 {
-		t.Errorf("stats %+v", st)
-	}
-	if st.Elapsed > 30*time.Second { // a loaded 2-core machine
-		t.Errorf("gc took %v", st.Elapsed)
-	}
+	b.ReportMetric(loads.Seconds()/float64(b.N), "load-s/op")
 }

@@ -122,10 +122,10 @@ func signatureKeyPair(name string) (signature.PublicKey, signature.SecretKey, er
 func TestBadNarInfo(t *testing.T) {
 	f := newFixture(t)
 	// The narinfo of glibc served as gcc's, and a garbled one as app's.
-	glibc, err := os.ReadFile(filepath.Join(f.dir, testkit.HashPart("glibc")+".narinfo"))
+	glibc, err := os.ReadFile(filepath.Join(f.dir, testkit.HashPartOfName("glibc")+".narinfo"))
 	testkit.Must(t, err)
-	testkit.Must(t, os.WriteFile(filepath.Join(f.dir, testkit.HashPart("gcc")+".narinfo"), glibc, 0o644))
-	testkit.Must(t, os.WriteFile(filepath.Join(f.dir, testkit.HashPart("app")+".narinfo"), []byte("StorePath "+f.app+"\n"), 0o644))
+	testkit.Must(t, os.WriteFile(filepath.Join(f.dir, testkit.HashPartOfName("gcc")+".narinfo"), glibc, 0o644))
+	testkit.Must(t, os.WriteFile(filepath.Join(f.dir, testkit.HashPartOfName("app")+".narinfo"), []byte("StorePath "+f.app+"\n"), 0o644))
 	o := upstream.Options{URLs: []string{"file://" + f.dir}, Keys: trusted(t), StoreDir: f.s.Dir}
 	got, warnings := served(t, o, f.glibc, f.gcc, f.app)
 	if diff := cmp.Diff(map[string]bool{f.glibc: true}, got); diff != "" || len(warnings) != 2 {

@@ -23,8 +23,8 @@ import (
 
 // The hash parts of the two paths of fakeCache.
 var (
-	libHash = testkit.HashPart("lib")
-	appHash = testkit.HashPart("app")
+	libHash = testkit.HashPartOfName("lib")
+	appHash = testkit.HashPartOfName("app")
 )
 
 // fakeCache writes a cache of two paths of a store in a temp dir: app
@@ -258,7 +258,7 @@ func TestSignatures(t *testing.T) {
 
 func TestListingsAndDebugInfo(t *testing.T) {
 	dir, store := fakeCache(t, compress.Zstd)
-	root, err := listing.Read(bytes.NewReader(testkit.DumpNAR(t, filepath.Join(store, libHash+"-lib"))))
+	root, err := listing.Read(bytes.NewReader(testkit.Nardump(t, filepath.Join(store, libHash+"-lib"))))
 	if err != nil {
 		t.Fatal(err)
 	}

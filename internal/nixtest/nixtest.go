@@ -258,8 +258,9 @@ func NixCopy(t testing.TB, compression string, paths ...string) string {
 	return dir
 }
 
-// DumpNAR returns the bytes of `nix-store --dump path`.
-func DumpNAR(t testing.TB, path string) []byte {
+// NixStoreDump returns the bytes of `nix-store --dump path`: Nix's NAR of
+// path (ours is testkit.Nardump).
+func NixStoreDump(t testing.TB, path string) []byte {
 	t.Helper()
 	Require(t)
 	out, err := Exec(nil, "nix-store", "--dump", path)

@@ -80,12 +80,12 @@ func NewStore(t testing.TB) *Store {
 
 // Path is the store path of the path named name.
 func (s *Store) Path(name string) string {
-	return s.Dir + "/" + HashPart(name) + "-" + name
+	return s.Dir + "/" + HashPartOfName(name) + "-" + name
 }
 
-// HashPart is the hash part of the store path of the path named name, in
-// any Store.
-func HashPart(name string) string {
+// HashPartOfName is the hash part a Store gives the path named name (of
+// a name, unlike narinfo.HashPart, which takes a store path).
+func HashPartOfName(name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return nixbase32.EncodeToString(sum[:20])
 }
@@ -110,7 +110,7 @@ func (s *Store) Add(t testing.TB, paths ...Path) closure.Closure {
 		c = append(c, cp)
 	}
 	for i := range c {
-		nar := DumpNAR(t, c[i].StorePath)
+		nar := Nardump(t, c[i].StorePath)
 		sum := sha256.Sum256(nar)
 		c[i].NarHash = nixhash.MustNewHash(nixhash.SHA256, sum[:])
 		c[i].NarSize = uint64(len(nar))
@@ -139,8 +139,9 @@ func LibraryTree(n int) []Path {
 	return append(paths, Path{Name: "root", Refs: rootRefs})
 }
 
-// DumpNAR is the NAR of path, as nardump writes it.
-func DumpNAR(t testing.TB, path string) []byte {
+// Nardump is the NAR of path as ours, nardump, writes it; Nix's is
+// nixtest.NixStoreDump.
+func Nardump(t testing.TB, path string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	Must(t, nardump.Dump(&b, path))

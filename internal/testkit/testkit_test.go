@@ -22,7 +22,7 @@ func TestKit(t *testing.T) {
 			Symlinks: map[string]string{"lib": s.Path("lib")}, Dirs: []string{"empty"}, Refs: []string{"lib", "app"}, Deriver: "app.drv"})
 	refs := []string{s.Path("app"), s.Path("lib")}
 	sort.Strings(refs)
-	if c[1].StorePath != s.Dir+"/"+testkit.HashPart("app")+"-app" || c[1].Deriver != s.Path("app.drv") || !cmp.Equal(c[1].References, refs) {
+	if c[1].StorePath != s.Dir+"/"+testkit.HashPartOfName("app")+"-app" || c[1].Deriver != s.Path("app.drv") || !cmp.Equal(c[1].References, refs) {
 		t.Errorf("closure %+v", c[1])
 	}
 	want := map[string]string{".": "drwxr-xr-x", "bin": "drwxr-xr-x", "bin/app": "-rwxr-xr-x\n#!", "empty": "drwxr-xr-x",
@@ -33,7 +33,7 @@ func TestKit(t *testing.T) {
 	if d := cmp.Diff(map[string]string{"bin/app": want["bin/app"], "share/doc": want["share/doc"]}, testkit.Files(t, c[1].StorePath)); d != "" {
 		t.Errorf("files (-want +got):\n%s", d)
 	}
-	if c[0].NarSize != uint64(len(testkit.DumpNAR(t, c[0].StorePath))) {
+	if c[0].NarSize != uint64(len(testkit.Nardump(t, c[0].StorePath))) {
 		t.Errorf("NarSize %d", c[0].NarSize)
 	}
 
@@ -42,7 +42,7 @@ func TestKit(t *testing.T) {
 	testkit.CheckCache(t, dir)
 	nis := testkit.NarInfos(t, dir)
 	for _, p := range c {
-		testkit.CheckNAR(t, dir, nis[p.StorePath], compress.Zstd, testkit.DumpNAR(t, p.StorePath))
+		testkit.CheckNAR(t, dir, nis[p.StorePath], compress.Zstd, testkit.Nardump(t, p.StorePath))
 	}
 
 	// A temporary file and a missing NAR: CheckCache reports both.

@@ -60,7 +60,7 @@ func TestBadInput(t *testing.T) {
 	}
 	good, goodHash, goodSize := s.good.StorePath, narHash(s.good), s.good.NarSize
 	other, otherHash := s.other.StorePath, narHash(s.other)
-	hGood := testkit.HashPart("good")
+	hGood := testkit.HashPartOfName("good")
 	cases := []tc{
 		{name: "attrs file missing", args: []string{"--attrs", "ATTRS.missing"}, code: 1,
 			want: []string{"ATTRS.missing", "no such file"}},

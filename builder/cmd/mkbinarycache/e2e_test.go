@@ -20,21 +20,21 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
-// comparable keeps the fields that must agree between two caches of the
-// same closure, whatever wrote them.
-type comparable struct {
+// agreed keeps the fields that must agree between two caches of the same
+// closure, whatever wrote them.
+type agreed struct {
 	NarHash    string
 	NarSize    uint64
 	References []string
 	CA         string
 }
 
-func essence(m map[string]*narinfo.NarInfo) map[string]comparable {
-	out := map[string]comparable{}
+func essence(m map[string]*narinfo.NarInfo) map[string]agreed {
+	out := map[string]agreed{}
 	for p, ni := range m {
 		refs := append([]string(nil), ni.References...)
 		sort.Strings(refs)
-		out[p] = comparable{ni.NarHash.Format(nixhash.NixBase32, true), ni.NarSize, refs, ni.CA}
+		out[p] = agreed{ni.NarHash.Format(nixhash.NixBase32, true), ni.NarSize, refs, ni.CA}
 	}
 	return out
 }
@@ -62,7 +62,7 @@ func TestCacheMatchesNix(t *testing.T) {
 				t.Errorf("narinfos differ from nix copy's (-nix +ours):\n%s", diff)
 			}
 			for p, ni := range ours {
-				testkit.CheckNAR(t, dir, ni, m, nixtest.DumpNAR(t, p))
+				testkit.CheckNAR(t, dir, ni, m, nixtest.NixStoreDump(t, p))
 			}
 			if out := mkbinarycache(t, "verify", dir); !strings.Contains(out, "3 narinfos") || !strings.Contains(out, "no problems") {
 				t.Errorf("verify: %s", out)
@@ -86,9 +86,9 @@ func TestCacheMatchesNix(t *testing.T) {
 	}
 }
 
-// withDeriver is comparable plus the Deriver line.
+// withDeriver is agreed plus the Deriver line.
 type withDeriver struct {
-	Essence comparable
+	Essence agreed
 	Deriver string
 }
 

@@ -128,7 +128,7 @@ func TestCopyNixCache(t *testing.T) {
 
 // sameFiles fails unless every file of dst is the same as src's, byte
 // for byte and mode.
-func sameFiles(t *testing.T, src, dst string) {
+func sameFiles(t testing.TB, src, dst string) {
 	t.Helper()
 	want := testkit.Files(t, src)
 	for f, got := range testkit.Files(t, dst) {
@@ -136,21 +136,4 @@ func sameFiles(t *testing.T, src, dst string) {
 			t.Errorf("%s differs from the source's", f)
 		}
 	}
-}
-
-// TestGCTime times a gc of a 5,000-path cache that removes a quarter of
-// it, as the command runs (MKBINARYCACHE_MEASURE=1).
-func TestGCTime(t *testing.T) {
-	testkit.Measure(t)
-	nixtest.Require(t)
-	dir, root := manyCache(t, 5000)
-	for _, dry := range []bool{true, false} {
-		args := []string{"gc", "--quiet", "--keep", root, dir}
-		if dry {
-			args = append(args[:1], append([]string{"--dry-run"}, args[1:]...)...)
-		}
-		m := measureRun(t, binary(t), dir, args...)
-		t.Logf("dry run %v: %v: %s", dry, m, strings.TrimSpace(m.stderr))
-	}
-	mkbinarycache(t, "verify", dir)
 }
