@@ -1,8 +1,8 @@
 // Package cachegraph reads the narinfos of a flat-file binary cache into a
 // graph of store paths, and computes closures from the cache's own metadata
 // (References and Deriver lines), with no Nix store: what gc keeps and copy
-// copies. It also reads the debuginfo/ index, and takes a cache's lock
-// read-only, for commands that must not change the cache they read.
+// copies. It also reads the debuginfo/ index. It takes no lock: its
+// callers hold the one their command needs.
 package cachegraph
 
 import (
