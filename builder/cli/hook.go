@@ -137,15 +137,34 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 			done = false
 		}
 	}
+	// The hook's output lands in Nix's build log: warnings and one line.
+	m := newMeter(env.Stderr, "paths", f.quiet)
+	m.brief, m.prefix = true, "mkbinarycache hook: "
+	var did []string
 	if !done {
-		if err := addPaths(ctx, n, f, o, outs, drv, env); err != nil {
+		added, err := addPaths(ctx, n, f, o, outs, drv, env, m)
+		if err != nil {
+			m.finish("")
 			return err
 		}
+		did = append(did, added)
 	}
 	if f.buildLogs && drv != "" {
 		if _, err := os.Lstat(cachedir.LogPath(f.out, drv)); err != nil {
-			return storeLog(ctx, n, f, drv, env)
+			stored, err := storeLog(ctx, n, f, drv, m)
+			if err != nil {
+				m.finish("")
+				return err
+			}
+			if stored != "" {
+				did = append(did, stored)
+			}
 		}
+	}
+	if len(did) > 0 {
+		m.finish("mkbinarycache hook: " + strings.Join(did, "; "))
+	} else {
+		m.finish("")
 	}
 	return nil
 }
@@ -155,32 +174,30 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 const DefaultLogMax = 4 << 20
 
 // storeLog stores the log Nix kept of building drv in the cache's log/,
-// at most f.logMax bytes of it. No log is no error: the hook says so.
-func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, env Env) error {
+// at most f.logMax bytes of it, and says what it did. No log is no error:
+// the hook warns.
+func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, m *meter) (string, error) {
 	log, err := n.BuildLog(ctx, drv)
 	if err != nil {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: no build log of %s stored: Nix has none (%v)\n", drv, err)
-		return nil
+		m.notice("no build log of %s stored: Nix has none (%v)", drv, err)
+		return "", nil
 	}
 	log = capLog(log, f.logMax)
 	lock, err := cachedir.Acquire(ctx, f.out, cachedir.Shared, f.lockWait)
 	if errors.Is(err, cachedir.ErrBusy) {
-		return fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
+		return "", fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer lock.Release()
 	if err := os.MkdirAll(filepath.Join(f.out, cachedir.LogDir), 0o755); err != nil {
-		return err
+		return "", err
 	}
 	if err := cachedir.WriteFile(cachedir.LogPath(f.out, drv), log, 0o644); err != nil {
-		return err
+		return "", err
 	}
-	if !f.quiet {
-		fmt.Fprintf(env.Stderr, "mkbinarycache hook: stored the build log of %s (%s)\n", drv, humanBytes(uint64(len(log))))
-	}
-	return nil
+	return fmt.Sprintf("stored the build log of %s (%s)", drv, humanBytes(uint64(len(log)))), nil
 }
 
 // capLog keeps the first max bytes of a longer log, and says so at its end.
@@ -193,12 +210,12 @@ func capLog(log []byte, max int64) []byte {
 }
 
 // addPaths adds the closures of outs (with --build-closure, of drv's
-// build) to the cache, without what upstream serves.
-func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options, outs []string, drv string, env Env) error {
+// build) to the cache, without what upstream serves, and says what it did.
+func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options, outs []string, drv string, env Env, m *meter) (string, error) {
 	if f.keyFile != "" {
 		key, err := sign.LoadSecretKeyFile(f.keyFile)
 		if err != nil {
-			return err
+			return "", err
 		}
 		storeDir := o.StoreDir
 		o.Sign = func(ni *narinfo.NarInfo) error {
@@ -220,37 +237,32 @@ func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options,
 			paths, err = n.BuildClosure(ctx, outs)
 		}
 		if err != nil {
-			return err
+			return "", err
 		}
 	}
 	c, err := n.PathInfo(ctx, paths)
 	if err != nil {
-		return err
+		return "", err
 	}
 	client, err := f.upstream.client(ctx, env, o.StoreDir)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(env.Stderr, "hook", "stored here")); err != nil {
-		return err
+	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(m, "hook", "stored here")); err != nil {
+		return "", err
 	}
 	w, err := cache.NewWriter(f.out, o)
 	if err != nil {
-		return err
+		return "", err
 	}
-	// The hook's output lands in Nix's build log: warnings and one line.
-	m := newMeter(env.Stderr, "paths", f.quiet)
-	m.brief, m.prefix = true, "mkbinarycache hook: "
 	stats, err := w.Write(ctx, c, func(e cache.Event) { countWrite(m, o.Compression, e) })
-	if err != nil {
-		m.finish("")
-		if errors.Is(err, cachedir.ErrBusy) {
-			return fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
-		}
-		return err
+	if errors.Is(err, cachedir.ErrBusy) {
+		return "", fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
 	}
-	m.finish(fmt.Sprintf("mkbinarycache hook: added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s",
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s",
 		stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
-		stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond)))
-	return nil
+		stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond)), nil
 }
