@@ -227,3 +227,19 @@ func TestParse(t *testing.T) {
 		t.Errorf("Parse(gzip): %v", err)
 	}
 }
+
+// The chunk size is no option: tests and benchmarks set it through the
+// environment, and a bad value is an error naming the variable.
+func TestChunkSizeEnv(t *testing.T) {
+	t.Setenv(chunkSizeEnv, "4096")
+	e, err := NewEncoder(Zstd, Options{})
+	if err != nil || e.ChunkSize() != 4096 {
+		t.Fatalf("with %s=4096: chunk size %v, %v", chunkSizeEnv, e, err)
+	}
+	for _, bad := range []string{"12", "4k", "-4096"} {
+		t.Setenv(chunkSizeEnv, bad)
+		if _, err := NewEncoder(Zstd, Options{}); err == nil || !strings.Contains(err.Error(), chunkSizeEnv) {
+			t.Errorf("%s=%s: %v, want an error naming the variable", chunkSizeEnv, bad, err)
+		}
+	}
+}
