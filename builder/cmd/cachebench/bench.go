@@ -60,6 +60,7 @@ type config struct {
 	profile string // write profiles of mkbinarycache here; "" for none
 	rev     string // build mkbinarycache from this commit; "" for the work tree
 	quick   bool
+	ciCycle bool // the CI cycle (cicycle.go) instead of the tools' table
 }
 
 // defaultCases are the cases of the published table.
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	profile := fs.String("profile", "", "also write a CPU profile and system call counts of mkbinarycache for each case to `DIR`")
 	rev := fs.String("rev", "", "build mkbinarycache from this git `REVISION` (with this benchmark's code), not the work tree: others' unfinished edits stay out")
 	quick := fs.Bool("quick", false, "a tiny closure, zstd, xz and none, 1 run: checks the harness in seconds")
+	ciCycle := fs.Bool("ci-cycle", false, "measure a CI cycle's run 2 on the cases' closures instead: saved bytes, save time and restore-to-substituted time of mkbinarycache --upstream against cache-nix-action's whole /nix")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -89,7 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	c := &config{tools: split(*tools), runs: *runs, state: *state, rootfs: *rootfsFlag, newer: *newer, outputs: *outputs,
-		args: strings.Fields(*extra), profile: *profile, rev: *rev, quick: *quick}
+		args: strings.Fields(*extra), profile: *profile, rev: *rev, quick: *quick, ciCycle: *ciCycle}
 	if c.quick {
 		*cases, c.runs = "tiny:zstd,tiny:xz,tiny:none", 1
 	}

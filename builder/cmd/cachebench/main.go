@@ -25,6 +25,7 @@
 //	go run ./builder/cmd/cachebench                        # the published cases, 3 runs each
 //	go run ./builder/cmd/cachebench -cases many:zstd -runs 5 -profile /tmp/prof
 //	go run ./builder/cmd/cachebench -quick                 # a tiny closure, 1 run
+//	go run ./builder/cmd/cachebench -ci-cycle -cases big:zstd,many:zstd  # a CI job's save and restore
 //	go run ./builder/cmd/cachebench -newer-rootfs DIR      # + nix copy of a newer Nix in DIR/opt
 //
 // It needs root, Nix, busybox-static and the root file system with the
@@ -70,6 +71,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b, err := newBench(cfg, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.ciCycle {
+		res, err := b.ciCycle(ctx)
+		if err != nil {
+			return err
+		}
+		printCICycle(stdout, b, res)
+		return nil
 	}
 	res, err := b.run(ctx)
 	if err != nil {
