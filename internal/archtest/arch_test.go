@@ -26,7 +26,7 @@ func layers(t *testing.T, root string) map[string]int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	row := regexp.MustCompile("^\\| ([0-9]+) \\| ([^|]+) \\|")
+	row := regexp.MustCompile(`^\| ([0-9]+) \| ([^|]+) \|`)
 	pkg := regexp.MustCompile("`([^`]+)`")
 	out := map[string]int{}
 	sc := bufio.NewScanner(f)
