@@ -103,10 +103,7 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 		return nil
 	}
 	set := given(fs)
-	storeDir := f.storeDir
-	if storeDir == "" {
-		storeDir = storeDirFromEnv(env)
-	}
+	storeDir := storeDir(f.storeDir, env)
 	o := cache.Options{StoreDir: storeDir, Level: levelFlag(f.level, set), Jobs: f.jobs, Threads: f.threads,
 		Priority: f.priority, WantMassQuery: f.wantMassQuery,
 		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
@@ -299,7 +296,7 @@ func runInDerivation(ctx context.Context, env Env) error {
 	if err != nil {
 		return usagef("%v (outside a derivation, give --out and a closure; see --help)", err)
 	}
-	storeDir := storeDirFromEnv(env)
+	storeDir := storeDir("", env)
 	a, err := attrs.Read(name, closure.Validator{StoreDir: storeDir})
 	if err != nil {
 		return err

@@ -75,9 +75,13 @@ func run(ctx context.Context, args []string, env Env) error {
 	return runBuild(ctx, args, env)
 }
 
-func storeDirFromEnv(env Env) string {
-	if d := env.Getenv("NIX_STORE"); d != "" {
-		return strings.TrimRight(d, "/")
+// storeDir is the store directory --store-dir gives, else $NIX_STORE's,
+// else the default.
+func storeDir(flag string, env Env) string {
+	for _, d := range []string{flag, env.Getenv("NIX_STORE")} {
+		if d != "" {
+			return strings.TrimRight(d, "/")
+		}
 	}
 	return cachedir.DefaultStoreDir
 }

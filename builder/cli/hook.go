@@ -93,10 +93,7 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	if err := setCompression(&o, f.compression, f.xzProgram, env); err != nil {
 		return err
 	}
-	o.StoreDir = strings.TrimRight(f.storeDir, "/")
-	if o.StoreDir == "" {
-		o.StoreDir = storeDirFromEnv(env)
-	}
+	o.StoreDir = storeDir(f.storeDir, env)
 	outs := strings.Fields(env.Getenv("OUT_PATHS"))
 	drv := env.Getenv("DRV_PATH")
 	if len(outs) == 0 && drv == "" {
