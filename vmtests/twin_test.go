@@ -384,8 +384,9 @@ EOF
 exec chroot "${r:-/}" sh -c 'echo "ready $0" && exec sleep infinity' "$hostpid"`
 
 type host2 struct {
-	pid    int  // of host2's PID 1, in host1's PID namespace
-	chroot bool // in a root file system with a newer Nix
+	pid    int      // of host2's PID 1, in host1's PID namespace
+	chroot bool     // in a root file system with a newer Nix
+	env    []string // of its commands there (PATH first)
 }
 
 func startHost2(t *testing.T, ns, root string) *host2 {
@@ -433,9 +434,7 @@ func (h *host2) command(name string, args ...string) *exec.Cmd {
 	c := exec.Command("nsenter", append([]string{"--target", strconv.Itoa(h.pid), "--mount", "--net", "--pid", "--root", "--wd", name}, args...)...)
 	c.Dir = "/"
 	c.Env = cleanEnv("HOME=/root")
-	if h.chroot {
-		c.Env = append(c.Env, "PATH="+nixtest.ChrootPath)
-	}
+	c.Env = append(c.Env, h.env...)
 	return c
 }
 
@@ -573,7 +572,8 @@ func TestTwoHosts(t *testing.T) {
 			t.Parallel()
 			v.Require(t)
 			comps := compressions
-			if !v.Host() {
+			// An opt-in extra version gets every compression: it runs by hand.
+			if !v.Host() && !v.Extra {
 				comps = newerCompressions
 			}
 			for i, compression := range comps {
@@ -642,6 +642,7 @@ func twin(t *testing.T, sc *scenario, p twinParams) {
 	}
 	startServer(t, ns1, addr1, www)
 	h2 := startHost2(t, ns2, p.version.Root)
+	h2.env = p.version.Env
 
 	// host2 really is another machine: its /nix is its own, empty tmpfs, its
 	// nix.conf says max-jobs = 0, it runs the Nix version under test, and it

@@ -9,7 +9,6 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"fmt"
-	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"io"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // FindRoot returns the first directory from dir upward that holds go.mod.

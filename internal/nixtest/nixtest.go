@@ -13,7 +13,6 @@ package nixtest
 import (
 	"errors"
 	"fmt"
-	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 
 // RequireEnv names the variable that turns Require's skip into a failure,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
 

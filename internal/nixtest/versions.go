@@ -3,7 +3,6 @@ package nixtest
 import (
 	"errors"
 	"fmt"
-	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit/proc"
 )
+
+// ExtraRootfsEnv names an opt-in variable: a further root file system whose
+// Nix joins the matrix after the suites' (say a copy of sid's with a newer
+// Nix built into /opt/NAME). Tests and setup never need it.
+const ExtraRootfsEnv = "MKBINARYCACHE_EXTRA_ROOTFS"
 
 // RootfsEnv names the variable that overrides RootfsDir.
 const RootfsEnv = "MKBINARYCACHE_ROOTFS"
@@ -41,6 +47,10 @@ type Version struct {
 	Full string
 	// Root is the root file system; "" for the host's Nix.
 	Root string
+	// Env is the environment of the commands run in Root: PATH first.
+	Env []string
+	// Extra: the opt-in root file system of ExtraRootfsEnv.
+	Extra bool
 	// missing says why this version cannot run here; "" if it can.
 	missing string
 }
@@ -104,15 +114,25 @@ func probeVersions() ([]Version, error) {
 		return nil, fmt.Errorf("host Nix version: %w", err)
 	}
 	list := []Version{host}
+	roots := []Version{}
 	for _, s := range suites {
-		v := Version{Name: s.expect, Root: Rootfs(s.suite)}
+		roots = append(roots, Version{Name: s.expect, Root: Rootfs(s.suite), Env: []string{"PATH=" + ChrootPath}})
+	}
+	if r := os.Getenv(ExtraRootfsEnv); r != "" {
+		v, err := extraVersion(r)
+		if err != nil {
+			return nil, err
+		}
+		roots = append(roots, v)
+	}
+	for _, v := range roots {
 		if _, err := os.Stat(filepath.Join(v.Root, rootfsMarker)); err != nil {
 			v.missing = fmt.Sprintf("no complete root file system %s (%v)", v.Root, err)
 			list = append(list, v)
 			continue
 		}
 		// Nix needs /proc even for --version: run it as a fresh host does.
-		out, err := Exec(nil, "unshare", "--mount", "--propagation", "private", "sh", "-c", chrootWrapper, "sh", v.Root, "nix --version")
+		out, err := Exec(nil, "unshare", "--mount", "--propagation", "private", "sh", "-c", chrootWrapper, "sh", v.Root, v.shell("nix --version"))
 		if err != nil {
 			v.missing = err.Error()
 			list = append(list, v)
@@ -125,6 +145,36 @@ func probeVersions() ([]Version, error) {
 		list = append(list, v)
 	}
 	return list, nil
+}
+
+// extraVersion is the Nix of the root file system ExtraRootfsEnv names: one
+// installed in ROOT/opt/NAME/bin if there is one (its compiled-in state and
+// configuration directories are under its prefix: the variables point them
+// at the root's), else the root's own.
+func extraVersion(root string) (Version, error) {
+	v := Version{Name: "extra", Root: root, Env: []string{"PATH=" + ChrootPath}, Extra: true}
+	found, err := filepath.Glob(filepath.Join(root, "opt", "*", "bin", "nix"))
+	if err != nil {
+		return v, err
+	}
+	switch len(found) {
+	case 0:
+	case 1:
+		bin := "/" + strings.TrimPrefix(filepath.Dir(found[0]), filepath.Clean(root)+"/")
+		v.Env = []string{"PATH=" + bin + ":" + ChrootPath, "NIX_CONF_DIR=/etc/nix", "NIX_STATE_DIR=/nix/var/nix", "NIX_LOG_DIR=/nix/var/log/nix"}
+	default:
+		return v, fmt.Errorf("%s=%s: more than one Nix in opt/*/bin: %v", ExtraRootfsEnv, root, found)
+	}
+	return v, nil
+}
+
+// shell prefixes script with this version's environment (chrootWrapper
+// starts from an empty one with ChrootPath).
+func (v Version) shell(script string) string {
+	if len(v.Env) == 0 {
+		return script
+	}
+	return "export " + strings.Join(v.Env, " ") + "; " + script
 }
 
 // Rootfs is where the setup script puts the root file system of a Debian
@@ -176,7 +226,7 @@ func (v Version) FreshStore(t testing.TB, script string, binds ...string) (strin
 		return FreshStore(t, script)
 	}
 	dirs := mountList(append([]string{RepoRoot(t), os.TempDir()}, binds...))
-	args := append([]string{"--mount", "--propagation", "private", "sh", "-c", chrootWrapper, "sh", v.Root, script}, dirs...)
+	args := append([]string{"--mount", "--propagation", "private", "sh", "-c", chrootWrapper, "sh", v.Root, v.shell(script)}, dirs...)
 	out, err := proc.CombinedOutput(exec.Command("unshare", args...), proc.Timeout)
 	if err != nil {
 		var exit *exec.ExitError
