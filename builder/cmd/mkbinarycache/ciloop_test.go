@@ -111,7 +111,7 @@ mount --bind %s /var/cache/nix-ci
 }
 
 // forRecipeHosts runs f as a subtest for Nix 2.8 and 2.34 (the oldest
-// and the newest) with a cache directory of its own, the public key file
+// and the newest, and the extra one of MKBINARYCACHE_EXTRA_ROOTFS if set) with a cache directory of its own, the public key file
 // of the recipe's key and the setup script of the recipe's machine.
 func forRecipeHosts(t *testing.T, f func(t *testing.T, v nixtest.Version, setup, cache, pub string)) {
 	t.Helper()
@@ -123,7 +123,7 @@ func forRecipeHosts(t *testing.T, f func(t *testing.T, v nixtest.Version, setup,
 	pubKey, err := os.ReadFile(pub)
 	testkit.Must(t, err)
 	for _, v := range nixtest.Versions(t) {
-		if v.Name != "2.8" && v.Name != "2.34" {
+		if v.Name != "2.8" && v.Name != "2.34" && !v.Extra {
 			continue
 		}
 		t.Run("Nix "+v.Name, func(t *testing.T) {
