@@ -236,10 +236,14 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 		}
 		return id, p.ETag
 	}
+	t0 := time.Now()
 	start("nar/left-behind.nar")
-	// Initiated times may be whole seconds: 2 s apart, one on each side of
-	// a 1 s age.
-	time.Sleep(2 * time.Second)
+	// The two uploads start a gap apart; AbandonAge, set just before the
+	// push, falls in the middle of the gap, whatever time the setup took on
+	// a loaded machine: the push's listing may come up to gap/2 late (less
+	// a second, as initiated times may be whole seconds).
+	const gap = 4 * time.Second
+	time.Sleep(gap)
 	runningID, runningETag := start("nar/running.nar")
 	dir, _ := s3server.MakeCache(t, s3server.CacheSpec{Paths: 1, Big: 100})
 	// A young upload of one of the cache's own NARs: the push stores that
@@ -253,7 +257,8 @@ func TestPushAbortsAbandonedUploads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := s3push.Options{Dir: dir, Target: target, MaxRetries: 2, Timeout: 5 * time.Second, LockWait: -1, AbandonAge: time.Second}
+	o := s3push.Options{Dir: dir, Target: target, MaxRetries: 2, Timeout: 5 * time.Second, LockWait: -1,
+		AbandonAge: time.Since(t0) - gap/2}
 	stats, err := s3push.Push(ctx, o, nil)
 	if err != nil {
 		t.Fatal(err)
