@@ -66,7 +66,7 @@ func narinfoNames(t testing.TB, dir string) []string {
 	return names(paths)
 }
 
-// The CI recipe, exactly as the README gives it: nix.conf lines and the
+// The CI recipe, exactly as docs/ci.md gives it: nix.conf lines and the
 // post-build-hook script. %s is the public key.
 const (
 	recipeConf = `post-build-hook = /etc/nix/cache-hook.sh
