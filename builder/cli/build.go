@@ -140,9 +140,6 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(env.Stderr, "", "stored here")); err != nil {
 		return err
 	}
-	if len(o.Upstream) > 0 && !f.quiet {
-		fmt.Fprintf(env.Stderr, "%d paths served upstream, not stored\n", len(o.Upstream))
-	}
 	return writeCache(ctx, f.out, c, o, env.Stderr, f.quiet)
 }
 
@@ -267,9 +264,13 @@ func writeCache(ctx context.Context, dir string, c closure.Closure, o cache.Opti
 	if stats.NarBytes > 0 {
 		ratio = float64(stats.FileBytes) / float64(stats.NarBytes)
 	}
-	m.finish(fmt.Sprintf("%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s",
+	summary := fmt.Sprintf("%d paths (%d already present): NAR %s -> %s %s (ratio %.3f) in %.2fs, %s",
 		stats.Paths, stats.Skipped, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes), ratio,
-		stats.Elapsed.Seconds(), rate(stats.NarBytes, stats.Elapsed)))
+		stats.Elapsed.Seconds(), rate(stats.NarBytes, stats.Elapsed))
+	if len(o.Upstream) > 0 {
+		summary += fmt.Sprintf("; %d paths served upstream, not stored", len(o.Upstream))
+	}
+	m.finish(summary)
 	return nil
 }
 
