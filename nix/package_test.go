@@ -184,6 +184,10 @@ func TestVMTestsShape(t *testing.T) {
 	const expr = `let
     pkgs = stub.pkgs { system = "x86_64-linux"; overlays = [ (import (repo + "/nix/overlay.nix")) ]; };
     tests = import (repo + "/vmtests") { inherit pkgs; };
+    # Garage 1.x takes replication_mode (nixos/tests/garage/basic.nix).
+    garage1 = (import (repo + "/vmtests") {
+      pkgs = pkgs.extend (final: prev: { garage = prev.garage.overrideAttrs (_: { version = "1.3.0"; }); });
+    }).zstd;
     show = t: let h1 = t.nodes.host1; h2 = t.nodes.host2; packed = h1.environment.etc."mkbinarycache-test/cache.tar.b64".source; in {
       inherit (t.config) name testScript;
       drvPath = t.drvPath;
@@ -198,7 +202,12 @@ func TestVMTestsShape(t *testing.T) {
       host1HasExtra = h1 ? system;
       host2HasExtra = h2 ? system;
     };
-  in builtins.mapAttrs (n: show) tests`
+  in builtins.mapAttrs (n: show) tests // {
+    garage1 = {
+      inherit (garage1) drvPath;
+      replication = builtins.removeAttrs garage1.nodes.host1.services.garage.settings [ "rpc_bind_addr" "rpc_public_addr" "rpc_secret" "s3_api" ];
+    };
+  }`
 	for _, channel := range channels {
 		t.Run(channel, func(t *testing.T) {
 			var got map[string]struct {
@@ -214,8 +223,24 @@ func TestVMTestsShape(t *testing.T) {
 				Host1HasExtra             bool
 				Host2HasExtra             bool
 			}
-			if out, err := evalJSON(t, channelExpr(t, channel, expr), &got); err != nil {
+			var all map[string]json.RawMessage
+			if out, err := evalJSON(t, channelExpr(t, channel, expr), &all); err != nil {
 				t.Fatalf("%v\n%s", err, out)
+			}
+			var garage1 struct {
+				DrvPath     string
+				Replication map[string]any
+			}
+			if err := json.Unmarshal(all["garage1"], &garage1); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(map[string]any{"replication_mode": "none"}, garage1.Replication); diff != "" || !strings.HasSuffix(garage1.DrvPath, ".drv") {
+				t.Errorf("with Garage 1.x: %s, replication (-want +got):\n%s", garage1.DrvPath, diff)
+			}
+			delete(all, "garage1")
+			raw, _ := json.Marshal(all)
+			if err := json.Unmarshal(raw, &got); err != nil {
+				t.Fatal(err)
 			}
 			if diff := cmp.Diff([]string{"bzip2", "none", "xz", "zstd"}, keys(got)); diff != "" {
 				t.Errorf("tests (-want +got):\n%s", diff)

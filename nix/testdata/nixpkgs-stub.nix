@@ -12,7 +12,11 @@
 { channel }:
 
 let
-  # What differs between channels (as of December 2026).
+  # What differs between channels (as of December 2026): the default Go
+  # and the versioned builders (pkgs/top-level/all-packages.nix), the Go
+  # releases removed at end of life (pkgs/top-level/aliases.nix), and
+  # garage's version, which only picks the replication setting
+  # (nixos/tests/garage/basic.nix; nix/package_test.go also tries a 1.x).
   channels = {
     # nixos-25.11: Go 1.25 is the default (pkgs/top-level/all-packages.nix:
     # go = go_1_25; buildGoModule = buildGo125Module), 1.24 still there.
@@ -28,7 +32,8 @@ let
       ];
       garage = "2.1.0";
     };
-    # nixos-26.05: Go 1.26 is the default; 1.25 is still packaged.
+    # nixos-26.05: Go 1.26 is the default; 1.25 is still packaged, 1.24
+    # removed at its end of life.
     "nixos-26.05" = {
       go = "1.26.3";
       builders = {
