@@ -55,14 +55,8 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
 		Durable: true, LockWait: *lockWait, Jobs: jobs}
 	m := newMeter(env.Stderr, "paths", *quiet)
-	client, err := up.client(ctx, env, storeDir)
-	if err != nil {
+	if o.Served, err = up.served(ctx, env, storeDir, m, "copy", "copied"); err != nil {
 		return err
-	}
-	if client != nil {
-		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(m, "copy", "copied"))
-		}
 	}
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
 		switch e.Kind {

@@ -243,7 +243,9 @@ func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options,
 	}
 	client, err := f.upstream.client(ctx, env, o.StoreDir)
 	if err != nil {
-		return "", err
+		// Never lose a path over upstream: store them all.
+		fmt.Fprintf(m, "mkbinarycache hook: warning: upstream not asked, every path stored: %v\n", err)
+		client = nil
 	}
 	if c, o.Upstream, err = withoutServed(ctx, client, f.out, c, warner(m, "hook", "stored here")); err != nil {
 		return "", err

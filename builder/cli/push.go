@@ -77,12 +77,8 @@ func runPush(ctx context.Context, args []string, env Env) error {
 		if err != nil {
 			return err
 		}
-		client, err := up.client(ctx, env, storeDir)
-		if err != nil {
+		if o.Served, err = up.served(ctx, env, storeDir, m, "push", "taken as not served"); err != nil {
 			return err
-		}
-		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(m, "push", "taken as not served"))
 		}
 	}
 	stats, err := s3push.Push(ctx, o, func(e s3push.Event) {

@@ -78,6 +78,21 @@ func (u *upstreamFlags) client(ctx context.Context, env Env, storeDir string) (*
 	return c, nil
 }
 
+// servedFunc is the question copy, verify and push ask upstream.
+type servedFunc = func(context.Context, []string) (map[string]bool, error)
+
+// served returns the client's Served with warnings printed to w as cmd's,
+// or nil without --upstream.
+func (u *upstreamFlags) served(ctx context.Context, env Env, storeDir string, w io.Writer, cmd, then string) (servedFunc, error) {
+	client, err := u.client(ctx, env, storeDir)
+	if client == nil || err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, paths []string) (map[string]bool, error) {
+		return client.Served(ctx, paths, warner(w, cmd, then))
+	}, nil
+}
+
 // warner prints an upstream's warnings as the command's, with what
 // follows for the paths concerned.
 func warner(w io.Writer, cmd, then string) func(upstream.Warning) {

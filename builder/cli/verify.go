@@ -62,14 +62,8 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 		}
 	}
 	m := newMeter(env.Stderr, "problems", *quiet)
-	client, err := up.client(ctx, env, upStore)
-	if err != nil {
+	if o.Served, err = up.served(ctx, env, upStore, m, "verify", "taken as not served"); err != nil {
 		return err
-	}
-	if client != nil {
-		o.Served = func(ctx context.Context, paths []string) (map[string]bool, error) {
-			return client.Served(ctx, paths, warner(m, "verify", "taken as not served"))
-		}
 	}
 	// The problems are verify's result: on stdout, one a line.
 	stats, err := verify.Cache(ctx, o, func(p verify.Problem) {

@@ -104,6 +104,16 @@ export XDG_CACHE_HOME=%s
 			t.Errorf("a hook with nothing to add made %d requests", all-beforeAll)
 		}
 
+		// An upstream the hook cannot ask (here: a bad key) loses nothing.
+		other := filepath.Join(t.TempDir(), "other")
+		if code, out := hook(t, p["app.drv"], "--out", other, "--upstream", srv.URL, "--upstream-key", "not-a-key"); code != 0 ||
+			!strings.Contains(out, "every path stored") {
+			t.Errorf("hook with a bad key: exit %d, want 0 and a warning\n%s", code, out)
+		}
+		if got := narinfoNames(t, other); !slices.Contains(got, "hello") || !slices.Contains(got, "app") {
+			t.Errorf("hook with a bad key stored %q, want everything", got)
+		}
+
 		// gc (no network) and copy take the upstream's paths as there.
 		before, beforeAll = srv.Requests()
 		mkbinarycache(t, "gc", "--build-closure", "--keep", p["app"], "--upstream", srv.URL, cache)
