@@ -296,28 +296,43 @@ func (c *copier) copyLogs(p string) error {
 		names = append(names, filepath.Base(p))
 	}
 	for _, name := range names {
-		if name == "" || strings.ContainsAny(name, "/\x00") || strings.HasPrefix(name, ".") {
+		if !cachedir.LogName(name) {
 			continue
 		}
 		dst := cachedir.LogPath(c.o.Dst, name)
 		if _, err := os.Lstat(dst); err == nil {
 			continue
 		}
-		raw, err := cachedir.ReadRegular(cachedir.LogPath(c.o.Src, name))
+		in, err := cachedir.OpenRegular(cachedir.LogPath(c.o.Src, name))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		if err := cachedir.WriteFile(dst, raw, 0o644); err != nil {
+		err = copyFile(in, dst)
+		in.Close()
+		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// copyFile streams in to a new file published as dst.
+func copyFile(in io.Reader, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := cachedir.Create(filepath.Dir(dst))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Abort()
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return tmp.Publish(dst, 0o644)
 }
 
 // copyNAR copies the NAR file at url, checking its size and hash against

@@ -179,6 +179,12 @@ func LogPath(dir, drv string) string {
 	return filepath.Join(dir, LogDir, filepath.Base(drv))
 }
 
+// LogName reports whether name is one Nix reads a build log under: a
+// derivation's base name. Anything else in log/ is no log of this cache.
+func LogName(name string) bool {
+	return strings.HasSuffix(name, ".drv") && narinfo.CheckBaseName(name) == nil
+}
+
 // LogFiles lists the names of the regular files in the cache's log/
 // (temporary files aside); a cache without log/ has none.
 func LogFiles(dir string) ([]string, error) {

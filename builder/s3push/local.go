@@ -113,7 +113,7 @@ func readLogs(dir string) ([]*object, error) {
 	}
 	var objs []*object
 	for _, n := range names {
-		if err := narinfo.CheckBaseName(n); err != nil || !strings.HasSuffix(n, ".drv") {
+		if !cachedir.LogName(n) {
 			continue // not a derivation's: verify reports it
 		}
 		file := filepath.Join(dir, cachedir.LogDir, n)

@@ -293,7 +293,7 @@ func logs(dir string, emit func(string, []string)) {
 			emit(file, []string{"is " + cachedir.DescribeMode(e.Type()) + ", not a build log"})
 			continue
 		}
-		if err := narinfo.CheckBaseName(name); err != nil || !strings.HasSuffix(name, ".drv") {
+		if !cachedir.LogName(name) {
 			emit(file, []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
 		}
 	}
