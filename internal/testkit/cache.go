@@ -209,6 +209,8 @@ func Tree(t testing.TB, dir string) map[string]string {
 				return err
 			}
 			m[rel] = "symlink -> " + target
+		case !d.Type().IsRegular():
+			m[rel] = info.Mode().String() // a FIFO would block a read
 		default:
 			data, err := os.ReadFile(p)
 			if err != nil {
