@@ -90,7 +90,7 @@ func hostileCases(h *hostile) []hostileCase {
 		}
 	}
 	brokenXZ := func(i int) hostileCase {
-		return hostileCase{class: "8-unbounded", name: "broken external xz " + []string{"printing garbage", "printing other content"}[i],
+		return hostileCase{class: "unbounded", name: "broken external xz " + []string{"printing garbage", "printing other content"}[i],
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				return append(a, "--compression", "xz", "--xz-program", r.brokenXZ[i])
 			},
@@ -129,66 +129,66 @@ func hostileCases(h *hostile) []hostileCase {
 	}
 
 	return []hostileCase{
-		// 1. Symlinks inside the cache.
-		{class: "1-symlinks", name: "narinfo to a file outside", victims: []string{"junk"}, want: readersReport,
+		// Symlinks inside the cache.
+		{class: "symlinks", name: "narinfo to a file outside", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, h.narinfoRel("junk"), filepath.Join(r.outside, "file-narinfo"))
 			}},
-		{class: "1-symlinks", name: "kept narinfo to a file outside", victims: []string{"hello"}, want: readersReport,
+		{class: "symlinks", name: "kept narinfo to a file outside", victims: []string{"hello"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, h.narinfoRel("hello"), filepath.Join(r.outside, "file-narinfo"))
 			}},
-		{class: "1-symlinks", name: "narinfo to another narinfo", victims: []string{"junk"}, want: readersReport,
+		{class: "symlinks", name: "narinfo to another narinfo", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, h.narinfoRel("junk"), h.narinfoRel("hello"))
 			}},
-		{class: "1-symlinks", name: "listing", victims: []string{"app"}, want: with(readersReport, cSign, ok),
+		{class: "symlinks", name: "listing", victims: []string{"app"}, want: with(readersReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, ls("app"), filepath.Join(r.outside, "file-listing"))
 			}},
-		{class: "1-symlinks", name: "debuginfo entry", victims: []string{"dbg"}, want: with(readersReport, cSign, ok),
+		{class: "symlinks", name: "debuginfo entry", victims: []string{"dbg"}, want: with(readersReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				entries, _ := filepath.Glob(filepath.Join(dir, "debuginfo", "*"))
 				rel, _ := filepath.Rel(dir, entries[0])
 				return symlink(t, dir, rel, filepath.Join(r.outside, "file-debuginfo"))
 			}},
-		{class: "1-symlinks", name: "NAR to a file outside", victims: []string{"gone"}, want: readersReport,
+		{class: "symlinks", name: "NAR to a file outside", victims: []string{"gone"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, nar("gone"), filepath.Join(r.outside, "secret"))
 			}},
-		{class: "1-symlinks", name: "NAR to a kept NAR", victims: []string{"junk"}, want: with(readersReport, cSign, ok),
+		{class: "symlinks", name: "NAR to a kept NAR", victims: []string{"junk"}, want: with(readersReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, nar("junk"), filepath.Base(nar("motd")))
 			}},
-		{class: "1-symlinks", name: "nar dir", victims: allPaths, want: allReport,
+		{class: "symlinks", name: "nar dir", victims: allPaths, want: allReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "nar", filepath.Join(r.outside, "nar"))
 			}},
-		{class: "1-symlinks", name: "debuginfo dir", victims: []string{"dbg"}, want: with(allReport, cSign, ok),
+		{class: "symlinks", name: "debuginfo dir", victims: []string{"dbg"}, want: with(allReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "debuginfo", filepath.Join(r.outside, "debuginfo"))
 			}},
-		{class: "1-symlinks", name: "log dir", want: with(allReport, cSign, ok),
+		{class: "symlinks", name: "log dir", want: with(allReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "log", filepath.Join(r.outside, "log"))
 			}},
-		{class: "1-symlinks", name: "realisations dir", want: with(allReport, cSign, ok),
+		{class: "symlinks", name: "realisations dir", want: with(allReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "realisations", filepath.Join(r.outside, "dir"))
 			}},
-		{class: "1-symlinks", name: "build-trace-v2 dir", want: with(allReport, cSign, ok),
+		{class: "symlinks", name: "build-trace-v2 dir", want: with(allReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "build-trace-v2", filepath.Join(r.outside, "dir"))
 			}},
-		{class: "1-symlinks", name: "nix-cache-info", victims: allPaths, gcKeeps: true, check: noNarinfoLost,
+		{class: "symlinks", name: "nix-cache-info", victims: allPaths, gcKeeps: true, check: noNarinfoLost,
 			// Not a cache any more: gc stops before removing anything.
 			want: with(with(allReport, cGC, reports), cGCDry, reports),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, cachedir.InfoFile, filepath.Join(r.outside, "file-nix-cache-info"))
 			}},
 
-		// 2. What a narinfo's URL names.
-		{class: "2-url", name: "nix-cache-info", victims: []string{"junk"}, want: readersReport,
+		// What a narinfo's URL names.
+		{class: "url", name: "nix-cache-info", victims: []string{"junk"}, want: readersReport,
 			check: func(t *testing.T, c command, r *row, dir, out string) {
 				if _, err := os.Stat(filepath.Join(dir, cachedir.InfoFile)); err != nil {
 					t.Errorf("nix-cache-info is gone: %v", err)
@@ -197,25 +197,25 @@ func hostileCases(h *hostile) []hostileCase {
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": cachedir.InfoFile})
 			}},
-		{class: "2-url", name: "another narinfo", victims: []string{"junk"}, want: readersReport,
+		{class: "url", name: "another narinfo", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": h.narinfoRel("hello")})
 			}},
-		{class: "2-url", name: "nar-dot-dot another narinfo", victims: []string{"junk"}, want: readersReport,
+		{class: "url", name: "nar-dot-dot another narinfo", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": "nar/../" + h.narinfoRel("app")})
 			}},
-		{class: "2-url", name: "dot-dot to a file outside", victims: []string{"junk"}, want: readersReport,
+		{class: "url", name: "dot-dot to a file outside", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				rel, err := filepath.Rel(dir, filepath.Join(r.outside, "secret"))
 				testkit.Must(t, err)
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": rel})
 			}},
-		{class: "2-url", name: "absolute path outside", victims: []string{"junk"}, want: readersReport,
+		{class: "url", name: "absolute path outside", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": filepath.Join(r.outside, "secret")})
 			}},
-		{class: "2-url", name: "NAR in a subdirectory of nar", victims: []string{"junk"}, want: readersReport,
+		{class: "url", name: "NAR in a subdirectory of nar", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				sub := "nar/sub/" + filepath.Base(nar("junk"))
 				testkit.Must(t, os.Mkdir(filepath.Join(dir, "nar", "sub"), 0o755))
@@ -223,12 +223,12 @@ func hostileCases(h *hostile) []hostileCase {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": sub})
 			}},
 
-		// 3. An empty keep set.
-		{class: "3-empty-keep", name: "empty keep file", args: keepFile(""), check: noNarinfoLost, want: onlyGC(usage)},
-		{class: "3-empty-keep", name: "keep file of comments and blanks", args: keepFile("# roots\n\n   \n# none\n"), check: noNarinfoLost, want: onlyGC(usage)},
+		// An empty keep set.
+		{class: "empty-keep", name: "empty keep file", args: keepFile(""), check: noNarinfoLost, want: onlyGC(usage)},
+		{class: "empty-keep", name: "keep file of comments and blanks", args: keepFile("# roots\n\n   \n# none\n"), check: noNarinfoLost, want: onlyGC(usage)},
 
-		// 4. sign signs only what it checked.
-		{class: "4-sign", name: "unsigned narinfo with another path's NAR", victims: []string{"junk"},
+		// sign signs only what it checked.
+		{class: "sign", name: "unsigned narinfo with another path's NAR", victims: []string{"junk"},
 			want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, reports, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				m := h.nis["motd"]
@@ -236,22 +236,22 @@ func hostileCases(h *hostile) []hostileCase {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"URL": m.URL, "Compression": m.Compression,
 					"FileHash": m.FileHash.String(), "FileSize": itoa(m.FileSize), "NarHash": m.NarHash.String(), "NarSize": itoa(m.NarSize)})
 			}},
-		{class: "4-sign", name: "invalid signature by the signer's key", victims: []string{"junk"},
+		{class: "sign", name: "invalid signature by the signer's key", victims: []string{"junk"},
 			want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, reports, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"Sig": "hostile-suite-1:" + base64.StdEncoding.EncodeToString(make([]byte, 64))})
 			}},
 
-		// 5. Narinfos Nix rejects.
-		{class: "5-nix-rejects", name: "CRLF line endings", victims: []string{"junk"}, want: readersReport,
+		// Narinfos Nix rejects.
+		{class: "nix-rejects", name: "CRLF line endings", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.rewrite(t, dir, "junk", func(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") })
 			}},
-		{class: "5-nix-rejects", name: "no final newline", victims: []string{"hello"}, want: readersReport,
+		{class: "nix-rejects", name: "no final newline", victims: []string{"hello"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.rewrite(t, dir, "hello", func(s string) string { return strings.TrimSuffix(s, "\n") })
 			}},
-		{class: "5-nix-rejects", name: "References twice", victims: []string{"hello"}, want: readersReport,
+		{class: "nix-rejects", name: "References twice", victims: []string{"hello"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.rewrite(t, dir, "hello", func(s string) string {
 					i := strings.Index(s, "References: ")
@@ -259,25 +259,25 @@ func hostileCases(h *hostile) []hostileCase {
 					return s + line
 				})
 			}},
-		{class: "5-nix-rejects", name: "malformed CA", victims: []string{"junk"}, want: readersReport,
+		{class: "nix-rejects", name: "malformed CA", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"CA": "fixed:sha256:bogus"})
 			}},
-		{class: "5-nix-rejects", name: "malformed References", victims: []string{"junk"}, want: readersReport,
+		{class: "nix-rejects", name: "malformed References", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"References": "not-a-store-path"})
 			}},
 
-		// 6. Arguments that are not store paths never reach Nix.
-		{class: "6-arguments", name: "relative store path", want: badArgs,
+		// Arguments that are not store paths never reach Nix.
+		{class: "arguments", name: "relative store path", want: badArgs,
 			args: storeArg(func(r *row) string { return strings.TrimPrefix(r.paths["tool"], "/") })},
-		{class: "6-arguments", name: "a flake in a directory", want: badArgs,
+		{class: "arguments", name: "a flake in a directory", want: badArgs,
 			args: storeArg(func(r *row) string { return filepath.Join(r.outside, "flake", "sub") })},
-		{class: "6-arguments", name: "flake reference", want: badArgs,
+		{class: "arguments", name: "flake reference", want: badArgs,
 			args: storeArg(func(r *row) string { return filepath.Join(r.outside, "flake") + "#x" })},
-		{class: "6-arguments", name: "a file inside a store path", want: badArgs,
+		{class: "arguments", name: "a file inside a store path", want: badArgs,
 			args: storeArg(func(r *row) string { return r.paths["tool"] + "/bin" })},
-		{class: "6-arguments", name: "result symlink", want: [nCommands]outcome{na("takes no store path"), na("--keep takes store paths only"),
+		{class: "arguments", name: "result symlink", want: [nCommands]outcome{na("takes no store path"), na("--keep takes store paths only"),
 			na("--keep takes store paths only"), ok, ok, ok, na("its paths come from Nix"), na("takes no store path"), na("takes no store path")},
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				link := filepath.Join(r.scratch, "result-"+commandNames[c])
@@ -287,7 +287,7 @@ func hostileCases(h *hostile) []hostileCase {
 				}
 				return append(a, link)
 			}},
-		{class: "6-arguments", name: "options after the paths", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, na("takes no arguments"), ok, ok},
+		{class: "arguments", name: "options after the paths", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, na("takes no arguments"), ok, ok},
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				switch c {
 				case cOut:
@@ -319,8 +319,8 @@ func hostileCases(h *hostile) []hostileCase {
 				}
 			}},
 
-		// 7. Existing destination files are checked by hash.
-		{class: "7-dest-nar", name: "corrupt NAR of the right size in the destination",
+		// Existing destination files are checked by hash.
+		{class: "existing-nar", name: "corrupt NAR of the right size in the destination",
 			want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, ok, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				ni := testkit.NarInfos(t, h.good)[h.paths["tool"]]
@@ -338,7 +338,7 @@ func hostileCases(h *hostile) []hostileCase {
 					}
 				}
 			}},
-		{class: "7-dest-nar", name: "corrupt NAR of the right size in the source", victims: []string{"gone"}, want: contentBad,
+		{class: "existing-nar", name: "corrupt NAR of the right size in the source", victims: []string{"gone"}, want: contentBad,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := filepath.Join(dir, nar("gone"))
 				data, err := os.ReadFile(f)
@@ -348,15 +348,15 @@ func hostileCases(h *hostile) []hostileCase {
 				return h.narinfoRel("gone")
 			}},
 
-		// 8. Bounded work on small inputs.
-		{class: "8-unbounded", name: "deeply nested NAR", victims: []string{"junk"}, run: measured, asIs: true,
+		// Bounded work on small inputs.
+		{class: "unbounded", name: "deeply nested NAR", victims: []string{"junk"}, run: measured, asIs: true,
 			want: [nCommands]outcome{reports, ok, ok, ok, ok, ok, ok, reports, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				h.setNAR(t, dir, "junk", nestedNAR(30000))
 				testkit.Must(t, os.Remove(filepath.Join(dir, ls("junk"))))
 				return h.narinfoRel("junk")
 			}},
-		{class: "8-unbounded", name: "huge narinfo", victims: []string{"junk"}, run: measured, want: readersReport,
+		{class: "unbounded", name: "huge narinfo", victims: []string{"junk"}, run: measured, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				var refs strings.Builder
 				for i := range 250000 {
@@ -367,9 +367,9 @@ func hostileCases(h *hostile) []hostileCase {
 		brokenXZ(0),
 		brokenXZ(1),
 
-		// 9. Locks.
-		{class: "9-locks", name: "verify during gc", run: verifyDuringGC, want: only(ok, "the case is verify's", cVerify)},
-		{class: "9-locks", name: "no flock", gcKeeps: true,
+		// Locks.
+		{class: "locks", name: "verify during gc", run: verifyDuringGC, want: only(ok, "the case is verify's", cVerify)},
+		{class: "locks", name: "no flock", gcKeeps: true,
 			want: [nCommands]outcome{ok, {code: 1, names: true}, ok, {code: 0}, warns, warns,
 				na("the hook asks Nix, which needs flock itself"), na("sign asks Nix, which needs flock itself"), ok},
 			mutate: func(t *testing.T, r *row, dir string) string { return "." },
@@ -394,22 +394,22 @@ func hostileCases(h *hostile) []hostileCase {
 				}
 			}},
 
-		// 10. Small gaps.
-		{class: "10-gaps", name: "negative --jobs", args: flagArg("--jobs", "-1"),
+		// Small gaps.
+		{class: "gaps", name: "negative --jobs", args: flagArg("--jobs", "-1"),
 			want: [nCommands]outcome{usage, na("has no --jobs"), na("has no --jobs"), usage, usage, usage, usage, usage, usage}},
-		{class: "10-gaps", name: "negative --threads", args: flagArg("--threads", "-1"), want: only(usage, "has no --threads", cOut, cPush)},
-		{class: "10-gaps", name: "negative --priority", args: flagArg("--priority", "-1"), want: only(usage, "has no --priority", cOut)},
-		{class: "10-gaps", name: "verify --public-key with a secret key", want: only(usage, "the case is verify's", cVerify),
+		{class: "gaps", name: "negative --threads", args: flagArg("--threads", "-1"), want: only(usage, "has no --threads", cOut, cPush)},
+		{class: "gaps", name: "negative --priority", args: flagArg("--priority", "-1"), want: only(usage, "has no --priority", cOut)},
+		{class: "gaps", name: "verify --public-key with a secret key", want: only(usage, "the case is verify's", cVerify),
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				sec, err := os.ReadFile(r.keyFile)
 				testkit.Must(t, err)
 				return []string{"verify", "--public-key", strings.TrimSpace(string(sec)), dir}
 			}},
-		{class: "10-gaps", name: "verify --public-key with a secret key file", want: only(usage, "the case is verify's", cVerify),
+		{class: "gaps", name: "verify --public-key with a secret key file", want: only(usage, "the case is verify's", cVerify),
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				return []string{"verify", "--public-key", r.keyFile, dir}
 			}},
-		{class: "10-gaps", name: "copy --to the source's own nar dir", want: only(usage, "the case is copy's", cCopyTo),
+		{class: "gaps", name: "copy --to the source's own nar dir", want: only(usage, "the case is copy's", cCopyTo),
 			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
 				return []string{"copy", "--from", dir, "--to", filepath.Join(dir, "nar")}
 			},
@@ -421,28 +421,28 @@ func hostileCases(h *hostile) []hostileCase {
 			}},
 
 		// More: special files, hard links, names.
-		{class: "x-more", name: "FIFO as a narinfo", victims: []string{"junk"}, want: readersReport,
+		{class: "more", name: "FIFO as a narinfo", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := h.narinfoFile(dir, "junk")
 				testkit.Must(t, os.Remove(f))
 				testkit.Must(t, syscall.Mkfifo(f, 0o644))
 				return h.narinfoRel("junk")
 			}},
-		{class: "x-more", name: "FIFO as a NAR", victims: []string{"gone"}, want: readersReport,
+		{class: "more", name: "FIFO as a NAR", victims: []string{"gone"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := filepath.Join(dir, nar("gone"))
 				testkit.Must(t, os.Remove(f))
 				testkit.Must(t, syscall.Mkfifo(f, 0o644))
 				return nar("gone")
 			}},
-		{class: "x-more", name: "hard link to a file outside as a NAR", victims: []string{"gone"}, want: contentBad,
+		{class: "more", name: "hard link to a file outside as a NAR", victims: []string{"gone"}, want: contentBad,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := filepath.Join(dir, nar("gone"))
 				testkit.Must(t, os.Remove(f))
 				testkit.Must(t, os.Link(filepath.Join(r.outside, "secret"), f))
 				return h.narinfoRel("gone")
 			}},
-		{class: "x-more", name: "directory as a narinfo", victims: []string{"junk"}, want: readersReport,
+		{class: "more", name: "directory as a narinfo", victims: []string{"junk"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := h.narinfoFile(dir, "junk")
 				testkit.Must(t, os.Remove(f))
@@ -450,26 +450,26 @@ func hostileCases(h *hostile) []hostileCase {
 				testkit.Must(t, os.WriteFile(filepath.Join(f, "x"), []byte("x\n"), 0o644))
 				return h.narinfoRel("junk")
 			}},
-		{class: "x-more", name: "directory as a NAR", victims: []string{"gone"}, want: readersReport,
+		{class: "more", name: "directory as a NAR", victims: []string{"gone"}, want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				f := filepath.Join(dir, nar("gone"))
 				testkit.Must(t, os.Remove(f))
 				testkit.Must(t, os.Mkdir(f, 0o755))
 				return nar("gone")
 			}},
-		{class: "x-more", name: "file as nar dir", victims: allPaths, want: allReport,
+		{class: "more", name: "file as nar dir", victims: allPaths, want: allReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				testkit.Must(t, os.RemoveAll(filepath.Join(dir, "nar")))
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, "nar"), []byte("x\n"), 0o644))
 				return "nar"
 			}},
-		{class: "x-more", name: "file as debuginfo dir", victims: []string{"dbg"}, want: allReport,
+		{class: "more", name: "file as debuginfo dir", victims: []string{"dbg"}, want: allReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				testkit.Must(t, os.RemoveAll(filepath.Join(dir, "debuginfo")))
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, "debuginfo"), []byte("x\n"), 0o644))
 				return "debuginfo"
 			}},
-		{class: "x-more", name: "narinfo name with a newline", want: readersReport,
+		{class: "more", name: "narinfo name with a newline", want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				data, err := os.ReadFile(h.narinfoFile(dir, "junk"))
 				testkit.Must(t, err)
@@ -477,7 +477,7 @@ func hostileCases(h *hostile) []hostileCase {
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
 				return name
 			}},
-		{class: "x-more", name: "narinfo under another hash", want: readersReport,
+		{class: "more", name: "narinfo under another hash", want: readersReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				data, err := os.ReadFile(h.narinfoFile(dir, "hello"))
 				testkit.Must(t, err)
@@ -485,16 +485,16 @@ func hostileCases(h *hostile) []hostileCase {
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
 				return name
 			}},
-		{class: "x-more", name: "huge FileSize", victims: []string{"junk"},
+		{class: "more", name: "huge FileSize", victims: []string{"junk"},
 			want: [nCommands]outcome{reports, ok, ok, reports, ok, ok, ok, ok, reports},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return h.editNarinfo(t, dir, "junk", map[string]string{"FileSize": "18446744073709551615"})
 			}},
-		{class: "x-more", name: "temporary-file symlink in nar dir", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, ok, ok},
+		{class: "more", name: "temporary-file symlink in nar dir", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, ok, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "nar/"+cachedir.TmpPrefix+"x", filepath.Join(r.outside, "secret"))
 			}},
-		{class: "x-more", name: "temporary-file symlink beside the narinfos", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, ok, ok},
+		{class: "more", name: "temporary-file symlink beside the narinfos", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, ok, ok, ok},
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, cachedir.TmpPrefix+"x", filepath.Join(r.outside, "file-narinfo"))
 			}},

@@ -145,6 +145,19 @@ func TestHostileCaches(t *testing.T) {
 	cases := hostileCases(h)
 	var mu sync.Mutex
 	count, classes := 0, map[string]int{}
+	cells := map[string]bool{}
+	for i := range cases {
+		for c := range nCommands {
+			if cases[i].want[c].na == "" {
+				cells[cellKey(&cases[i], c)] = true
+			}
+		}
+	}
+	for k := range pending {
+		if !cells[k] {
+			t.Errorf("pending names %q, which is no case of the table", k)
+		}
+	}
 	for i := range cases {
 		tc := &cases[i]
 		t.Run(tc.class+"/"+tc.name, func(t *testing.T) {
@@ -163,7 +176,7 @@ func TestHostileCaches(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() {
-		t.Logf("%d cases, %d runs (case × command) over %d classes: %v", len(cases), count, len(classes), classes)
+		t.Logf("%d cases, %d runs (case × command) over %d classes, %d of them pending: %v", len(cases), count, len(classes), len(pending), classes)
 	})
 }
 
@@ -241,10 +254,20 @@ func newHostile(t *testing.T) *hostile {
 // newRow makes a row's sentinels and bucket.
 func (h *hostile) newRow(t *testing.T, tc *hostileCase, i int) *row {
 	t.Helper()
-	dir := t.TempDir()
-	r := &row{hostile: h, tc: tc, outside: filepath.Join(dir, "outside"), bucket: fmt.Sprintf("row-%03d", i), scratch: dir}
+	r := &row{hostile: h, tc: tc, bucket: fmt.Sprintf("row-%03d", i)}
 	h.s3.MakeBucket(t, r.bucket, s3server.Private)
-	o := r.outside
+	return r
+}
+
+// withOutside is the row for one command: its own scratch directory and
+// sentinels, so that what a command does to them is its own.
+func (r *row) withOutside(t *testing.T) *row {
+	t.Helper()
+	h := r.hostile
+	rc := *r
+	rc.scratch = t.TempDir()
+	rc.outside = filepath.Join(rc.scratch, "outside")
+	o := rc.outside
 	secret := []byte(h.token + "-secret\n")
 	junk := h.nis["junk"]
 	narinfoText := strings.Replace(junk.String(), "Deriver: "+junk.Deriver, "Deriver: "+junk.Deriver[:33]+h.token+".drv", 1)
@@ -283,14 +306,18 @@ func (h *hostile) newRow(t *testing.T, tc *hostileCase, i int) *row {
 	// A flake that, evaluated, fails with the token.
 	testkit.Must(t, os.MkdirAll(filepath.Join(o, "flake", "sub"), 0o755))
 	testkit.Must(t, os.WriteFile(filepath.Join(o, "flake", "flake.nix"), []byte(`{ outputs = _: throw "`+h.token+`-evaluated"; }`+"\n"), 0o644))
-	return r
+	return &rc
 }
 
 // runCommand runs command c on a fresh copy of the row's cache and checks
 // the outcome and what must hold whatever it is.
 func (r *row) runCommand(t *testing.T, c command) {
 	tc, want := r.tc, r.tc.want[c]
-	work := t.TempDir()
+	if why, ok := pending[cellKey(tc, c)]; ok && os.Getenv(runPendingEnv) != "1" {
+		t.Skipf("pending (%s=1 runs it): %s", runPendingEnv, why)
+	}
+	r = r.withOutside(t)
+	work := r.scratch
 	dir := filepath.Join(work, "cache")
 	nixtest.Run(t, "cp", "-a", r.base, dir)
 	entry := ""
@@ -400,6 +427,14 @@ func runWithin(t *testing.T, env map[string]string, args []string) (int, string)
 		t.Fatalf("%q did not end within 2 minutes", args)
 	}
 	return 0, ""
+}
+
+// runPendingEnv set to 1 runs the pending cells too, to see which landed.
+const runPendingEnv = "MKBINARYCACHE_RUN_PENDING"
+
+// cellKey names a cell of the table: class/name/command.
+func cellKey(tc *hostileCase, c command) string {
+	return tc.class + "/" + tc.name + "/" + commandNames[c]
 }
 
 // namesEntry reports whether out names the entry rel of the cache dir: by
