@@ -474,8 +474,16 @@ func (c *Client) remembered(p string) bool {
 	if c.memory == "" {
 		return false
 	}
-	fi, err := os.Lstat(filepath.Join(c.memory, narinfo.HashPart(p)))
-	return err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) < c.o.TTL
+	name := filepath.Join(c.memory, narinfo.HashPart(p))
+	fi, err := os.Lstat(name)
+	if err != nil {
+		return false
+	}
+	if fi.Mode().IsRegular() && time.Since(fi.ModTime()) < c.o.TTL {
+		return true
+	}
+	_ = os.Remove(name) // expired: asked again, and remembered anew if served
+	return false
 }
 
 // remember notes that p is served; failures only cost a request later.

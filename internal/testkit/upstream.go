@@ -66,6 +66,7 @@ type Server struct {
 	mu  sync.Mutex
 	// NarInfos and All count requests; Paths lists the narinfo requests.
 	narInfos, all int
+	goNarInfos    int // narinfo requests from Go's client: mkbinarycache's, not Nix's
 	// Status, if set, answers a request instead of the file (0: serve).
 	Status func(r *http.Request) int
 }
@@ -80,6 +81,9 @@ func Serve(t testing.TB, dir string) *Server {
 		s.all++
 		if strings.HasSuffix(r.URL.Path, ".narinfo") {
 			s.narInfos++
+			if strings.HasPrefix(r.UserAgent(), "Go-http-client/") {
+				s.goNarInfos++
+			}
 		}
 		status := s.Status
 		s.mu.Unlock()
@@ -101,6 +105,14 @@ func (s *Server) Requests() (narInfos, all int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.narInfos, s.all
+}
+
+// OurNarInfos returns the narinfo requests mkbinarycache made (Go's
+// client), apart from Nix's own.
+func (s *Server) OurNarInfos() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.goNarInfos
 }
 
 // SetStatus sets Status safely while the server runs.

@@ -61,7 +61,11 @@ export XDG_CACHE_HOME=%s
 			}
 			return log
 		}
+		before, _ := srv.Requests()
+		ours := srv.OurNarInfos()
 		log := build("run 1", "-A app")
+		n, _ := srv.Requests()
+		t.Logf("Nix %s, run 1: the hooks asked for %d narinfos, Nix for %d", v.Name, srv.OurNarInfos()-ours, n-before-(srv.OurNarInfos()-ours))
 		if strings.Contains(log, "warning: upstream") {
 			t.Errorf("run 1: upstream warnings:\n%s", log)
 		}
