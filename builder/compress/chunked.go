@@ -156,19 +156,21 @@ func (c *chunkWriter) Close() error {
 // ZstdChunkSize is the chunk (frame) size for zstd: Nix 2.35's, whose
 // libzstd writes 16 MiB frames. The encoder's window is as large, so that a
 // chunk is one window: on BIG, 8 MiB chunks and window wrote 1.0135x what
-// Nix 2.35 writes, 16 MiB 1.0075x (the "better" level below: 1.0065x).
+// Nix 2.35 writes, 16 MiB 1.0075x, with every literal section
+// entropy-coded 1.0065x; on MANY (mostly NARs under 1 MiB) 1.0064x.
 const ZstdChunkSize = 16 << 20
 
 // zstdBetterBelow is the input size under which zstd streams are
 // compressed at klauspost's "better" level rather than its default. On
 // small inputs the default level writes 1-2% more than libzstd's level 3,
 // which Nix uses (the NARs of /usr/share/doc's directories: under 64 KiB
-// 1.9% more, 64-256 KiB 1.0%), and they take little of a run's CPU: at
-// the better level, the NARs under 256 KiB of those directories compress
-// 1.6% smaller for 0.04 s more CPU (of 0.6 s for the whole run). The choice
+// 1.9% more, 64-256 KiB 1.0%), and the smallest take little of a run's
+// CPU: at the better level, those under 64 KiB compress 2% smaller for
+// 0.02 s more CPU on MANY (those of 64-256 KiB would gain 1.7% for 0.02 s
+// more, and were measured to cost more in a whole run). The choice
 // depends on the size of the chunk alone, so the output is the same for
 // any core count.
-const zstdBetterBelow = 256 << 10
+const zstdBetterBelow = 64 << 10
 
 // zstdChunk compresses with klauspost's encoder at the level given (if set),
 // or by default at its default level (libzstd's level 3 in speed), with every
