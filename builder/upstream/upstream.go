@@ -91,7 +91,7 @@ type Client struct {
 
 // source is one upstream and what the run learnt of it.
 type source struct {
-	raw  string
+	name string // the URL without its password, for messages
 	u    *url.URL
 	mu   sync.Mutex
 	down string // why it is no longer asked, after a failure
@@ -122,15 +122,15 @@ func New(o Options) (*Client, error) {
 	for _, raw := range o.URLs {
 		u, err := url.Parse(strings.TrimRight(raw, "/"))
 		if err != nil {
-			return nil, fmt.Errorf("upstream %q: %w", raw, err)
+			return nil, fmt.Errorf("upstream URL: %w", err)
 		}
 		switch {
 		case u.Scheme == "file" && u.Host == "" && path.IsAbs(u.Path):
 		case (u.Scheme == "http" || u.Scheme == "https") && u.Host != "":
 		default:
-			return nil, fmt.Errorf("upstream %q: not an http://, https:// or file:///ABSOLUTE/PATH URL", raw)
+			return nil, fmt.Errorf("upstream %s: not an http://, https:// or file:///ABSOLUTE/PATH URL", u.Redacted())
 		}
-		c.ups = append(c.ups, &source{raw: raw, u: u})
+		c.ups = append(c.ups, &source{name: u.Redacted(), u: u})
 	}
 	pool, err := certPool(o.CAFile)
 	if err != nil {
@@ -242,7 +242,7 @@ func (c *Client) serves(ctx context.Context, s *source, p string, report func(Wa
 		return false
 	}
 	if msg := c.check(data, p); msg != "" {
-		report(Warning{Upstream: s.raw, Path: p, Msg: msg})
+		report(Warning{Upstream: s.name, Path: p, Msg: msg})
 		return false
 	}
 	return true
@@ -271,7 +271,7 @@ func (c *Client) usable(ctx context.Context, s *source, report func(Warning)) bo
 		}
 	}
 	if s.down != "" {
-		report(Warning{Upstream: s.raw, Msg: s.down + "; not asked again in this run, its paths are stored"})
+		report(Warning{Upstream: s.name, Msg: s.down + "; not asked again in this run, its paths are stored"})
 		return false
 	}
 	s.info = true
@@ -285,7 +285,7 @@ func (c *Client) fail(s *source, err error, report func(Warning)) {
 		return
 	}
 	s.down = err.Error()
-	report(Warning{Upstream: s.raw, Msg: s.down + "; not asked again in this run, its paths are stored"})
+	report(Warning{Upstream: s.name, Msg: s.down + "; not asked again in this run, its paths are stored"})
 }
 
 // check parses an upstream narinfo for p strictly, and reports what makes

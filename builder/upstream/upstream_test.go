@@ -299,6 +299,21 @@ func TestHTTPSAndNetrc(t *testing.T) {
 	}
 }
 
+// A password in an upstream URL appears in no message.
+func TestURLPassword(t *testing.T) {
+	f := newFixture(t)
+	srv := testkit.Serve(t, f.dir)
+	srv.SetStatus(func(*http.Request) int { return http.StatusInternalServerError })
+	u := strings.Replace(srv.URL, "http://", "http://ci:s3cret@", 1)
+	_, warnings := served(t, upstream.Options{URLs: []string{u}, Keys: trusted(t), StoreDir: f.s.Dir}, f.glibc)
+	if len(warnings) != 1 || strings.Contains(warnings[0], "s3cret") {
+		t.Errorf("warnings %q: want one, without the password", warnings)
+	}
+	if _, err := upstream.New(upstream.Options{URLs: []string{"ftp://ci:s3cret@host/"}, Unsigned: true}); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad URL: %v", err)
+	}
+}
+
 func TestBadURL(t *testing.T) {
 	for _, u := range []string{"s3://bucket", "file://relative/dir", "http://", "ftp://x"} {
 		if _, err := upstream.New(upstream.Options{URLs: []string{u}, Unsigned: true}); err == nil {
