@@ -155,7 +155,7 @@ var pending = map[string]string{
 	"locks/no flock/copy-to":                                                "a writer warns where the file system cannot lock",
 	"locks/no flock/gc":                                                     "gc fails where the file system cannot lock",
 	"locks/no flock/out":                                                    "a writer warns where the file system cannot lock",
-	"locks/verify during gc/verify":                                         "verify takes the read-only lock",
+	"locks/while gc holds the cache/verify":                                 "verify takes the read-only lock",
 	"more/FIFO as a NAR/copy-from":                                          "copy skips the entry, reports it, copies the rest and exits 1",
 	"more/FIFO as a NAR/gc":                                                 "gc removes the entry itself, reports it and goes on",
 	"more/FIFO as a NAR/gc-dry-run":                                         "gc removes the entry itself, reports it and goes on",

@@ -814,10 +814,10 @@ func runBinaryNoFlock(t *testing.T, env map[string]string, args ...string) (int,
 	return cmd.ProcessState.ExitCode(), b.String()
 }
 
-// verifyDuringGC runs verify while the cache is held as gc holds it, in
-// the state of a gc half done (a NAR gone before its narinfo): verify
-// must wait for the lock, and then find nothing wrong.
-func verifyDuringGC(t *testing.T, c command, r *row, dir string, args []string, _ map[string]string) (int, string) {
+// duringGC runs the command while the cache is held as gc holds it, in
+// the state of a gc half done (a NAR gone before its narinfo): the command
+// must wait for the lock, and then do its work on a whole cache.
+func duringGC(t *testing.T, c command, r *row, dir string, args []string, env map[string]string) (int, string) {
 	t.Helper()
 	// The lock gc holds: an exclusive flock on the cache directory.
 	lock, err := os.Open(dir)
@@ -825,7 +825,7 @@ func verifyDuringGC(t *testing.T, c command, r *row, dir string, args []string, 
 	defer lock.Close()
 	testkit.Must(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB))
 	nar := filepath.Join(dir, r.nis["junk"].URL)
-	aside := filepath.Join(r.scratch, "aside-"+commandNames[c])
+	aside := filepath.Join(r.scratch, "aside")
 	testkit.Must(t, os.Rename(nar, aside))
 	type result struct {
 		code int
@@ -833,18 +833,18 @@ func verifyDuringGC(t *testing.T, c command, r *row, dir string, args []string, 
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, stdout, stderr := runMain(args...)
+		code, stdout, stderr := runMainEnv(func(k string) string { return env[k] }, args...)
 		done <- result{code, stdout + stderr}
 	}()
 	select {
 	case res := <-done:
-		t.Errorf("verify ran while gc held the cache")
+		t.Errorf("%s ran while gc held the cache", commandNames[c])
 		testkit.Must(t, os.Rename(aside, nar))
 		return res.code, res.out
 	case <-time.After(2 * time.Second):
-		// Still waiting, as it should: a verify that ignored the lock
-		// would have reported the missing NAR by now, or soon after;
-		// either way it cannot pass the check below on a slow machine.
+		// Still waiting, as it should: one that ignored the lock would
+		// have ended by now, or would soon, on the half-done cache;
+		// either way it cannot pass the checks after on a slow machine.
 	}
 	testkit.Must(t, os.Rename(aside, nar))
 	lock.Close()
@@ -852,7 +852,7 @@ func verifyDuringGC(t *testing.T, c command, r *row, dir string, args []string, 
 	case res := <-done:
 		return res.code, res.out
 	case <-time.After(2 * time.Minute):
-		t.Fatal("verify did not finish within 2 minutes of the lock's release")
+		t.Fatalf("%s did not end within 2 minutes of the lock's release", commandNames[c])
 	}
 	return 0, ""
 }
