@@ -116,13 +116,12 @@ type hostileCase struct {
 
 // hostile is what every row shares: the base cache and its store paths.
 type hostile struct {
-	paths    map[string]string // name -> store path: app hello libgreet motd busybox junk dbg tool blob
-	base     string            // the base cache: app's closure, junk and dbg
+	paths    map[string]string // name -> store path: allPaths, tool and blob
+	base     string            // the base cache: app's closure, junk, dbg and gone
 	good     string            // a clean cache of tool and blob: the source of copy --to
 	nis      map[string]*narinfo.NarInfo
-	keyFile  string // the signing key; keySecret is its secret part
+	keyFile  string // the signing key; keySec is its secret part
 	keySec   string
-	pub      string
 	token    string // in every sentinel, unique to this run
 	brokenXZ []string
 	attrs    string // structured attrs of tool and blob
@@ -181,9 +180,10 @@ func TestHostileCaches(t *testing.T) {
 }
 
 // newHostile builds the base cache once: real Nix paths (ci.nix's app
-// with its closure, junk, and two added paths: dbg with a debug info
-// file, blob with 1.5 MiB of incompressible data) written by the real
-// program with listings and debug info.
+// with its closure, junk, and added paths: dbg with a debug info file,
+// gone, deleted from the local store once cached) written by the real
+// program with listings and debug info; and the clean cache of tool and
+// blob (1.5 MiB of incompressible data, for xz) that copy --to copies.
 func newHostile(t *testing.T) *hostile {
 	t.Helper()
 	p := ciPaths(t)
@@ -224,16 +224,12 @@ func newHostile(t *testing.T) *hostile {
 	}
 
 	h.keyFile = filepath.Join(tmp, "suite.sec")
-	pubFile := filepath.Join(tmp, "suite.pub")
-	if code, _, stderr := runMain("keygen", "hostile-suite-1", "--secret-key-file", h.keyFile, "--public-key-file", pubFile); code != 0 {
+	if code, _, stderr := runMain("keygen", "hostile-suite-1", "--secret-key-file", h.keyFile, "--public-key-file", filepath.Join(tmp, "suite.pub")); code != 0 {
 		t.Fatalf("keygen: %s", stderr)
 	}
 	sec, err := os.ReadFile(h.keyFile)
 	testkit.Must(t, err)
 	_, h.keySec, _ = strings.Cut(strings.TrimSpace(string(sec)), ":")
-	pub, err := os.ReadFile(pubFile)
-	testkit.Must(t, err)
-	h.pub = strings.TrimSpace(string(pub))
 
 	var b [8]byte
 	_, _ = rand.Read(b[:])
