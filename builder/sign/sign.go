@@ -5,6 +5,7 @@ package sign
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -66,21 +67,42 @@ func LoadSecretKeyFile(name string) (signature.SecretKey, error) {
 
 // ParsePublicKey accepts a public key as Nix's trusted-public-keys lists it
 // ("name:base64(32 bytes)"), or the name of a file holding one (as
-// `nix-store --generate-binary-cache-key` writes it).
+// `nix-store --generate-binary-cache-key` writes it). Its errors never
+// carry key material: a secret key given by mistake must not end up in a
+// CI log, so an argument is named by what precedes its first ':' at most.
 func ParsePublicKey(s string) (signature.PublicKey, error) {
 	k, err := signature.ParsePublicKey(strings.TrimSpace(s))
 	if err == nil {
 		return k, nil
 	}
+	shown := s
+	if name, _, ok := strings.Cut(s, ":"); ok {
+		shown = name + ":…"
+	}
+	if isSecretKey(s) {
+		return signature.PublicKey{}, fmt.Errorf("public key %q is a secret key, not a public key (name:base64 of 32 bytes, or a file holding one)", shown)
+	}
 	data, ferr := os.ReadFile(s)
 	if ferr != nil {
-		return signature.PublicKey{}, fmt.Errorf("public key %q: neither a key (%v) nor a readable file (%v)", s, err, ferr)
+		// Not the *PathError itself: its path is the argument.
+		if pe, ok := ferr.(*fs.PathError); ok {
+			ferr = pe.Err
+		}
+		return signature.PublicKey{}, fmt.Errorf("public key %q: neither a key (%v) nor a readable file (%v)", shown, err, ferr)
 	}
 	k, err = signature.ParsePublicKey(strings.TrimSpace(string(data)))
 	if err != nil {
+		if isSecretKey(string(data)) {
+			return signature.PublicKey{}, fmt.Errorf("public key file %s holds a secret key: give the public key file", s)
+		}
 		return signature.PublicKey{}, fmt.Errorf("public key file %s: %w", s, err)
 	}
 	return k, nil
+}
+
+func isSecretKey(s string) bool {
+	_, err := signature.LoadSecretKey(strings.TrimSpace(s))
+	return err == nil
 }
 
 // GenerateKey makes a new key pair named name, in Nix's formats.

@@ -187,6 +187,26 @@ func TestKeys(t *testing.T) {
 			t.Errorf("GenerateKey(%q) accepted", bad)
 		}
 	}
+	// A secret key where a public key belongs: refused, and never echoed,
+	// whether given as a key, a file holding one, or a file name.
+	secFile := filepath.Join(dir, "as-pub.sec")
+	os.WriteFile(secFile, []byte(sec+"\n"), 0o600)
+	_, secData, _ := strings.Cut(sec, ":")
+	for _, s := range []string{sec, secFile, filepath.Join(dir, sec), "x:" + secData + "\n"} {
+		_, err := sign.ParsePublicKey(s)
+		if err == nil || strings.Contains(err.Error(), secData) || strings.Contains(err.Error(), secData[:8]) {
+			t.Errorf("ParsePublicKey(a secret key) = %v: must fail without echoing the key", err)
+		}
+	}
+	if _, err := sign.ParsePublicKey(sec); err == nil || !strings.Contains(err.Error(), "is a secret key") {
+		t.Errorf("ParsePublicKey(secret key) = %v, want it said to be a secret key", err)
+	}
+	if _, err := sign.ParsePublicKey(secFile); err == nil || !strings.Contains(err.Error(), secFile+" holds a secret key") {
+		t.Errorf("ParsePublicKey(secret key file) = %v, want the file named as holding a secret key", err)
+	}
+	if _, err := sign.ParsePublicKey(filepath.Join(dir, "missing.pub")); err == nil || !strings.Contains(err.Error(), "missing.pub") {
+		t.Errorf("ParsePublicKey(missing file) = %v, want the file named", err)
+	}
 	os.WriteFile(f, []byte("name:c2VjcmV0"), 0o600)
 	if _, err := sign.LoadSecretKeyFile(f); err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
 		t.Errorf("bad secret key: err = %v (must fail and not echo the key)", err)

@@ -78,6 +78,17 @@ func TestKeygenSignVerify(t *testing.T) {
 		t.Errorf("second sign changed the narinfo:\n%s", d)
 	}
 
+	// A secret key given as --public-key, or its file: a usage error that
+	// never echoes the key.
+	secKey, _ := os.ReadFile(sec)
+	_, secData, _ := strings.Cut(strings.TrimSpace(string(secKey)), ":")
+	for _, k := range []string{strings.TrimSpace(string(secKey)), sec} {
+		code, stdout, stderr := runMain("verify", "--public-key", k, cache)
+		if code != cli.ExitUsage || !strings.Contains(stderr, "secret key") || strings.Contains(stdout+stderr, secData[:8]) {
+			t.Errorf("verify --public-key SECRET: exit %d, stdout %q, stderr %q: want a usage error that does not echo the key", code, stdout, stderr)
+		}
+	}
+
 	code, stdout, _ = runMain("keygen", "printed")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
 	if code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "printed:") || len(lines[0]) != len("printed:")+88 || len(lines[1]) != len("printed:")+44 {
