@@ -3,6 +3,7 @@
 package compress
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"strings"
@@ -162,6 +163,11 @@ func NewReader(r io.Reader, m Method) (io.ReadCloser, error) {
 		}
 		return d.IOReadCloser(), nil
 	case XZ:
+		// The xz decoder reads its input a byte at a time: one system
+		// call per byte from a file or pipe, unless buffered.
+		if _, ok := r.(io.ByteReader); !ok {
+			r = bufio.NewReaderSize(r, 64<<10)
+		}
 		d, err := xz.NewReader(r)
 		if err != nil {
 			return nil, err

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -159,6 +161,64 @@ func TestXZProgram(t *testing.T) {
 	}
 	if got, err := io.ReadAll(r); err != nil || !bytes.Equal(got, small) {
 		t.Errorf("small input, missing xz program: round trip failed: %v", err)
+	}
+}
+
+// An external xz is trusted for speed, not for its output: whatever a
+// broken one writes and however it exits, only output that decompresses to
+// the input byte for byte gets through, and the error names the program.
+func TestXZProgramBroken(t *testing.T) {
+	dir := t.TempDir()
+	data := sample(2 << 20)
+	o := Options{Threads: 1, chunkSize: 4 << 20} // one chunk
+	files := map[string][]byte{
+		"valid": encode(t, XZ, o, data),
+		"other": encode(t, XZ, o, bytes.ToUpper(data)),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ name, script, want string }{
+		{"garbage", "printf 'not xz at all'", "exited without error, but its output does not decompress to its input"},
+		{"nothing", "true", "exited without error, but its output does not decompress to its input"},
+		{"truncated", "head -c 100000 valid", "exited without error, but its output does not decompress to its input"},
+		{"another input's stream", "cat other", "exited without error, but its output does not decompress to its input (other bytes than were written)"},
+		{"trailing garbage", "cat valid; printf junk", "exited without error, but its output does not decompress to its input"},
+		{"endless garbage", "exec yes garbage", "its output does not decompress to its input"},
+		{"failure", "echo 'xz: out of memory' >&2; exit 1", "exit status 1: xz: out of memory"},
+		{"valid", "cat valid", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prog := filepath.Join(t.TempDir(), "xz")
+			script := "#!/bin/sh\ncd " + dir + " || exit 1\ncat >/dev/null\n" + tc.script + "\n"
+			if strings.HasPrefix(tc.script, "exec yes") {
+				script = "#!/bin/sh\n" + tc.script + "\n" // never reads its input
+			}
+			if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			w, err := NewWriter(&out, XZ, Options{Threads: 1, chunkSize: 4 << 20, XZProgram: prog})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write(data)
+			err = w.Close()
+			if tc.want == "" {
+				if err != nil || !bytes.Equal(out.Bytes(), files["valid"]) {
+					t.Errorf("a working xz: error %v, %d bytes out, want its %d", err, out.Len(), len(files["valid"]))
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), prog) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one naming %s and saying %q", err, prog, tc.want)
+			}
+			if out.Len() > 0 {
+				t.Errorf("%d bytes written for a refused chunk", out.Len())
+			}
+		})
 	}
 }
 
