@@ -45,8 +45,8 @@ func hostileCases(h *hostile) []hostileCase {
 		return w
 	}
 	with := func(w [nCommands]outcome, c command, o outcome) [nCommands]outcome { w[c] = o; return w }
-	keepFile := func(content string) func(*testing.T, command, *row, string, []string) []string {
-		return func(t *testing.T, c command, r *row, dir string, a []string) []string {
+	keepFile := func(content string) func(*testing.T, command, *row, string, []string, map[string]string) []string {
+		return func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 			f := filepath.Join(r.scratch, "keep-"+commandNames[c])
 			testkit.Must(t, os.WriteFile(f, []byte(content), 0o644))
 			for i := range a {
@@ -58,10 +58,13 @@ func hostileCases(h *hostile) []hostileCase {
 			return a
 		}
 	}
-	// storeArg puts arg where a command takes store paths.
-	storeArg := func(arg func(r *row) string) func(*testing.T, command, *row, string, []string) []string {
-		return func(t *testing.T, c command, r *row, dir string, a []string) []string {
+	// storeArg puts arg where a command takes store paths; the hook's
+	// come from Nix, in OUT_PATHS.
+	storeArg := func(arg func(r *row) string) func(*testing.T, command, *row, string, []string, map[string]string) []string {
+		return func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 			switch c {
+			case cHook:
+				env["OUT_PATHS"] = arg(r)
 			case cOut:
 				return append(a[:len(a)-2], arg(r))
 			case cCopyFrom, cCopyTo:
@@ -76,10 +79,17 @@ func hostileCases(h *hostile) []hostileCase {
 			return a
 		}
 	}
+	// The hook never fails a build: it warns, naming the path.
 	badArgs := [nCommands]outcome{na("takes no store path"), usage, usage, usage, usage, usage,
-		na("its paths come from Nix"), na("takes no store path"), na("takes no store path")}
-	flagArg := func(flag, value string) func(*testing.T, command, *row, string, []string) []string {
-		return func(t *testing.T, c command, r *row, dir string, a []string) []string {
+		{code: 0}, na("takes no store path"), na("takes no store path")}
+	hookNamesArg := func(t *testing.T, c command, r *row, dir, out string) {
+		t.Helper()
+		if c == cHook && !strings.Contains(out, "warning") {
+			t.Errorf("no warning that the path was not added")
+		}
+	}
+	flagArg := func(flag, value string) func(*testing.T, command, *row, string, []string, map[string]string) []string {
+		return func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 			return append([]string{a[0], flag, value}, a[1:]...)
 		}
 	}
@@ -91,7 +101,7 @@ func hostileCases(h *hostile) []hostileCase {
 	}
 	brokenXZ := func(i int) hostileCase {
 		return hostileCase{class: "unbounded", name: "broken external xz " + []string{"printing garbage", "printing other content"}[i],
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				return append(a, "--compression", "xz", "--xz-program", r.brokenXZ[i])
 			},
 			check: func(t *testing.T, c command, r *row, dir, out string) {
@@ -269,17 +279,17 @@ func hostileCases(h *hostile) []hostileCase {
 			}},
 
 		// Arguments that are not store paths never reach Nix.
-		{class: "arguments", name: "relative store path", want: badArgs,
+		{class: "arguments", name: "relative store path", want: badArgs, check: hookNamesArg,
 			args: storeArg(func(r *row) string { return strings.TrimPrefix(r.paths["tool"], "/") })},
-		{class: "arguments", name: "a flake in a directory", want: badArgs,
+		{class: "arguments", name: "a flake in a directory", want: badArgs, check: hookNamesArg,
 			args: storeArg(func(r *row) string { return filepath.Join(r.outside, "flake", "sub") })},
-		{class: "arguments", name: "flake reference", want: badArgs,
+		{class: "arguments", name: "flake reference", want: badArgs, check: hookNamesArg,
 			args: storeArg(func(r *row) string { return filepath.Join(r.outside, "flake") + "#x" })},
-		{class: "arguments", name: "a file inside a store path", want: badArgs,
+		{class: "arguments", name: "a file inside a store path", want: badArgs, check: hookNamesArg,
 			args: storeArg(func(r *row) string { return r.paths["tool"] + "/bin" })},
 		{class: "arguments", name: "result symlink", want: [nCommands]outcome{na("takes no store path"), na("--keep takes store paths only"),
 			na("--keep takes store paths only"), ok, ok, ok, na("its paths come from Nix"), na("takes no store path"), na("takes no store path")},
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				link := filepath.Join(r.scratch, "result-"+commandNames[c])
 				testkit.Must(t, os.Symlink(r.paths["tool"], link))
 				if c == cOut {
@@ -288,7 +298,7 @@ func hostileCases(h *hostile) []hostileCase {
 				return append(a, link)
 			}},
 		{class: "arguments", name: "options after the paths", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, na("takes no arguments"), ok, ok},
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				switch c {
 				case cOut:
 					return append(a, "--compression", "xz", "--xz-program", "none")
@@ -373,7 +383,7 @@ func hostileCases(h *hostile) []hostileCase {
 			want: [nCommands]outcome{ok, {code: 1, names: true}, ok, {code: 0}, warns, warns,
 				na("the hook asks Nix, which needs flock itself"), na("sign asks Nix, which needs flock itself"), ok},
 			mutate: func(t *testing.T, r *row, dir string) string { return "." },
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				if c == cOut { // no Nix: it needs flock itself
 					return append(a[:len(a)-2], "--attrs", r.attrs)
 				}
@@ -400,17 +410,17 @@ func hostileCases(h *hostile) []hostileCase {
 		{class: "gaps", name: "negative --threads", args: flagArg("--threads", "-1"), want: only(usage, "has no --threads", cOut, cPush)},
 		{class: "gaps", name: "negative --priority", args: flagArg("--priority", "-1"), want: only(usage, "has no --priority", cOut)},
 		{class: "gaps", name: "verify --public-key with a secret key", want: only(usage, "the case is verify's", cVerify),
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				sec, err := os.ReadFile(r.keyFile)
 				testkit.Must(t, err)
 				return []string{"verify", "--public-key", strings.TrimSpace(string(sec)), dir}
 			}},
 		{class: "gaps", name: "verify --public-key with a secret key file", want: only(usage, "the case is verify's", cVerify),
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				return []string{"verify", "--public-key", r.keyFile, dir}
 			}},
 		{class: "gaps", name: "copy --to the source's own nar dir", want: only(usage, "the case is copy's", cCopyTo),
-			args: func(t *testing.T, c command, r *row, dir string, a []string) []string {
+			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
 				return []string{"copy", "--from", dir, "--to", filepath.Join(dir, "nar")}
 			},
 			check: func(t *testing.T, c command, r *row, dir, out string) {

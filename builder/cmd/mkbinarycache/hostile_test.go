@@ -107,7 +107,7 @@ type hostileCase struct {
 	// stops before removing anything).
 	gcKeeps bool
 	// args changes a command's arguments; run replaces how it runs.
-	args func(t *testing.T, c command, r *row, dir string, a []string) []string
+	args func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string
 	run  func(t *testing.T, c command, r *row, dir string, args []string, env map[string]string) (int, string)
 	// check checks more after a run whose exit status was as wanted.
 	check func(t *testing.T, c command, r *row, dir, out string)
@@ -347,7 +347,7 @@ func (r *row) runCommand(t *testing.T, c command) {
 		args = []string{"push", dir, r.s3.URL(r.bucket)}
 	}
 	if tc.args != nil {
-		args = tc.args(t, c, r, dir, args)
+		args = tc.args(t, c, r, dir, args, env)
 	}
 	var code int
 	var out string
