@@ -1,10 +1,8 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -124,18 +122,7 @@ func hostileCases(h *hostile) []hostileCase {
 	// input's nesting or size dies rather than pass.
 	measured := func(t *testing.T, c command, r *row, dir string, args []string, env map[string]string) (int, string) {
 		t.Helper()
-		cmd := exec.Command("prlimit", append([]string{"--data=" + strconv.Itoa(512<<20), binary(t)}, args...)...)
-		cmd.Env = os.Environ()
-		for k, v := range env {
-			cmd.Env = append(cmd.Env, k+"="+v)
-		}
-		var b bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &b, &b
-		err := cmd.Run()
-		if _, exited := err.(*exec.ExitError); err != nil && !exited {
-			t.Fatal(err)
-		}
-		return cmd.ProcessState.ExitCode(), b.String()
+		return runProgram(t, env, "prlimit", append([]string{"--data=" + strconv.Itoa(512<<20), binary(t)}, args...)...)
 	}
 
 	return []hostileCase{

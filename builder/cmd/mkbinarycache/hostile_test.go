@@ -407,15 +407,7 @@ func (r *row) runCommand(t *testing.T, c command) {
 // within 2 minutes (a command that hangs on a hostile cache).
 func runWithin(t *testing.T, env map[string]string, args []string) (int, string) {
 	t.Helper()
-	type result struct {
-		code int
-		out  string
-	}
-	done := make(chan result, 1)
-	go func() {
-		code, stdout, stderr := runMainEnv(func(k string) string { return env[k] }, args...)
-		done <- result{code, stdout + stderr}
-	}()
+	done := startMain(env, args)
 	select {
 	case r := <-done:
 		return r.code, r.out
@@ -431,6 +423,40 @@ const runPendingEnv = "MKBINARYCACHE_RUN_PENDING"
 // cellKey names a cell of the table: class/name/command.
 func cellKey(tc *hostileCase, c command) string {
 	return tc.class + "/" + tc.name + "/" + commandNames[c]
+}
+
+// result is how a command ended: its exit status and output.
+type result struct {
+	code int
+	out  string
+}
+
+// startMain runs the command in-process, in the background.
+func startMain(env map[string]string, args []string) <-chan result {
+	done := make(chan result, 1)
+	go func() {
+		code, stdout, stderr := runMainEnv(func(k string) string { return env[k] }, args...)
+		done <- result{code, stdout + stderr}
+	}()
+	return done
+}
+
+// runProgram runs a program with env added to the test's environment:
+// its exit status and output.
+func runProgram(t *testing.T, env map[string]string, name string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var b bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &b, &b
+	err := cmd.Run()
+	if _, exited := err.(*exec.ExitError); err != nil && !exited {
+		t.Fatalf("%s %q: %v", name, args, err)
+	}
+	return cmd.ProcessState.ExitCode(), b.String()
 }
 
 // namesEntry reports whether out names the entry rel of the cache dir: by
@@ -793,21 +819,13 @@ func runBinaryNoFlock(t *testing.T, env map[string]string, args ...string) (int,
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the seccomp filter is written for amd64")
 	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), noFlockEnv+"="+binary(t))
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	env = maps.Clone(env)
+	env[noFlockEnv] = binary(t)
+	code, out := runProgram(t, env, os.Args[0], args...)
+	if code == 125 {
+		t.Fatalf("the no-flock wrapper failed:\n%s", out)
 	}
-	var b bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &b, &b
-	err := cmd.Run()
-	if _, exited := err.(*exec.ExitError); err != nil && !exited {
-		t.Fatalf("%v: %v", args, err)
-	}
-	if cmd.ProcessState.ExitCode() == 125 {
-		t.Fatalf("the no-flock wrapper failed:\n%s", b.String())
-	}
-	return cmd.ProcessState.ExitCode(), b.String()
+	return code, out
 }
 
 // duringGC runs the command while the cache is held as gc holds it, in
@@ -823,15 +841,7 @@ func duringGC(t *testing.T, c command, r *row, dir string, args []string, env ma
 	nar := filepath.Join(dir, r.nis["junk"].URL)
 	aside := filepath.Join(r.scratch, "aside")
 	testkit.Must(t, os.Rename(nar, aside))
-	type result struct {
-		code int
-		out  string
-	}
-	done := make(chan result, 1)
-	go func() {
-		code, stdout, stderr := runMainEnv(func(k string) string { return env[k] }, args...)
-		done <- result{code, stdout + stderr}
-	}()
+	done := startMain(env, args)
 	select {
 	case res := <-done:
 		t.Errorf("%s ran while gc held the cache", commandNames[c])
