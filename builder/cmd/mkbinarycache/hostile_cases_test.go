@@ -157,6 +157,11 @@ func hostileCases(h *hostile) []hostileCase {
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, nar("junk"), filepath.Base(nar("motd")))
 			}},
+		{class: "symlinks", name: "build log", want: with(readersReport, cSign, ok),
+			mutate: func(t *testing.T, r *row, dir string) string {
+				testkit.Must(t, os.MkdirAll(filepath.Join(dir, "log"), 0o755))
+				return symlink(t, dir, "log/"+h.nis["app"].Deriver, filepath.Join(r.outside, "secret"))
+			}},
 		{class: "symlinks", name: "nar dir", victims: allPaths, want: allReport,
 			mutate: func(t *testing.T, r *row, dir string) string {
 				return symlink(t, dir, "nar", filepath.Join(r.outside, "nar"))
