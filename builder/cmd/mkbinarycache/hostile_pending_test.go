@@ -4,6 +4,8 @@ package main_test
 // commands lack still, each with what is missing: skipped (unless
 // MKBINARYCACHE_RUN_PENDING=1), and counted in the log, until it lands.
 var pending = map[string]string{
+	"symlinks/NAR to a kept NAR/sign":                                       "sign signs only what it checked",
+	"more/huge FileSize/sign":                                               "sign signs only what it checked",
 	"symlinks/build log/copy-from":                                          "copy skips the entry, reports it, copies the rest and exits 1",
 	"symlinks/build log/gc":                                                 "gc removes the entry itself, reports it and goes on",
 	"symlinks/build log/gc-dry-run":                                         "gc removes the entry itself, reports it and goes on",
