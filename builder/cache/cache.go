@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -149,19 +148,26 @@ func NewWriter(dir string, o Options) (*Writer, error) {
 // if not nil, is called with each event, from one goroutine at a time.
 func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event)) (Stats, error) {
 	start := time.Now()
-	if err := os.MkdirAll(w.dir, 0o755); err != nil {
-		return Stats{}, fmt.Errorf("create cache: %w", err)
+	d, err := cachedir.Ensure(w.dir)
+	if err != nil {
+		return Stats{}, err
 	}
-	lock, err := cachedir.Acquire(ctx, w.dir, cachedir.Shared, w.o.LockWait)
+	defer d.Close()
+	lock, err := d.Lock(ctx, cachedir.Shared, w.o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer lock.Release()
-	if err := cachedir.Init(w.dir, cachedir.Info{StoreDir: w.o.StoreDir, Priority: w.o.Priority, WantMassQuery: w.o.WantMassQuery}); err != nil {
+	if !lock.Supported() && report != nil {
+		report(Event{Kind: Warning, Path: w.dir, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this run adds"})
+	}
+	// Nothing is written through a symlink: a layout directory or a file
+	// in the way that is one stops the run, named.
+	if err := d.Init(cachedir.Info{StoreDir: w.o.StoreDir, Priority: w.o.Priority, WantMassQuery: w.o.WantMassQuery}); err != nil {
 		return Stats{}, err
 	}
 	tree := w.o.NarListing || w.o.IndexDebugInfo // the walk yields the listing
-	r := &run{Writer: w, report: report, published: map[string]bool{},
+	r := &run{Writer: w, d: d, report: report, published: map[string]bool{},
 		dumpers: sync.Pool{New: func() any { return &nardump.Dumper{Tree: tree} }}}
 	if report == nil {
 		r.report = func(Event) {}
@@ -174,6 +180,7 @@ func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event
 // run is one Write: the state its workers and publisher share.
 type run struct {
 	*Writer
+	d         *cachedir.Dir
 	mu        sync.Mutex // report, called by workers and the publisher
 	report    func(Event)
 	stats     Stats           // the publisher's
@@ -197,7 +204,11 @@ func (r *run) write(ctx context.Context, c closure.Closure) (Stats, error) {
 	var todo closure.Closure
 	var todoBytes uint64
 	for _, p := range c {
-		if _, err := os.Stat(cachedir.NarInfoPath(r.dir, p.StorePath)); err == nil {
+		has, err := r.d.Has(cachedir.NarInfoName(p.StorePath))
+		if err != nil {
+			return r.stats, err
+		}
+		if has {
 			r.published[p.StorePath] = true
 			r.stats.Paths++
 			r.stats.Skipped++
@@ -358,7 +369,7 @@ func (r *run) anyReady(pending []written, fresh []string) bool {
 
 func (r *run) sync() error {
 	r.stats.Syncs++
-	return cachedir.SyncFS(r.dir)
+	return r.d.SyncFS()
 }
 
 // publishReady writes the narinfo of each pending path whose references are
@@ -373,7 +384,7 @@ func (r *run) publishReady(pending []written) (rest []written, fresh []string, e
 				rest = append(rest, w)
 				continue
 			}
-			if err := cachedir.WriteFile(cachedir.NarInfoPath(r.dir, w.p.StorePath), []byte(w.ni.String()), 0o644); err != nil {
+			if err := r.d.WriteFile(cachedir.NarInfoName(w.p.StorePath), []byte(w.ni.String()), 0o644); err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", w.p.StorePath, err)
 			}
 			progress = true

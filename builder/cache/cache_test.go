@@ -115,7 +115,7 @@ func checkNarInfos(t *testing.T, dir string, c closure.Closure, m compress.Metho
 			t.Errorf("no narinfo for %s", p.StorePath)
 			continue
 		}
-		text, err := os.ReadFile(cachedir.NarInfoPath(dir, p.StorePath))
+		text, err := os.ReadFile(filepath.Join(dir, cachedir.NarInfoName(p.StorePath)))
 		testkit.Must(t, err)
 		if ni.String() != string(text) {
 			t.Errorf("narinfo does not round-trip:\n%s", text)
@@ -188,7 +188,7 @@ func TestMismatch(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), bad[1].StorePath+tc.want) {
 				t.Fatalf("error %v, want %q", err, bad[1].StorePath+tc.want)
 			}
-			if _, err := os.Stat(cachedir.NarInfoPath(dir, bad[1].StorePath)); !os.IsNotExist(err) {
+			if _, err := os.Stat(filepath.Join(dir, cachedir.NarInfoName(bad[1].StorePath))); !os.IsNotExist(err) {
 				t.Errorf("narinfo of the corrupt path exists: %v", err)
 			}
 			testkit.CheckCache(t, dir)

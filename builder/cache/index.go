@@ -1,11 +1,8 @@
 package cache
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
@@ -52,19 +49,19 @@ func (r *run) checkDepth(storePath string, info nardump.Info) {
 // alone: the same build ID may come with several store paths.
 func (r *run) writeIndex(storePath, url string, root *listing.Node) error {
 	if r.o.NarListing {
-		if err := cachedir.WriteFile(cachedir.ListingPath(r.dir, storePath), listing.JSON(root), 0o644); err != nil {
+		if err := r.d.WriteFile(cachedir.ListingName(storePath), listing.JSON(root), 0o644); err != nil {
 			return fmt.Errorf("%s: %w", storePath, err)
 		}
 	}
 	if r.o.IndexDebugInfo {
 		for _, f := range debuginfo.Find(root) {
-			name := filepath.Join(r.dir, "debuginfo", f.Key)
-			if _, err := os.Lstat(name); err == nil {
-				continue
-			} else if !errors.Is(err, os.ErrNotExist) {
+			name := "debuginfo/" + f.Key
+			if has, err := r.d.Has(name); err != nil {
 				return fmt.Errorf("%s: %w", storePath, err)
+			} else if has {
+				continue
 			}
-			if err := cachedir.WriteFile(name, debuginfo.JSON(f, url), 0o644); err != nil {
+			if err := r.d.WriteFile(name, debuginfo.JSON(f, url), 0o644); err != nil {
 				return fmt.Errorf("%s: %w", storePath, err)
 			}
 		}

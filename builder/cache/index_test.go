@@ -38,7 +38,7 @@ func TestNarListingAndDebugInfo(t *testing.T) {
 	for _, p := range []string{withDebug, plain} {
 		root, err := listing.Read(bytes.NewReader(testkit.Nardump(t, p)))
 		testkit.Must(t, err)
-		got, err := os.ReadFile(cachedir.ListingPath(dir, p))
+		got, err := os.ReadFile(filepath.Join(dir, cachedir.ListingName(p)))
 		testkit.Must(t, err)
 		if d := cmp.Diff(string(listing.JSON(root)), string(got)); d != "" {
 			t.Errorf("%s listing (-want +got):\n%s", p, d)
@@ -78,7 +78,7 @@ func TestNarListingDumpError(t *testing.T) {
 	if _, err := write(closure.Closure{{StorePath: missing}}, dir, o); err == nil {
 		t.Fatal("a missing store path was written")
 	}
-	if _, err := os.Stat(cachedir.ListingPath(dir, missing)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, cachedir.ListingName(missing))); err == nil {
 		t.Errorf("listing written for a failed path")
 	}
 }

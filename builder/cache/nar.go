@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strings"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
@@ -25,7 +24,7 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 		return nil, err
 	}
 	r.emit(Event{Kind: Started, Path: p.StorePath})
-	tmp, err := cachedir.Create(filepath.Join(r.dir, "nar"))
+	tmp, err := r.d.Create("nar")
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p.StorePath, err)
 	}
@@ -58,7 +57,7 @@ func (r *run) writeNAR(ctx context.Context, p closure.Path) (*narinfo.NarInfo, e
 			return nil, fmt.Errorf("%s: sign: %w", p.StorePath, err)
 		}
 	}
-	err = tmp.Publish(filepath.Join(r.dir, url), 0o644)
+	err = tmp.Publish(strings.TrimPrefix(url, "nar/"), 0o644)
 	tmp = nil
 	if err != nil {
 		return nil, fmt.Errorf("%s: write NAR: %w", p.StorePath, err)

@@ -8,6 +8,13 @@
 // layer by layer, references first, with a syncfs after each layer; so the
 // destination is closed and substitutable at every moment, across power
 // cuts too. The source is only read.
+//
+// Nothing invalid is copied: an entry of the source the cache may not hold
+// (a symlink, a file that is not regular, a narinfo Nix rejects, a listing
+// or debuginfo entry that does not parse) is skipped and reported, and
+// Copy then fails with ErrInvalid once the rest is copied. In the
+// destination, an entry in the way that is not a regular file or a real
+// directory stops the copy, named: nothing is written through it.
 package cachecopy
 
 import (
@@ -18,9 +25,11 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
@@ -29,6 +38,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/order"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 )
 
 // Options say what to copy where.
@@ -52,8 +62,12 @@ type Options struct {
 	Served func(ctx context.Context, paths []string) (map[string]bool, error)
 }
 
-// ErrSameCache is returned when Src and Dst are the same directory.
-var ErrSameCache = errors.New("the source and the destination are the same cache")
+// ErrSameCache is returned when Dst is Src or a directory inside it.
+var ErrSameCache = errors.New("the destination is the same cache as the source, or inside it")
+
+// ErrInvalid is returned (wrapped) when invalid entries of Src were
+// skipped.
+var ErrInvalid = errors.New("invalid entries of the source were skipped")
 
 // EventKind says what an Event reports.
 type EventKind int
@@ -66,12 +80,18 @@ const (
 	Skipped
 	// Copied: Path's narinfo is published in Dst, its NAR file FileBytes.
 	Copied
+	// Invalid: Path is an entry of Src the cache may not hold, Msg what is
+	// wrong with it; it was not copied.
+	Invalid
+	// Warning: Msg is something wrong that the copy went on past.
+	Warning
 )
 
 // Event is one step of a copy.
 type Event struct {
 	Kind      EventKind
 	Path      string
+	Msg       string
 	Paths     int
 	FileBytes uint64
 }
@@ -79,6 +99,7 @@ type Event struct {
 // Stats sum up a copy.
 type Stats struct {
 	Paths, Copied, Skipped int
+	Invalid                int    // invalid entries of Src skipped
 	FileBytes              uint64 // NAR bytes copied
 	Syncs                  int
 	Elapsed                time.Duration
@@ -93,38 +114,49 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	if report == nil {
 		report = func(Event) {}
 	}
-	info, ok, err := cachedir.ReadInfo(o.Src)
+	src, err := cachedir.Open(o.Src)
 	if err != nil {
-		return Stats{}, fmt.Errorf("%s: %w", o.Src, err)
-	}
-	if !ok {
-		return Stats{}, fmt.Errorf("%s: %w", o.Src, cachegraph.ErrNotCache)
-	}
-	if same, err := sameDir(o.Src, o.Dst); err != nil {
 		return Stats{}, err
-	} else if same {
+	}
+	defer src.Close()
+	info, err := src.RequireInfo()
+	if err != nil {
+		return Stats{}, err
+	}
+	if in, err := inside(src, o.Dst); err != nil {
+		return Stats{}, err
+	} else if in {
 		return Stats{}, fmt.Errorf("%s and %s: %w", o.Src, o.Dst, ErrSameCache)
 	}
 	// Two shared locks wait for nothing but a gc, which holds one cache
 	// only: no cycle of waits can form. The source's lock is taken
 	// read-only, without the stale-file cleanup that would change it.
-	srcLock, err := cachedir.Acquire(ctx, o.Src, cachedir.ReadOnly, o.LockWait)
+	srcLock, err := src.Lock(ctx, cachedir.ReadOnly, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer srcLock.Release()
-	if err := os.MkdirAll(o.Dst, 0o755); err != nil {
-		return Stats{}, fmt.Errorf("create cache: %w", err)
+	dst, err := cachedir.Ensure(o.Dst)
+	if err != nil {
+		return Stats{}, err
 	}
-	lock, err := cachedir.Acquire(ctx, o.Dst, cachedir.Shared, o.LockWait)
+	defer dst.Close()
+	lock, err := dst.Lock(ctx, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer lock.Release()
+	if !lock.Supported() {
+		report(Event{Kind: Warning, Path: o.Dst, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this copy adds"})
+	}
 
-	g, err := cachegraph.Load(ctx, o.Src, o.Jobs)
+	g, err := cachegraph.Load(ctx, src, o.Jobs)
 	if err != nil {
 		return Stats{}, err
+	}
+	c := &copier{o: o, src: src, dst: dst, g: g, report: report}
+	for _, err := range append(src.CheckLayout(), g.Invalid...) {
+		c.invalid(err)
 	}
 	if info.StoreDir == "" {
 		info.StoreDir = g.StoreDir
@@ -135,7 +167,7 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	}
 	want, missing, err := g.Closure(roots, o.BuildClosure, nil)
 	if err != nil && o.Served == nil {
-		return Stats{}, err
+		return c.stats, err
 	}
 	if o.Served != nil {
 		// Ask about roots and references Src lacks and what Dst lacks,
@@ -147,7 +179,7 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 			}
 		}
 		for p := range want {
-			if !hasNarInfo(o.Dst, p) {
+			if has, _ := dst.Has(cachedir.NarInfoName(p)); !has {
 				ask = append(ask, p)
 			}
 		}
@@ -156,10 +188,10 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 		}
 		served, err := o.Served(ctx, ask)
 		if err != nil {
-			return Stats{}, err
+			return c.stats, err
 		}
 		if want, missing, err = g.Closure(roots, o.BuildClosure, func(p string) bool { return served[p] }); err != nil {
-			return Stats{}, err
+			return c.stats, err
 		}
 	}
 	if len(missing) > 0 {
@@ -167,30 +199,52 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 		for _, m := range missing {
 			names = append(names, m.String())
 		}
-		return Stats{}, fmt.Errorf("%s is not closed: no narinfo (nor one upstream) for %s", o.Src, strings.Join(names, ", "))
+		return c.stats, fmt.Errorf("%s is not closed: no valid narinfo (nor one upstream) for %s", o.Src, strings.Join(names, ", "))
 	}
-	if err := cachedir.Init(o.Dst, info); err != nil {
-		return Stats{}, err
+	if err := dst.Init(info); err != nil {
+		return c.stats, err
 	}
-	c := &copier{o: o, g: g, stats: Stats{Paths: len(want)}, report: report}
+	c.stats.Paths = len(want)
 	err = c.run(ctx, want)
 	c.stats.Elapsed = time.Since(start)
+	if err == nil && c.stats.Invalid > 0 {
+		err = fmt.Errorf("%s: %d %w", o.Src, c.stats.Invalid, ErrInvalid)
+	}
 	return c.stats, err
 }
 
 type copier struct {
-	o      Options
-	g      *cachegraph.Graph
-	debug  map[string][]cachegraph.DebugEntry // Src's, by NAR URL
-	stats  Stats                              // the goroutine of run's
-	report func(Event)
+	o        Options
+	src, dst *cachedir.Dir
+	g        *cachegraph.Graph
+	debug    map[string][]cachegraph.DebugEntry // Src's, by NAR URL
+	mu       sync.Mutex                         // report and stats, from copyFiles
+	stats    Stats
+	report   func(Event)
+}
+
+// invalid reports an invalid entry of Src, skipped.
+func (c *copier) invalid(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stats.Invalid++
+	var ee *cachedir.EntryError
+	if errors.As(err, &ee) {
+		c.report(Event{Kind: Invalid, Path: ee.Name, Msg: ee.What})
+		return
+	}
+	c.report(Event{Kind: Invalid, Msg: err.Error()})
 }
 
 func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	var todo []string
 	var bytes uint64
 	for _, p := range slices.Sorted(maps.Keys(want)) {
-		if hasNarInfo(c.o.Dst, p) {
+		has, err := c.dst.Has(cachedir.NarInfoName(p))
+		if err != nil {
+			return err
+		}
+		if has {
 			c.stats.Skipped++
 			c.report(Event{Kind: Skipped, Path: p})
 			continue
@@ -202,15 +256,16 @@ func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	entries, err := cachegraph.LoadDebugInfo(c.o.Src)
+	entries, invalid, err := cachegraph.LoadDebugInfo(c.src)
 	if err != nil {
 		return err
 	}
+	for _, err := range invalid {
+		c.invalid(err)
+	}
 	c.debug = map[string][]cachegraph.DebugEntry{}
 	for _, e := range entries {
-		if e.Archive != "" {
-			c.debug[e.Archive] = append(c.debug[e.Archive], e)
-		}
+		c.debug[e.Archive] = append(c.debug[e.Archive], e)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -233,7 +288,7 @@ func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	for _, layer := range layers {
 		for _, p := range layer {
 			e := c.g.Paths[p]
-			if err := cachedir.WriteFile(cachedir.NarInfoPath(c.o.Dst, p), e.Raw, 0o644); err != nil {
+			if err := c.dst.WriteFile(cachedir.NarInfoName(p), e.Raw, 0o644); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
 			}
 			c.stats.Copied++
@@ -252,36 +307,45 @@ func (c *copier) sync() error {
 		return nil
 	}
 	c.stats.Syncs++
-	return cachedir.SyncFS(c.o.Dst)
+	return c.dst.SyncFS()
 }
 
 // copyFiles copies everything of p but its narinfo: the NAR, checked, its
-// listing and the debuginfo entries pointing to the NAR that Dst lacks.
+// listing (when it parses) and the debuginfo entries pointing to the NAR
+// that Dst lacks.
 func (c *copier) copyFiles(p string) error {
-	ni := c.g.Paths[p].Info
-	url, err := cachegraph.CleanURL(ni.URL)
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.g.Paths[p].File, err)
-	}
+	url := c.g.NAR(p)
 	if err := c.copyNAR(p, url); err != nil {
 		return err
 	}
-	if raw, err := cachedir.ReadRegular(cachedir.ListingPath(c.o.Src, p)); err == nil {
-		if err := cachedir.WriteFile(cachedir.ListingPath(c.o.Dst, p), raw, 0o644); err != nil {
+	ls := cachedir.ListingName(p)
+	raw, err := c.src.ReadFile(ls)
+	if err == nil {
+		if _, perr := listing.Parse(raw); perr != nil {
+			err = &cachedir.EntryError{Name: c.src.Name(ls), What: perr.Error()}
+		}
+	}
+	switch {
+	case err == nil:
+		if err := c.dst.WriteFile(ls, raw, 0o644); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+	case errors.Is(err, cachedir.ErrInvalidEntry):
+		c.invalid(err)
+	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("%s: %w", p, err)
 	}
 	if err := c.copyLogs(p); err != nil {
 		return err
 	}
 	for _, e := range c.debug[url] {
-		dst := filepath.Join(c.o.Dst, "debuginfo", e.Name)
-		if _, err := os.Lstat(dst); err == nil {
+		name := "debuginfo/" + e.Name
+		if has, err := c.dst.Has(name); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		} else if has {
 			continue // as Nix: the same build ID may come with several paths
 		}
-		if err := cachedir.WriteFile(dst, e.Raw, 0o644); err != nil {
+		if err := c.dst.WriteFile(name, e.Raw, 0o644); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
@@ -289,7 +353,8 @@ func (c *copier) copyFiles(p string) error {
 }
 
 // copyLogs copies the build logs of p that Dst lacks: its own if it is a
-// derivation, and its Deriver's.
+// derivation, and its Deriver's, streamed. An invalid one is skipped and
+// reported.
 func (c *copier) copyLogs(p string) error {
 	names := []string{c.g.Paths[p].Info.Deriver}
 	if strings.HasSuffix(p, ".drv") {
@@ -299,18 +364,23 @@ func (c *copier) copyLogs(p string) error {
 		if !cachedir.LogName(name) {
 			continue
 		}
-		dst := cachedir.LogPath(c.o.Dst, name)
-		if _, err := os.Lstat(dst); err == nil {
+		log := cachedir.LogFile(name)
+		if has, err := c.dst.Has(log); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		} else if has {
 			continue
 		}
-		in, err := cachedir.OpenRegular(cachedir.LogPath(c.o.Src, name))
-		if errors.Is(err, os.ErrNotExist) {
+		in, err := c.src.Open(log)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
 			continue
-		}
-		if err != nil {
+		case errors.Is(err, cachedir.ErrInvalidEntry):
+			c.invalid(err)
+			continue
+		case err != nil:
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		err = copyFile(in, dst)
+		err = c.copyFile(in, log)
 		in.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
@@ -319,51 +389,64 @@ func (c *copier) copyLogs(p string) error {
 	return nil
 }
 
-// copyFile streams in to a new file published as dst.
-func copyFile(in io.Reader, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	tmp, err := cachedir.Create(filepath.Dir(dst))
+// copyFile streams in to a new file of Dst published as rel.
+func (c *copier) copyFile(in io.Reader, rel string) error {
+	tmp, err := c.dst.Create(path.Dir(rel))
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(tmp, in); err != nil {
 		tmp.Abort()
-		return fmt.Errorf("write %s: %w", dst, err)
+		return fmt.Errorf("write %s: %w", c.dst.Name(rel), err)
 	}
-	return tmp.Publish(dst, 0o644)
+	return tmp.Publish(path.Base(rel), 0o644)
 }
 
 // copyNAR copies the NAR file at url, checking its size and hash against
-// the narinfo as it streams; a NAR that Dst has with the right size is
-// kept (it is named by its hash, and written atomically).
+// the narinfo as it streams. A NAR that Dst has is kept only if it hashes
+// as the narinfo says; else it is replaced.
 func (c *copier) copyNAR(p, url string) error {
 	ni := c.g.Paths[p].Info
-	dst := filepath.Join(c.o.Dst, url)
-	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() && uint64(fi.Size()) == ni.FileSize {
-		return nil
-	}
+	src := c.src.Name(url)
 	want := ni.FileHash
 	if want == nil && ni.Compression == "none" {
 		want = ni.NarHash // the file is the NAR
 	}
 	if want == nil {
-		return fmt.Errorf("%s: %s: no FileHash to check the NAR against", p, c.g.Paths[p].File)
+		return fmt.Errorf("%s: %s: no FileHash to check the NAR against", p, c.src.Name(c.g.Paths[p].File))
 	}
 	if want.Algo() != nixhash.SHA256 {
-		return fmt.Errorf("%s: %s: FileHash %s is not sha256", p, c.g.Paths[p].File, want.String())
+		return fmt.Errorf("%s: %s: FileHash %s is not sha256", p, c.src.Name(c.g.Paths[p].File), want.String())
 	}
-	src := filepath.Join(c.o.Src, url)
-	in, err := cachedir.OpenRegular(src)
+	check := func(n int64, sum []byte) error {
+		if ni.FileSize != 0 && uint64(n) != ni.FileSize {
+			return fmt.Errorf("%s: %s is %d bytes, its narinfo says FileSize %d", p, src, n, ni.FileSize)
+		}
+		got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, sum, nixhash.NixBase32, true)
+		if string(got.Digest()) != string(want.Digest()) {
+			return fmt.Errorf("%s: %s hashes to %s, its narinfo says %s", p, src, got.String(), want.Format(nixhash.NixBase32, true))
+		}
+		return nil
+	}
+	if has, err := c.dst.Has(url); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	} else if has {
+		if f, err := c.dst.Open(url); err == nil {
+			h := sha256.New()
+			n, err := io.Copy(h, f)
+			f.Close()
+			if err == nil && check(n, h.Sum(nil)) == nil {
+				return nil
+			}
+		}
+		// Corrupt, or unreadable: replaced below.
+	}
+	in, err := c.src.Open(url)
 	if err != nil {
 		return fmt.Errorf("%s: NAR: %w", p, err)
 	}
 	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("%s: %w", p, err)
-	}
-	tmp, err := cachedir.Create(filepath.Dir(dst))
+	tmp, err := c.dst.Create("nar")
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
 	}
@@ -377,38 +460,35 @@ func (c *copier) copyNAR(p, url string) error {
 	if err != nil {
 		return fmt.Errorf("%s: copy %s: %w", p, src, err)
 	}
-	if ni.FileSize != 0 && uint64(n) != ni.FileSize {
-		return fmt.Errorf("%s: %s is %d bytes, its narinfo says FileSize %d", p, src, n, ni.FileSize)
+	if err := check(n, h.Sum(nil)); err != nil {
+		return err
 	}
-	got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, h.Sum(nil), nixhash.NixBase32, true)
-	if string(got.Digest()) != string(want.Digest()) {
-		return fmt.Errorf("%s: %s hashes to %s, its narinfo says %s", p, src, got.String(), want.Format(nixhash.NixBase32, true))
-	}
-	err = tmp.Publish(dst, 0o644)
+	err = tmp.Publish(filepath.Base(url), 0o644)
 	tmp = nil
 	if err != nil {
-		return fmt.Errorf("%s: write %s: %w", p, dst, err)
+		return fmt.Errorf("%s: write %s: %w", p, c.dst.Name(url), err)
 	}
 	return nil
 }
 
-func hasNarInfo(dir, p string) bool {
-	_, err := os.Lstat(cachedir.NarInfoPath(dir, p))
-	return err == nil
-}
-
-// sameDir reports whether a and b are the same directory (b may not exist).
-func sameDir(a, b string) (bool, error) {
-	fa, err := os.Stat(a)
+// inside reports whether the directory dst (which may not exist yet) is
+// the cache src or a directory inside it, judged by the directories
+// themselves: dst and each of its parents that exists.
+func inside(src *cachedir.Dir, dst string) (bool, error) {
+	abs, err := filepath.Abs(dst)
 	if err != nil {
 		return false, err
 	}
-	fb, err := os.Stat(b)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	for p := abs; ; p = filepath.Dir(p) {
+		if d, err := cachedir.Open(p); err == nil {
+			same, err := src.SameAs(d)
+			d.Close()
+			if err != nil || same {
+				return same, err
+			}
+		}
+		if p == filepath.Dir(p) {
+			return false, nil
+		}
 	}
-	if err != nil {
-		return false, err
-	}
-	return os.SameFile(fa, fb), nil
 }

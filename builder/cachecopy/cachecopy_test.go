@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,7 +37,7 @@ func source(t *testing.T) (*testkit.Store, string) {
 	o := s.Options(compress.Zstd)
 	o.NarListing, o.IndexDebugInfo, o.LockWait = true, true, -1
 	testkit.WriteCache(t, dir, c, o)
-	f := cachedir.NarInfoPath(dir, s.Path("app"))
+	f := filepath.Join(dir, cachedir.NarInfoName(s.Path("app")))
 	data, err := os.ReadFile(f)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +62,7 @@ func run(t *testing.T, o Options) Stats {
 // paths: nix-cache-info, their narinfos, NARs, listings, debuginfo.
 func subset(t *testing.T, src string, paths ...string) map[string]string {
 	t.Helper()
-	g, err := cachegraph.Load(context.Background(), src, 0)
+	g, err := cachegraph.Load(context.Background(), testkit.OpenCache(t, src), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func subset(t *testing.T, src string, paths ...string) map[string]string {
 		want[h+".ls"] = all[h+".ls"]
 		urls[e.Info.URL] = true
 	}
-	entries, err := cachegraph.LoadDebugInfo(src)
+	entries, _, err := cachegraph.LoadDebugInfo(testkit.OpenCache(t, src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestCopyBadInput(t *testing.T) {
 	if _, err := Copy(ctx, Options{Src: src, Dst: src + "/."}, nil); !errors.Is(err, ErrSameCache) {
 		t.Errorf("same cache: %v", err)
 	}
-	if _, err := Copy(ctx, Options{Src: t.TempDir(), Dst: dst}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
+	if _, err := Copy(ctx, Options{Src: t.TempDir(), Dst: dst}, nil); !errors.Is(err, cachedir.ErrNotCache) {
 		t.Errorf("source not a cache: %v", err)
 	}
 	unknown := s.Path("unknown")
@@ -139,15 +140,13 @@ func TestCopyBadInput(t *testing.T) {
 
 	// Another store directory.
 	other := t.TempDir()
-	if err := cachedir.Init(other, cachedir.Info{StoreDir: "/opt/store"}); err != nil {
-		t.Fatal(err)
-	}
+	testkit.InitCache(t, other, cachedir.Info{StoreDir: "/opt/store"})
 	if _, err := Copy(ctx, Options{Src: src, Dst: other}, nil); err == nil || !strings.Contains(err.Error(), "/opt/store") {
 		t.Errorf("store dir mismatch: %v", err)
 	}
 
 	// A corrupt NAR is an error naming it, and its narinfo is not copied.
-	g, err := cachegraph.Load(ctx, src, 0)
+	g, err := cachegraph.Load(ctx, testkit.OpenCache(t, src), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,12 +164,12 @@ func TestCopyBadInput(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), nar) {
 		t.Errorf("corrupt NAR: %v, want an error naming %s", err, nar)
 	}
-	if _, err := os.Stat(cachedir.NarInfoPath(dst, libc)); err == nil {
+	if _, err := os.Stat(filepath.Join(dst, cachedir.NarInfoName(libc))); err == nil {
 		t.Errorf("the narinfo of a corrupt NAR was copied")
 	}
 
 	// A missing reference.
-	if err := os.Remove(cachedir.NarInfoPath(src, s.Path("lib"))); err != nil {
+	if err := os.Remove(filepath.Join(src, cachedir.NarInfoName(s.Path("lib")))); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Copy(ctx, Options{Src: src, Dst: filepath.Join(t.TempDir(), "d")}, nil)
@@ -201,4 +200,110 @@ func TestCopyReadOnlySource(t *testing.T) {
 	}
 	defer os.Chmod(src, 0o755)
 	run(t, Options{Src: src, Dst: filepath.Join(t.TempDir(), "dst"), Paths: []string{s.Path("app")}})
+}
+
+// Invalid entries of the source are skipped and reported, and the copy
+// fails at the end; what is valid is copied, nothing through a symlink.
+func TestCopyHostileSource(t *testing.T) {
+	s, src := source(t)
+	o := testkit.NewOutside(t, "secret", "narinfo")
+	other := s.Path("other")
+	ls := filepath.Join(src, cachedir.ListingName(other))
+	testkit.Must(t, os.Remove(ls))
+	testkit.Must(t, os.Symlink(o.Path("secret"), ls))
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), filepath.Join(src, "11111111111111111111111111111111.narinfo")))
+	testkit.Must(t, os.WriteFile(filepath.Join(src, "00000000000000000000000000000000.narinfo"), []byte("garbage\n"), 0o644))
+	testkit.Must(t, os.Symlink(o.Path("secret"), filepath.Join(src, "debuginfo", "0123456789abcdef0123456789abcdef01234567.debug")))
+	dst := filepath.Join(t.TempDir(), "dst")
+
+	var invalid []string
+	st, err := Copy(context.Background(), Options{Src: src, Dst: dst, LockWait: -1}, func(e Event) {
+		testkit.NoSentinel(t, e.Path+e.Msg)
+		if e.Kind == Invalid {
+			rel, _ := filepath.Rel(src, e.Path)
+			invalid = append(invalid, rel+": "+e.Msg)
+		}
+	})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("copy of a hostile cache: %v, want ErrInvalid", err)
+	}
+	if err != nil {
+		testkit.NoSentinel(t, err.Error())
+	}
+	slices.Sort(invalid)
+	want := []string{
+		"00000000000000000000000000000000.narinfo: does not parse: *",
+		"11111111111111111111111111111111.narinfo: a symbolic link (not followed)",
+		cachedir.ListingName(other) + ": a symbolic link (not followed)",
+		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug: a symbolic link (not followed)",
+	}
+	slices.Sort(want)
+	if len(want) != len(invalid) {
+		t.Errorf("invalid entries %q, want %q", invalid, want)
+	} else {
+		for i := range want {
+			if ok, _ := filepath.Match(want[i], invalid[i]); !ok {
+				t.Errorf("invalid entry %q, want %q", invalid[i], want[i])
+			}
+		}
+	}
+	if st.Invalid != 4 || st.Copied != 6 {
+		t.Errorf("stats %+v", st)
+	}
+	for rel, data := range testkit.Tree(t, dst) {
+		testkit.NoSentinel(t, rel+data)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, cachedir.ListingName(other))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the symlinked listing was published: %v", err)
+	}
+	testkit.CheckCache(t, dst)
+}
+
+// A NAR the destination has with the right size but other bytes is
+// replaced, not trusted.
+func TestCopyReplacesCorruptNAR(t *testing.T) {
+	s, src := source(t)
+	dst := filepath.Join(t.TempDir(), "dst")
+	app := s.Path("app")
+	run(t, Options{Src: src, Dst: dst, Paths: []string{app}})
+	ni := testkit.NarInfos(t, dst)[app]
+	nar := filepath.Join(dst, ni.URL)
+	data, err := os.ReadFile(nar)
+	testkit.Must(t, err)
+	bad := slices.Clone(data)
+	bad[len(bad)/2] ^= 0xff
+	testkit.Must(t, os.WriteFile(nar, bad, 0o644))
+	testkit.Must(t, os.Remove(filepath.Join(dst, cachedir.NarInfoName(app))))
+	run(t, Options{Src: src, Dst: dst, Paths: []string{app}})
+	if got, _ := os.ReadFile(nar); string(got) != string(data) {
+		t.Errorf("the corrupt NAR in the destination was kept")
+	}
+	testkit.CheckCache(t, dst)
+}
+
+// The destination may be neither the source nor inside it, nor be
+// written through a symlink.
+func TestCopyDestination(t *testing.T) {
+	s, src := source(t)
+	before := testkit.Tree(t, src)
+	for _, dst := range []string{src, filepath.Join(src, "nar"), filepath.Join(src, "nar", "new"), filepath.Join(src, "debuginfo")} {
+		if _, err := Copy(context.Background(), Options{Src: src, Dst: dst, LockWait: -1}, nil); !errors.Is(err, ErrSameCache) {
+			t.Errorf("copy into %s: %v, want ErrSameCache", dst, err)
+		}
+	}
+	if d := cmp.Diff(before, testkit.Tree(t, src)); d != "" {
+		t.Errorf("the source changed:\n%s", d)
+	}
+
+	o := testkit.NewOutside(t, "secret")
+	dst := filepath.Join(t.TempDir(), "dst")
+	testkit.Must(t, os.Mkdir(dst, 0o755))
+	testkit.Must(t, os.Symlink(o.Dir, filepath.Join(dst, "nar")))
+	_, err := Copy(context.Background(), Options{Src: src, Dst: dst, Paths: []string{s.Path("app")}, LockWait: -1}, nil)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dst, "nar")+": a symbolic link") {
+		t.Errorf("copy into a destination with a symlinked nar/: %v, want an error naming it", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dst, cachedir.NarInfoName(s.Path("app")))); err == nil {
+		t.Errorf("a narinfo was published")
+	}
 }

@@ -9,9 +9,10 @@ import (
 
 func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
+	d := open(t, dir)
 	name := filepath.Join(dir, "f")
 	for _, data := range []string{"first", "second"} {
-		if err := WriteFile(name, []byte(data), 0o640); err != nil {
+		if err := d.WriteFile("f", []byte(data), 0o640); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(name)
@@ -30,7 +31,7 @@ func TestWriteFile(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(busy, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFile(busy, []byte("x"), 0o644); err == nil || !strings.Contains(err.Error(), "write "+busy) {
+	if err := d.WriteFile("busy", []byte("x"), 0o644); err == nil || !strings.Contains(err.Error(), "write "+busy) {
 		t.Errorf("error %v, want one naming %s", err, busy)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
@@ -42,27 +43,27 @@ func TestWriteFile(t *testing.T) {
 // aborted one leaves none.
 func TestCreateUnnamed(t *testing.T) {
 	dir := t.TempDir()
-	f, err := Create(dir)
+	d := open(t, dir)
+	f, err := d.Create("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.WriteString("data"); err != nil {
 		t.Fatal(err)
 	}
-	if f.named {
+	if f.tmp != "" {
 		t.Skipf("%s has no O_TMPFILE: files are named %s*", dir, TmpPrefix)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("before Publish: %v in the directory, want nothing", entries)
 	}
-	name := filepath.Join(dir, "f")
-	if err := f.Publish(name, 0o644); err != nil {
+	if err := f.Publish("f", 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := os.ReadFile(name); err != nil || string(got) != "data" {
+	if got, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(got) != "data" {
 		t.Errorf("read %q, %v; want %q", got, err, "data")
 	}
-	g, err := Create(dir)
+	g, err := d.Create("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,8 @@ func TestCreateUnnamed(t *testing.T) {
 // content is copied into place.
 func TestCopyTo(t *testing.T) {
 	dir := t.TempDir()
-	f, err := Create(dir)
+	d := open(t, dir)
+	f, err := d.Create("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func TestCopyTo(t *testing.T) {
 	if err := os.WriteFile(name, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.copyTo(name); err != nil {
+	if err := f.copyTo("f"); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(name); err != nil || string(got) != data {

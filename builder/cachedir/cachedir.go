@@ -8,9 +8,10 @@ package cachedir
 import (
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"path"
 	"path/filepath"
-	"sort"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -70,52 +71,77 @@ func ParseInfo(data []byte) Info {
 	return i
 }
 
-// ReadInfo reads the nix-cache-info of the cache at dir; ok is false when
-// there is none.
-func ReadInfo(dir string) (info Info, ok bool, err error) {
-	data, err := ReadRegular(filepath.Join(dir, InfoFile))
-	if errors.Is(err, os.ErrNotExist) {
+// ReadInfo reads the cache's nix-cache-info; ok is false when there is
+// none.
+func (d *Dir) ReadInfo() (info Info, ok bool, err error) {
+	data, err := d.ReadFileMax(InfoFile, maxSmallFile)
+	if errors.Is(err, fs.ErrNotExist) {
 		return Info{}, false, nil
 	}
 	if err != nil {
-		return Info{}, false, fmt.Errorf("read %s: %w", InfoFile, err)
+		return Info{}, false, err
 	}
 	return ParseInfo(data), true, nil
 }
 
-// Init creates the cache layout and nix-cache-info (durably); on an
-// existing cache it checks that the store directory matches.
-func Init(dir string, info Info) error {
-	for _, d := range Dirs {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return fmt.Errorf("create cache: %w", err)
-		}
+// maxSmallFile bounds what is read whole of a file that is small in every
+// real cache: nix-cache-info, a narinfo, a debuginfo entry.
+const maxSmallFile = 1 << 20
+
+// RequireInfo reads nix-cache-info, which a cache must have (ErrNotCache).
+func (d *Dir) RequireInfo() (Info, error) {
+	info, ok, err := d.ReadInfo()
+	if err != nil {
+		return Info{}, err
 	}
-	old, ok, err := ReadInfo(dir)
+	if !ok {
+		return Info{}, fmt.Errorf("%s: %w", d.path, ErrNotCache)
+	}
+	return info, nil
+}
+
+// Init creates the cache layout and nix-cache-info (durably); on an
+// existing cache it checks that the store directory matches. It creates
+// nothing through a symlink: a layout entry that is not a real directory
+// is an EntryError.
+func (d *Dir) Init(info Info) error {
+	if err := d.MkdirLayout(); err != nil {
+		return err
+	}
+	old, ok, err := d.ReadInfo()
 	if err != nil {
 		return err
 	}
 	if ok {
 		if old.StoreDir != info.StoreDir {
-			return fmt.Errorf("%s: the cache is for store %q, not %q", filepath.Join(dir, InfoFile), old.StoreDir, info.StoreDir)
+			return fmt.Errorf("%s: the cache is for store %q, not %q", d.Name(InfoFile), old.StoreDir, info.StoreDir)
 		}
 		return nil
 	}
-	return WriteFile(filepath.Join(dir, InfoFile), info.Bytes(), 0o644)
+	return d.WriteFile(InfoFile, info.Bytes(), 0o644)
 }
 
-// ResolveStoreDir picks the store directory of the cache at dir: the one
+// ResolveStoreDir picks the store directory of the cache at path: the one
 // its nix-cache-info names, which flag (when not "") must agree with; else
-// flag; else /nix/store.
-func ResolveStoreDir(dir, flag string) (string, error) {
-	flag = strings.TrimRight(flag, "/")
-	info, _, err := ReadInfo(dir)
-	if err != nil {
+// flag; else /nix/store. A path that does not exist yet has no
+// nix-cache-info.
+func ResolveStoreDir(path, flag string) (string, error) {
+	var info Info
+	d, err := Open(path)
+	switch {
+	case err == nil:
+		info, _, err = d.ReadInfo()
+		d.Close()
+		if err != nil {
+			return "", err
+		}
+	case !errors.Is(err, fs.ErrNotExist):
 		return "", err
 	}
+	flag = strings.TrimRight(flag, "/")
 	switch {
 	case info.StoreDir != "" && flag != "" && info.StoreDir != flag:
-		return "", fmt.Errorf("%s: the cache is for store %s, not %s", filepath.Join(dir, InfoFile), info.StoreDir, flag)
+		return "", fmt.Errorf("%s: the cache is for store %s, not %s", filepath.Join(path, InfoFile), info.StoreDir, flag)
 	case info.StoreDir != "":
 		return info.StoreDir, nil
 	case flag != "":
@@ -124,47 +150,99 @@ func ResolveStoreDir(dir, flag string) (string, error) {
 	return DefaultStoreDir, nil
 }
 
-// NarInfoPath is the narinfo file of a store path in the cache dir.
-func NarInfoPath(dir, storePath string) string {
-	return filepath.Join(dir, narinfo.HashPart(storePath)+".narinfo")
+// NarInfoName is the narinfo file of a store path, relative to the cache.
+func NarInfoName(storePath string) string {
+	return narinfo.HashPart(storePath) + ".narinfo"
 }
 
-// ListingPath is the .ls listing of a store path in the cache dir.
-func ListingPath(dir, storePath string) string {
-	return filepath.Join(dir, narinfo.HashPart(storePath)+".ls")
+// ListingName is the .ls listing of a store path, relative to the cache.
+func ListingName(storePath string) string {
+	return narinfo.HashPart(storePath) + ".ls"
 }
 
-// NarInfoFiles lists the narinfo files at the top of the cache dir, sorted.
-func NarInfoFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("read cache: %w", err)
+// nixBase32 is the alphabet of store path hash parts.
+const nixBase32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// IsHashPart reports whether s is a store path's hash part: 32 characters
+// of Nix's base-32 alphabet.
+func IsHashPart(s string) bool {
+	if len(s) != 32 {
+		return false
 	}
-	var names []string
-	for _, e := range entries {
-		if n := e.Name(); strings.HasSuffix(n, ".narinfo") && !strings.HasPrefix(n, ".") && !e.IsDir() {
-			names = append(names, filepath.Join(dir, n))
+	for i := 0; i < len(s); i++ {
+		if strings.IndexByte(nixBase32, s[i]) < 0 {
+			return false
 		}
 	}
-	sort.Strings(names)
-	return names, nil
+	return true
 }
 
-// ReadNarInfo reads and parses (as Nix does: narinfo.Parse) the narinfo
-// file name, returning its bytes too; a parse error names the file.
-func ReadNarInfo(name string) ([]byte, *narinfo.NarInfo, error) {
-	f, err := OpenRegular(name)
+// narNameRe is a NAR file's name under nar/: a hash, ".nar" and the
+// compression's extension, as Nix and this tool name them.
+var narNameRe = regexp.MustCompile(`^[0-9a-z]+\.nar(\.[0-9a-z]+)?$`)
+
+// NarFile returns the file a narinfo URL names, relative to the cache: a
+// NAR is a file directly under nar/, its name a hash, ".nar" and an
+// optional extension. Any other URL names no file this tool reads,
+// publishes or removes.
+func NarFile(url string) (string, error) {
+	name, ok := strings.CutPrefix(url, "nar/")
+	if !ok || !narNameRe.MatchString(name) {
+		return "", fmt.Errorf("URL %q does not name a NAR directly under nar/", url)
+	}
+	return url, nil
+}
+
+// NarInfos lists the narinfo files at the top of the cache, sorted:
+// names, relative to the cache, of regular files named by a store path's
+// hash part. Every other entry whose name ends in .narinfo is returned as
+// an EntryError in invalid.
+func (d *Dir) NarInfos() (names []string, invalid []error, err error) {
+	entries, err := d.List("")
 	if err != nil {
 		return nil, nil, err
 	}
-	data, err := narinfo.ReadAll(f)
-	f.Close()
+	for _, e := range entries {
+		h, ok := strings.CutSuffix(e.Name, ".narinfo")
+		if !ok {
+			continue
+		}
+		switch {
+		case e.Type&fs.ModeSymlink != 0:
+			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: symlinkWhat})
+		case !e.Type.IsRegular():
+			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: "not a regular file but " + DescribeMode(e.Type)})
+		case !IsHashPart(h):
+			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: "not named by a store path's hash part"})
+		default:
+			names = append(names, e.Name)
+		}
+	}
+	return names, invalid, nil
+}
+
+// ReadNarInfo reads the narinfo file name (relative to the cache) and
+// parses it as Nix does (narinfo.Parse), returning its bytes too. What
+// makes it invalid is an EntryError: not a regular file, too large, not
+// parsing, a StorePath outside storeDir or not matching the file name,
+// or a URL that does not name a NAR (NarFile).
+func (d *Dir) ReadNarInfo(name, storeDir string) ([]byte, *narinfo.NarInfo, error) {
+	data, err := d.ReadFileMax(name, narinfo.MaxSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, err
 	}
 	ni, _, err := narinfo.Parse(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, err)
+		return nil, nil, &EntryError{Name: d.Name(name), What: "does not parse: " + err.Error()}
+	}
+	if path.Dir(ni.StorePath) != storeDir {
+		return nil, nil, &EntryError{Name: d.Name(name), What: fmt.Sprintf("StorePath %q is not in the cache's store %s", ni.StorePath, storeDir)}
+	}
+	if NarInfoName(ni.StorePath) != name {
+		return nil, nil, &EntryError{Name: d.Name(name), What: fmt.Sprintf("StorePath %s does not match the file name", ni.StorePath)}
+	}
+	if _, err := NarFile(ni.URL); err != nil {
+		return nil, nil, &EntryError{Name: d.Name(name), What: err.Error()}
 	}
 	return data, ni, nil
 }
@@ -173,10 +251,10 @@ func ReadNarInfo(name string) ([]byte, *narinfo.NarInfo, error) {
 // `nix store copy-log` writes them and `nix log` reads them.
 const LogDir = "log"
 
-// LogPath is the build log of a derivation (a store path or base name) in
-// the cache dir.
-func LogPath(dir, drv string) string {
-	return filepath.Join(dir, LogDir, filepath.Base(drv))
+// LogFile is the build log of a derivation (a store path or base name),
+// relative to the cache.
+func LogFile(drv string) string {
+	return LogDir + "/" + path.Base(drv)
 }
 
 // LogName reports whether name is one Nix reads a build log under: a
@@ -185,21 +263,29 @@ func LogName(name string) bool {
 	return strings.HasSuffix(name, ".drv") && narinfo.CheckBaseName(name) == nil
 }
 
-// LogFiles lists the names of the regular files in the cache's log/
-// (temporary files aside); a cache without log/ has none.
-func LogFiles(dir string) ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(dir, LogDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+// Logs lists the build logs of the cache: the names, relative to the
+// cache, of the regular files in log/ (temporary files aside); a cache
+// without log/, or whose log is not a real directory (CheckLayout says
+// so), has none. Every other entry of log/ is returned as an EntryError
+// in invalid.
+func (d *Dir) Logs() (names []string, invalid []error, err error) {
+	ents, err := d.List(LogDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrInvalidEntry):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(dir, LogDir), err)
-	}
-	var out []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), TmpPrefix) {
-			out = append(out, e.Name())
+		rel := e.Rel(LogDir)
+		switch {
+		case e.Type.IsRegular():
+			names = append(names, rel)
+		case e.Type&fs.ModeSymlink != 0:
+			invalid = append(invalid, &EntryError{Name: d.Name(rel), What: symlinkWhat})
+		default:
+			invalid = append(invalid, &EntryError{Name: d.Name(rel), What: "not a regular file but " + DescribeMode(e.Type)})
 		}
 	}
-	return out, nil
+	return names, invalid, nil
 }

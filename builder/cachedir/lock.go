@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+	"io/fs"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,58 +28,77 @@ var ErrBusy = errors.New("the cache is locked by another command")
 
 // Lock is a held lock on a cache directory: an flock on the directory
 // itself, which dies with its process, so a SIGKILL leaves no stale lock.
-type Lock struct{ f *os.File }
+type Lock struct {
+	fd        int
+	supported bool
+}
 
-// pollInterval is how often a waiting Acquire tries again.
+// Supported reports whether the file system locked the cache. Where it
+// has no flock, Lock returns a lock that holds nothing: gc, which removes
+// files, must then refuse to run, and writers should say so.
+func (l *Lock) Supported() bool { return l.supported }
+
+// pollInterval is how often a waiting Lock tries again.
 const pollInterval = 20 * time.Millisecond
 
-// Acquire locks the cache at dir, which must exist, in mode, waiting at
-// most wait (forever when wait < 0). Commands that add to a cache create
-// it first; the others fail on a missing one rather than make it. Whoever gets the lock while no other
-// command holds it removes the temporary files a killed run left: runs
-// create theirs only under the lock, so then every one is stale. On a file
-// system without flock it returns an unlocking lock and leaves temporary
-// files alone (verify ignores them).
-func Acquire(ctx context.Context, dir string, mode LockMode, wait time.Duration) (*Lock, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, fmt.Errorf("lock cache: %w", err)
+type flockKey struct{}
+
+// WithFlock returns a context in which Lock calls flock instead of
+// flock(2): for tests of what commands do on a file system without it.
+func WithFlock(ctx context.Context, flock func(fd, how int) error) context.Context {
+	return context.WithValue(ctx, flockKey{}, flock)
+}
+
+// Lock locks the cache in mode, waiting at most wait (forever when wait
+// < 0). Whoever gets the lock while no other command holds it removes the
+// temporary files a killed run left: runs create theirs only under the
+// lock, so then every one is stale. On a file system without flock it
+// returns a lock that is not Supported, and leaves temporary files alone
+// (every listing skips them).
+func (d *Dir) Lock(ctx context.Context, mode LockMode, wait time.Duration) (*Lock, error) {
+	flock, _ := ctx.Value(flockKey{}).(func(fd, how int) error)
+	if flock == nil {
+		flock = unix.Flock
 	}
-	l := &Lock{f: f}
-	fd := int(f.Fd())
+	fd, err := openatRetry(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("lock cache %s: %w", d.path, err)
+	}
+	l := &Lock{fd: fd, supported: true}
 	deadline := time.Now().Add(wait)
 	if mode == ReadOnly {
-		err = flockWait(ctx, fd, unix.LOCK_SH, deadline, wait < 0)
+		err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, wait < 0)
 	} else {
 		// Try alone first: the chance to clean up.
-		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		err = flock(fd, unix.LOCK_EX|unix.LOCK_NB)
 	}
 	switch {
-	case mode == ReadOnly && (err == nil || unsupported(err)):
+	case unsupported(err):
+		l.supported = false
+		return l, nil
+	case mode == ReadOnly && err == nil:
 		return l, nil
 	case err == nil:
-		cleanErr := RemoveStale(dir)
+		cleanErr := d.RemoveStale()
 		if mode == Shared {
 			// Not atomic: another command may get in between, and then
 			// this one waits for it as it would have anyway.
-			err = flockWait(ctx, fd, unix.LOCK_SH, deadline, wait < 0)
+			err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, wait < 0)
 		}
 		if err == nil {
 			err = cleanErr
 		}
-	case unsupported(err):
-		return l, nil
 	case errors.Is(err, unix.EWOULDBLOCK):
 		// Others hold it: their temporary files are live.
 		how := unix.LOCK_SH
 		if mode == Exclusive {
 			how = unix.LOCK_EX
 		}
-		err = flockWait(ctx, fd, how, deadline, wait < 0)
+		err = flockWait(ctx, flock, fd, how, deadline, wait < 0)
 	}
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock cache %s: %w", dir, err)
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock cache %s: %w", d.path, err)
 	}
 	return l, nil
 }
@@ -91,9 +108,9 @@ func unsupported(err error) bool {
 	return errors.Is(err, unix.ENOLCK) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
 }
 
-func flockWait(ctx context.Context, fd, how int, deadline time.Time, forever bool) error {
+func flockWait(ctx context.Context, flock func(int, int) error, fd, how int, deadline time.Time, forever bool) error {
 	for {
-		err := unix.Flock(fd, how|unix.LOCK_NB)
+		err := flock(fd, how|unix.LOCK_NB)
 		if err == nil || !errors.Is(err, unix.EWOULDBLOCK) {
 			return err
 		}
@@ -109,43 +126,28 @@ func flockWait(ctx context.Context, fd, how int, deadline time.Time, forever boo
 }
 
 // Release unlocks the cache.
-func (l *Lock) Release() { l.f.Close() }
+func (l *Lock) Release() { unix.Close(l.fd) }
 
 // RemoveStale removes the temporary files of killed runs, where runs write
-// them: beside narinfos and listings, in nar/ and in debuginfo/. Call it
-// only while holding the lock alone.
-func RemoveStale(dir string) error {
-	for _, d := range []string{dir, filepath.Join(dir, "nar"), filepath.Join(dir, "debuginfo")} {
-		entries, err := os.ReadDir(d)
+// them: beside narinfos and listings, in nar/ and in debuginfo/ (each only
+// when a real directory). Call it only while holding the lock alone.
+func (d *Dir) RemoveStale() error {
+	for _, sub := range []string{"", "nar", "debuginfo"} {
+		entries, err := d.list(sub)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrInvalidEntry) {
 				continue
 			}
 			return fmt.Errorf("clean cache: %w", err)
 		}
 		for _, e := range entries {
-			if !strings.HasPrefix(e.Name(), TmpPrefix) || e.IsDir() {
+			if !IsTemp(e.Name) || e.Type.IsDir() {
 				continue
 			}
-			if err := os.Remove(filepath.Join(d, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			if err := d.Remove(e.Rel(sub)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("clean cache: remove stale temporary file: %w", err)
 			}
 		}
-	}
-	return nil
-}
-
-// SyncFS makes everything written so far to the file system holding dir
-// durable: one syncfs(2) for a batch of files, where an fsync per file
-// would cost a disk flush each.
-func SyncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -14,7 +14,8 @@ import (
 func TestAcquireRemovesStaleTempFiles(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	if err := Init(dir, Info{StoreDir: DefaultStoreDir}); err != nil {
+	d := open(t, dir)
+	if err := d.Init(Info{StoreDir: DefaultStoreDir}); err != nil {
 		t.Fatal(err)
 	}
 	stale := []string{
@@ -23,7 +24,7 @@ func TestAcquireRemovesStaleTempFiles(t *testing.T) {
 		filepath.Join(dir, "debuginfo", ".tmp-789"),
 	}
 	keep := filepath.Join(dir, "nar", "tmp-not-ours")
-	other, err := Acquire(ctx, dir, Shared, 0)
+	other, err := d.Lock(ctx, Shared, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +34,7 @@ func TestAcquireRemovesStaleTempFiles(t *testing.T) {
 		}
 	}
 
-	l, err := Acquire(ctx, dir, Shared, 0)
+	l, err := d.Lock(ctx, Shared, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestAcquireRemovesStaleTempFiles(t *testing.T) {
 	}
 	other.Release()
 
-	l, err = Acquire(ctx, dir, Shared, 0)
+	l, err = d.Lock(ctx, Shared, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,30 +65,30 @@ func TestAcquireRemovesStaleTempFiles(t *testing.T) {
 // bounded wait, and lets them in once released.
 func TestAcquireModes(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a, err := Acquire(ctx, dir, Shared, 0)
+	d := open(t, t.TempDir())
+	a, err := d.Lock(ctx, Shared, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Acquire(ctx, dir, Shared, 0)
+	b, err := d.Lock(ctx, Shared, 0)
 	if err != nil {
 		t.Fatalf("second shared lock: %v", err)
 	}
-	if _, err := Acquire(ctx, dir, Exclusive, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
+	if _, err := d.Lock(ctx, Exclusive, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
 		t.Errorf("exclusive beside shared: %v, want ErrBusy", err)
 	}
 	a.Release()
 	b.Release()
 
-	x, err := Acquire(ctx, dir, Exclusive, 0)
+	x, err := d.Lock(ctx, Exclusive, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Acquire(ctx, dir, Shared, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
+	if _, err := d.Lock(ctx, Shared, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
 		t.Errorf("shared beside exclusive: %v, want ErrBusy", err)
 	}
 	go func() { time.Sleep(50 * time.Millisecond); x.Release() }()
-	s, err := Acquire(ctx, dir, Shared, 5*time.Second)
+	s, err := d.Lock(ctx, Shared, 5*time.Second)
 	if err != nil {
 		t.Fatalf("shared after release: %v", err)
 	}
@@ -113,10 +114,11 @@ func TestInfo(t *testing.T) {
 		t.Errorf("round trip: %+v, want %+v", got, i)
 	}
 	dir := t.TempDir()
-	if err := Init(dir, Info{StoreDir: "/nix/store"}); err != nil {
+	d := open(t, dir)
+	if err := d.Init(Info{StoreDir: "/nix/store"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Init(dir, Info{StoreDir: "/opt/store"}); err == nil {
+	if err := d.Init(Info{StoreDir: "/opt/store"}); err == nil {
 		t.Errorf("Init accepted another store dir")
 	}
 	for _, d := range Dirs {

@@ -8,10 +8,11 @@ import (
 	"syscall"
 )
 
-// OpenRegular opens a file of a cache for reading, refusing anything but a
-// regular file: os.Open blocks forever on a FIFO with no writer (and a
-// signal cannot end the wait), so a cache holding one would hang every reader. O_NONBLOCK makes the open of a FIFO return at once; it changes
-// nothing for a regular file.
+// OpenRegular opens a file outside any cache (a .drv of the store, say)
+// for reading, refusing anything but a regular file: os.Open blocks
+// forever on a FIFO with no writer (and a signal cannot end the wait).
+// O_NONBLOCK makes the open of a FIFO return at once; it changes nothing
+// for a regular file. Files of a cache go through Dir.Open.
 func OpenRegular(name string) (*os.File, error) {
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -45,6 +46,8 @@ func DescribeMode(m fs.FileMode) string {
 	switch {
 	case m.IsDir():
 		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
 	case m&fs.ModeNamedPipe != 0:
 		return "a named pipe (FIFO)"
 	case m&fs.ModeSocket != 0:

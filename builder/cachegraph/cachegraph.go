@@ -7,58 +7,54 @@ package cachegraph
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path"
-	"path/filepath"
+	"io/fs"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
-// Entry is one narinfo of the cache.
+// Entry is one valid narinfo of the cache.
 type Entry struct {
-	File string // the narinfo file
+	File string // the narinfo file, relative to the cache
 	Raw  []byte // its bytes, as read
 	Info *narinfo.NarInfo
 }
 
-// Graph is every narinfo of a cache, by store path.
+// Graph is every valid narinfo of a cache, by store path.
 type Graph struct {
-	Dir      string
+	Dir      *cachedir.Dir
 	StoreDir string
 	Paths    map[string]*Entry
-	outputs  map[string][]string // .drv store path -> paths whose Deriver names it
+	// Invalid are the narinfo entries the cache may not hold
+	// (cachedir.EntryError): symlinks, other files that are not regular,
+	// misnamed, not parsing as Nix parses them, or naming no NAR. Each
+	// command decides what to do with them; none follows or trusts them.
+	Invalid []error
+	outputs map[string][]string // .drv store path -> paths whose Deriver names it
 }
 
-// ErrNotCache is returned (wrapped) for a directory without nix-cache-info.
-var ErrNotCache = errors.New("not a binary cache (no nix-cache-info)")
-
-// Load reads the cache at dir: its nix-cache-info (required) and every
-// narinfo, jobs at once (0: the number of CPUs). A narinfo that does not
-// parse, or whose StorePath does not match its file name, is an error
-// naming the file: a tool that removes files must not guess.
-func Load(ctx context.Context, dir string, jobs int) (*Graph, error) {
-	info, ok, err := cachedir.ReadInfo(dir)
+// Load reads the cache d: its nix-cache-info (required: cachedir.ErrNotCache)
+// and every narinfo, jobs at once (0: the number of CPUs). An error that
+// is not about an entry (a read error, cancellation) stops it.
+func Load(ctx context.Context, d *cachedir.Dir, jobs int) (*Graph, error) {
+	info, err := d.RequireInfo()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", dir, ErrNotCache)
+		return nil, err
 	}
 	storeDir := info.StoreDir
 	if storeDir == "" {
 		storeDir = cachedir.DefaultStoreDir
 	}
-	files, err := cachedir.NarInfoFiles(dir)
+	files, invalid, err := d.NarInfos()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, err
 	}
 	entries := make([]*Entry, len(files))
 	errs := make([]error, len(files))
@@ -67,37 +63,33 @@ func Load(ctx context.Context, dir string, jobs int) (*Graph, error) {
 		idx[i] = i
 	}
 	pool.Each(ctx, jobs, idx, func(i int) {
-		entries[i], errs[i] = readEntry(files[i], storeDir)
+		raw, ni, err := d.ReadNarInfo(files[i], storeDir)
+		entries[i], errs[i] = &Entry{File: files[i], Raw: raw, Info: ni}, err
 	})
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	g := &Graph{Dir: dir, StoreDir: storeDir, Paths: make(map[string]*Entry, len(entries)), outputs: map[string][]string{}}
-	for _, e := range entries {
+	g := &Graph{Dir: d, StoreDir: storeDir, Paths: make(map[string]*Entry, len(entries)), Invalid: invalid, outputs: map[string][]string{}}
+	var fatal []error
+	for i, e := range entries {
+		switch {
+		case errors.Is(errs[i], cachedir.ErrInvalidEntry):
+			g.Invalid = append(g.Invalid, errs[i])
+			continue
+		case errs[i] != nil:
+			fatal = append(fatal, errs[i])
+			continue
+		}
 		g.Paths[e.Info.StorePath] = e
 		if e.Info.Deriver != "" {
 			d := storeDir + "/" + e.Info.Deriver
 			g.outputs[d] = append(g.outputs[d], e.Info.StorePath)
 		}
 	}
-	return g, nil
-}
-
-func readEntry(file, storeDir string) (*Entry, error) {
-	raw, ni, err := cachedir.ReadNarInfo(file)
-	if err != nil {
+	if err := errors.Join(fatal...); err != nil {
 		return nil, err
 	}
-	if path.Dir(ni.StorePath) != storeDir {
-		return nil, fmt.Errorf("%s: StorePath %q is not in the cache's store %s", file, ni.StorePath, storeDir)
-	}
-	if narinfo.HashPart(ni.StorePath)+".narinfo" != filepath.Base(file) {
-		return nil, fmt.Errorf("%s: StorePath %s does not match the file name", file, ni.StorePath)
-	}
-	return &Entry{File: file, Raw: raw, Info: ni}, nil
+	return g, nil
 }
 
 // Refs returns the references of p as full store paths, itself excluded.
@@ -114,6 +106,10 @@ func (g *Graph) Refs(p string) []string {
 	}
 	return out
 }
+
+// NAR is the NAR file of p, relative to the cache (its URL, checked by
+// cachedir.NarFile when it was read).
+func (g *Graph) NAR(p string) string { return g.Paths[p].Info.URL }
 
 // Missing is a reference without a narinfo in the cache.
 type Missing struct {
@@ -149,7 +145,7 @@ func (g *Graph) Closure(roots []string, buildClosure bool, upstream func(string)
 	}
 	for _, r := range roots {
 		if g.Paths[r] == nil && (upstream == nil || !upstream(r)) {
-			return nil, nil, fmt.Errorf("%s has no narinfo in %s", r, g.Dir)
+			return nil, nil, fmt.Errorf("%s has no valid narinfo in %s", r, g.Dir.Path())
 		}
 		add(r, "")
 	}
@@ -179,7 +175,7 @@ func (g *Graph) Closure(roots []string, buildClosure bool, upstream func(string)
 	return kept, missing, nil
 }
 
-// DebugEntry is one file of the cache's debuginfo/ index.
+// DebugEntry is one valid entry of the cache's debuginfo/ index.
 type DebugEntry struct {
 	Name    string // the file, inside debuginfo/
 	Archive string // the NAR it points to, relative to the cache ("nar/…")
@@ -188,56 +184,50 @@ type DebugEntry struct {
 	Raw     []byte // the file's content
 }
 
-// LoadDebugInfo reads the cache's debuginfo/ index. Entries that are not
-// JSON with an archive in the cache are returned with Archive "".
-func LoadDebugInfo(dir string) ([]DebugEntry, error) {
-	d := filepath.Join(dir, "debuginfo")
-	ents, err := os.ReadDir(d)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+// LoadDebugInfo reads the cache's debuginfo/ index: its valid entries
+// (debuginfo.Parse), and, in invalid, a cachedir.EntryError for each entry
+// that is not (a symlink, not a regular file, not parsing). A debuginfo
+// that is not a real directory has no entries (CheckLayout says so).
+func LoadDebugInfo(d *cachedir.Dir) (entries []DebugEntry, invalid []error, err error) {
+	ents, err := d.List("debuginfo")
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, cachedir.ErrInvalidEntry):
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", d, err)
-	}
-	var out []DebugEntry
 	var mu sync.Mutex
-	var names []string
-	for _, e := range ents {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), cachedir.TmpPrefix) {
-			names = append(names, e.Name())
-		}
-	}
 	var errs []error
-	pool.Each(context.Background(), 0, names, func(n string) {
-		raw, err := cachedir.ReadRegular(filepath.Join(d, n))
+	pool.Each(context.Background(), 0, ents, func(e cachedir.Entry) {
+		rel := e.Rel("debuginfo")
+		if e.Type.IsDir() {
+			return // not a file of the index, nor one gc may remove
+		}
+		raw, err := d.ReadFileMax(rel, 1<<16)
+		var de DebugEntry
+		if err == nil {
+			var f debuginfo.File
+			f, de.Archive, err = debuginfo.Parse(e.Name, raw)
+			if err != nil {
+				err = &cachedir.EntryError{Name: d.Name(rel), What: err.Error()}
+			}
+			de.Name, de.Member, de.Size, de.Raw = e.Name, f.Member, int64(len(raw)), raw
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
+		switch {
+		case errors.Is(err, cachedir.ErrInvalidEntry):
+			invalid = append(invalid, err)
+		case err != nil:
 			errs = append(errs, err)
-			return
+		default:
+			entries = append(entries, de)
 		}
-		var j struct{ Archive, Member string }
-		de := DebugEntry{Name: n, Size: int64(len(raw)), Raw: raw}
-		if json.Unmarshal(raw, &j) == nil {
-			if a, ok := strings.CutPrefix(j.Archive, "../"); ok && a == path.Clean(a) && !strings.HasPrefix(a, "../") {
-				de.Archive, de.Member = a, j.Member
-			}
-		}
-		out = append(out, de)
 	})
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
-
-// CleanURL checks that a narinfo URL names a file inside the cache, and
-// returns it cleaned.
-func CleanURL(u string) (string, error) {
-	c := path.Clean(u)
-	if u == "" || strings.HasPrefix(c, "/") || c == ".." || strings.HasPrefix(c, "../") || strings.Contains(u, "://") {
-		return "", fmt.Errorf("URL %q is not a file inside the cache", u)
-	}
-	return c, nil
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	sort.Slice(invalid, func(i, j int) bool { return invalid[i].Error() < invalid[j].Error() })
+	return entries, invalid, nil
 }

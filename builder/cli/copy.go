@@ -60,6 +60,10 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	}
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
 		switch e.Kind {
+		case cachecopy.Invalid:
+			m.notice("skipped invalid entry %s: %s", e.Path, e.Msg)
+		case cachecopy.Warning:
+			m.notice("warning: %s: %s", e.Path, e.Msg)
 		case cachecopy.Planned:
 			m.plan(e.Paths, e.FileBytes)
 		case cachecopy.Copied:
@@ -67,14 +71,16 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 			m.done(fmt.Sprintf("copied %s (%s)", e.Path, humanBytes(e.FileBytes)))
 		}
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, cachecopy.ErrInvalid) {
 		m.finish("")
 		if errors.Is(err, cachecopy.ErrSameCache) {
 			return usagef("copy: %v", err)
 		}
 		return err
 	}
+	// Invalid entries were skipped: what was copied is said, then the
+	// error (exit 1).
 	m.finish(fmt.Sprintf("copy: %d paths copied (%s), %d already in %s, in %s",
 		stats.Copied, humanBytes(stats.FileBytes), stats.Skipped, *to, stats.Elapsed.Round(time.Millisecond)))
-	return nil
+	return err
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
-	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/gc"
 )
@@ -61,6 +60,11 @@ func runGC(ctx context.Context, args []string, env Env) error {
 		if err != nil {
 			return err
 		}
+		if len(paths) == 0 {
+			// The step that writes the roots failed: keeping nothing
+			// would empty the cache.
+			return usagef("gc: --keep-file %s names no store path (gc never empties a cache)", *keepFile)
+		}
 		keep = append(keep, paths...)
 	}
 	storeDir, err := cachedir.ResolveStoreDir(dir, "")
@@ -81,6 +85,12 @@ func runGC(ctx context.Context, args []string, env Env) error {
 		switch {
 		case e.Kind == gc.Warning:
 			m.notice("warning: %s: %s", e.Path, e.Msg)
+		case e.Kind == gc.Invalid:
+			how := "removed"
+			if *dryRun {
+				how = "would remove"
+			}
+			m.notice("%s invalid entry %s: %s", how, e.Path, e.Msg)
 		case e.Kind == gc.Removed:
 			m.done("")
 			if !*quiet {
@@ -90,7 +100,7 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	})
 	if err != nil {
 		m.finish("")
-		if errors.Is(err, cachegraph.ErrNotCache) {
+		if errors.Is(err, cachedir.ErrNotCache) {
 			return fmt.Errorf("gc: %w", err)
 		}
 		return err

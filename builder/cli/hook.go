@@ -5,8 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -123,16 +122,16 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 	// The cache is closed under references: an output's narinfo means its
 	// closure is there (and with --build-closure, the derivation's narinfo
 	// that its build closure was added with it).
-	done := true
+	var want []string
 	for _, p := range outs {
-		if _, err := os.Lstat(cachedir.NarInfoPath(f.out, p)); err != nil {
-			done = false
-		}
+		want = append(want, cachedir.NarInfoName(p))
 	}
 	if f.buildClosure && drv != "" {
-		if _, err := os.Lstat(cachedir.NarInfoPath(f.out, drv)); err != nil {
-			done = false
-		}
+		want = append(want, cachedir.NarInfoName(drv))
+	}
+	done, err := hasFiles(f.out, want)
+	if err != nil {
+		return err
 	}
 	// The hook's output lands in Nix's build log: warnings and one line.
 	m := newMeter(env.Stderr, "paths", f.quiet)
@@ -147,7 +146,12 @@ func hook(ctx context.Context, f hookFlags, o cache.Options, outs []string, drv 
 		did = append(did, added)
 	}
 	if f.buildLogs && drv != "" {
-		if _, err := os.Lstat(cachedir.LogPath(f.out, drv)); err != nil {
+		has, err := hasFiles(f.out, []string{cachedir.LogFile(drv)})
+		if err != nil {
+			m.finish("")
+			return err
+		}
+		if !has {
 			stored, err := storeLog(ctx, n, f, drv, m)
 			if err != nil {
 				m.finish("")
@@ -180,7 +184,12 @@ func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, m *m
 		return "", nil
 	}
 	log = capLog(log, f.logMax)
-	lock, err := cachedir.Acquire(ctx, f.out, cachedir.Shared, f.lockWait)
+	d, err := cachedir.Ensure(f.out)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	lock, err := d.Lock(ctx, cachedir.Shared, f.lockWait)
 	if errors.Is(err, cachedir.ErrBusy) {
 		return "", fmt.Errorf("%w for %s (a gc?)", err, f.lockWait)
 	}
@@ -188,10 +197,14 @@ func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, m *m
 		return "", err
 	}
 	defer lock.Release()
-	if err := os.MkdirAll(filepath.Join(f.out, cachedir.LogDir), 0o755); err != nil {
+	if !lock.Supported() {
+		m.notice("warning: %s: the file system cannot lock the cache (no flock): a gc running meanwhile could remove the log", f.out)
+	}
+	// Nothing is written through a symlinked log/.
+	if err := d.MkdirLayout(); err != nil {
 		return "", err
 	}
-	if err := cachedir.WriteFile(cachedir.LogPath(f.out, drv), log, 0o644); err != nil {
+	if err := d.WriteFile(cachedir.LogFile(drv), log, 0o644); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("stored the build log of %s (%s)", drv, humanBytes(uint64(len(log)))), nil
@@ -264,4 +277,23 @@ func addPaths(ctx context.Context, n nixquery.Nix, f hookFlags, o cache.Options,
 	return fmt.Sprintf("added %d paths to %s (%s of NAR, %s %s), %d already there, %d served upstream, in %s",
 		stats.Paths-stats.Skipped, f.out, humanBytes(stats.NarBytes), o.Compression, humanBytes(stats.FileBytes),
 		stats.Skipped, len(o.Upstream), stats.Elapsed.Round(time.Millisecond)), nil
+}
+
+// hasFiles reports whether the cache at dir has all the regular files
+// rels; an invalid entry in the way of one is an error naming it.
+func hasFiles(dir string, rels []string) (bool, error) {
+	d, err := cachedir.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	for _, rel := range rels {
+		if has, err := d.Has(rel); err != nil || !has {
+			return false, err
+		}
+	}
+	return true, nil
 }

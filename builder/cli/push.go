@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
@@ -83,6 +84,10 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	}
 	stats, err := s3push.Push(ctx, o, func(e s3push.Event) {
 		switch e.Kind {
+		case s3push.Invalid:
+			m.notice("skipped invalid entry %s: %s", e.Key, e.Msg)
+		case s3push.Warning:
+			m.notice("warning: %s: %s", e.Key, e.Msg)
 		case s3push.Planned:
 			m.plan(e.Objects, uint64(e.Bytes))
 			m.info(fmt.Sprintf("uploading %d objects (%s); %d already in the bucket", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped))
@@ -94,7 +99,7 @@ func runPush(ctx context.Context, args []string, env Env) error {
 			m.done(fmt.Sprintf("uploaded %s (%s)", e.Key, humanBytes(uint64(e.Bytes))))
 		}
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, s3push.ErrInvalid) {
 		m.finish("")
 		return err
 	}
@@ -105,5 +110,5 @@ func runPush(ctx context.Context, args []string, env Env) error {
 		summary += fmt.Sprintf("; %d incomplete uploads aborted", stats.Aborted)
 	}
 	m.finish(summary)
-	return nil
+	return err // invalid entries were left out: exit 1
 }

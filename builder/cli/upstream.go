@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
@@ -116,9 +115,12 @@ func missingHere(dir string, c closure.Closure) []string {
 	return out
 }
 
+// hasNarInfo reports whether the cache at dir has a narinfo of
+// storePath; an invalid entry in its place counts as none (the writer
+// then names it).
 func hasNarInfo(dir, storePath string) bool {
-	_, err := os.Lstat(cachedir.NarInfoPath(dir, storePath))
-	return err == nil
+	has, _ := hasFiles(dir, []string{cachedir.NarInfoName(storePath)})
+	return has
 }
 
 // withoutServed asks the upstream about the paths of c the cache at dir

@@ -35,6 +35,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	quiet := fs.Bool("quiet", false, "print only the problems")
 	var up upstreamFlags
 	up.register(fs, "references without a narinfo here are asked there")
+	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding the cache (`DURATION`; negative: as long as it takes)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -42,7 +43,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	if len(pos) != 1 {
 		return usagef("verify: give exactly one cache directory")
 	}
-	o := verify.Options{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs}
+	o := verify.Options{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs, LockWait: *lockWait}
 	for _, k := range keys {
 		for _, f := range strings.Fields(k) {
 			pk, err := sign.ParsePublicKey(f)

@@ -14,10 +14,16 @@
 package debuginfo
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/nix-community/go-nix/pkg/nar"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 )
 
@@ -73,4 +79,37 @@ func JSON(f File, narURL string) []byte {
 	b = append(b, `,"member":`...)
 	b = listing.AppendString(b, f.Member)
 	return append(b, '}')
+}
+
+// Parse reads the index entry name (its file name in debuginfo/) holding
+// data, as JSON writes it: an object of two strings, "archive", "../" and
+// the URL of a NAR (cachedir.NarFile), and "member", the debug info file
+// whose key is name. It returns that file and the URL. Errors say what is
+// wrong, never what the entry holds.
+func Parse(name string, data []byte) (File, string, error) {
+	var v struct {
+		Archive *string `json:"archive"`
+		Member  *string `json:"member"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil || dec.More() || v.Archive == nil || v.Member == nil {
+		return File{}, "", errors.New(`not a debuginfo entry {"archive":…,"member":…}`)
+	}
+	url, ok := strings.CutPrefix(*v.Archive, "../")
+	if !ok {
+		return File{}, "", errors.New(`its archive is not "../" and a NAR's URL`)
+	}
+	if _, err := cachedir.NarFile(url); err != nil {
+		return File{}, "", fmt.Errorf("its archive: %w", err)
+	}
+	dir, file, _ := strings.Cut(strings.TrimPrefix(*v.Member, BuildIDDir+"/"), "/")
+	f, ok := FileAt(dir, file)
+	if !ok || f.Member != *v.Member {
+		return File{}, "", fmt.Errorf("its member is not a file of %s", BuildIDDir)
+	}
+	if f.Key != name {
+		return File{}, "", fmt.Errorf("its member is the debug info of %s, not of %s", f.Key, name)
+	}
+	return f, url, nil
 }

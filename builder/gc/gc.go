@@ -3,6 +3,12 @@
 // (no Nix store): narinfos, NARs, .ls listings, debuginfo/ entries and the
 // build logs (log/) of derivations no longer kept.
 //
+// An entry the cache may not hold (a symlink, a file that is not regular,
+// a narinfo Nix rejects, a debuginfo entry that does not parse) is removed
+// itself, never what it points to, and reported: one poisoned file must
+// not stop every later gc. A NAR is removed only as a file directly under
+// nar/ with a NAR's name (cachedir.NarFile), whatever a narinfo's URL says.
+//
 // Removal keeps the cache closed and substitutable at every moment, even
 // across a power cut: referrers go before their references (the publishing
 // order reversed), a narinfo and the debuginfo entries of a NAR before the
@@ -14,24 +20,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
-	"os"
 	"path"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/nix-community/go-nix/pkg/nar"
-	"github.com/nix-community/go-nix/pkg/nar/ls"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
 	"github.com/mkbinarycache/mkbinarycache/builder/debuginfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/order"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
@@ -70,6 +72,9 @@ const (
 	Repointed
 	// Warning: Msg is something wrong with the cache that gc worked around.
 	Warning
+	// Invalid: Path is an entry the cache may not hold, Msg what is wrong
+	// with it; it is removed itself (or would be, in a dry run).
+	Invalid
 )
 
 // Event is one step of a collection.
@@ -83,54 +88,78 @@ type Event struct {
 type Stats struct {
 	Kept, Paths int   // store paths kept and removed
 	Files       int   // files removed: narinfos, NARs, listings, debuginfo entries
+	Invalid     int   // invalid entries removed
 	Bytes       int64 // their size
 	Syncs       int
 	Elapsed     time.Duration
 }
 
+// ErrNoLock is returned (wrapped) on a file system without flock: gc,
+// which removes files, does not run unlocked beside writers.
+var ErrNoLock = errors.New("the file system cannot lock the cache (no flock): gc does not run unlocked")
+
 // Collect removes everything outside the closures of o.Keep from the cache
 // at o.Dir, holding its lock alone (a read-only shared lock for a dry run). A kept path
-// without a narinfo is an error before anything is removed. report, if not
+// without a valid narinfo is an error before anything is removed. report, if not
 // nil, gets each event, in the order of removal.
 func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	start := time.Now()
 	if report == nil {
 		report = func(Event) {}
 	}
-	if _, ok, err := cachedir.ReadInfo(o.Dir); err != nil {
-		return Stats{}, fmt.Errorf("%s: %w", o.Dir, err)
-	} else if !ok {
-		// Before locking: "not a cache" says more than a lock error.
-		return Stats{}, fmt.Errorf("%s: %w", o.Dir, cachegraph.ErrNotCache)
+	if len(o.Keep) == 0 {
+		return Stats{}, errors.New("gc: nothing to keep (gc never empties a cache)")
+	}
+	d, err := cachedir.Open(o.Dir)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer d.Close()
+	// Before locking: "not a cache" says more than a lock error.
+	if _, err := d.RequireInfo(); err != nil {
+		return Stats{}, err
 	}
 	mode := cachedir.Exclusive
 	if o.DryRun {
 		// Changes nothing, not even the temporary files of killed runs.
 		mode = cachedir.ReadOnly
 	}
-	lock, err := cachedir.Acquire(ctx, o.Dir, mode, o.LockWait)
+	lock, err := d.Lock(ctx, mode, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer lock.Release()
-	p, err := plan(ctx, o, report)
+	if !lock.Supported() {
+		if !o.DryRun {
+			return Stats{}, fmt.Errorf("%s: %w", o.Dir, ErrNoLock)
+		}
+		report(Event{Kind: Warning, Path: o.Dir, Msg: "the file system cannot lock the cache (no flock): a writer may change it meanwhile"})
+	}
+	p, err := plan(ctx, d, o, report)
 	if err != nil {
 		return Stats{}, err
 	}
-	stats, err := p.execute(ctx, o, report)
+	stats, err := p.execute(ctx, d, o, report)
 	stats.Elapsed = time.Since(start)
 	return stats, err
 }
 
-// victim is a file to remove.
+// victim is a file to remove, relative to the cache.
 type victim struct {
 	name string
 	size int64
 }
 
+// bad is an invalid entry to remove.
+type bad struct {
+	victim
+	err error
+}
+
 // removal is what a collection removes, in order.
 type removal struct {
 	kept      int
+	invalid   []bad      // first: nothing valid depends on them
 	paths     []string   // store paths, referrers first
 	narinfos  [][]victim // layers, referrers first; in the order of paths
 	listings  []victim
@@ -141,8 +170,8 @@ type removal struct {
 	storePath map[string]string // narinfo file -> store path, for reports
 }
 
-func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) {
-	g, err := cachegraph.Load(ctx, o.Dir, o.Jobs)
+func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (*removal, error) {
+	g, err := cachegraph.Load(ctx, d, o.Jobs)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +182,7 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 		}
 	}
 	if len(absent) > 0 && !o.Upstream {
-		return nil, fmt.Errorf("kept path without a narinfo in %s (nothing was removed): %s", o.Dir, strings.Join(absent, ", "))
+		return nil, fmt.Errorf("kept path without a narinfo in %s, or with an invalid one (nothing was removed): %s", o.Dir, strings.Join(absent, ", "))
 	}
 	var upstream func(string) bool
 	if o.Upstream {
@@ -164,18 +193,33 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 		return nil, err
 	}
 	for _, m := range missing {
-		report(Event{Kind: Warning, Path: m.Path, Msg: "referenced by " + m.Referrer + " but has no narinfo: the cache was not closed"})
+		report(Event{Kind: Warning, Path: m.Path, Msg: "referenced by " + m.Referrer + " but has no valid narinfo: the cache was not closed"})
 	}
 	r := &removal{kept: len(kept), repoint: map[string][]byte{}, storePath: map[string]string{}}
+	layoutOK := map[string]bool{}
+	for _, sub := range cachedir.Dirs {
+		layoutOK[sub] = true
+	}
+	for _, err := range d.CheckLayout() {
+		var ee *cachedir.EntryError
+		errors.As(err, &ee)
+		sub := strings.TrimPrefix(ee.Name, d.Name("")+"/")
+		layoutOK[sub] = false
+		r.addInvalid(d, sub, err)
+	}
+	for _, err := range g.Invalid {
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
+		}
+	}
 	var gone []string
-	keptURLs := map[string]bool{}
+	keptNARs := map[string]bool{}
 	keptHashes := map[string]bool{}
-	for p, e := range g.Paths {
+	for p := range g.Paths {
 		if kept[p] {
 			keptHashes[narinfo.HashPart(p)] = true
-			if u, err := cachegraph.CleanURL(e.Info.URL); err == nil {
-				keptURLs[u] = true
-			}
+			keptNARs[g.NAR(p)] = true
 			continue
 		}
 		gone = append(gone, p)
@@ -195,37 +239,41 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 		r.narinfos = append(r.narinfos, layer)
 	}
 
-	// NARs: those of removed narinfos, and any file of nar/ no kept
-	// narinfo names (left by interrupted runs or other tools).
-	nars := map[string]bool{}
-	for _, p := range gone {
-		if u, err := cachegraph.CleanURL(g.Paths[p].Info.URL); err == nil && !keptURLs[u] {
-			nars[u] = true
+	// NARs: the files of nar/ with a NAR's name that no kept narinfo
+	// names (those of removed narinfos, and those interrupted runs or
+	// other tools left). Other entries of nar/ are not NARs: a symlink is
+	// removed as invalid, anything else left alone.
+	if layoutOK["nar"] {
+		ents, err := d.List("nar")
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
 		}
-	}
-	if ents, err := os.ReadDir(filepath.Join(o.Dir, "nar")); err == nil {
 		for _, e := range ents {
-			if u := "nar/" + e.Name(); !e.IsDir() && !strings.HasPrefix(e.Name(), cachedir.TmpPrefix) && !keptURLs[u] {
-				nars[u] = true
+			rel := e.Rel("nar")
+			switch _, nameErr := cachedir.NarFile(rel); {
+			case e.Type&fs.ModeSymlink != 0:
+				r.addInvalid(d, rel, &cachedir.EntryError{Name: d.Name(rel), What: "a symbolic link (not followed)"})
+			case e.Type.IsRegular() && nameErr == nil && !keptNARs[rel]:
+				if v, ok := stat(d, rel); ok {
+					r.nars = append(r.nars, v)
+				}
 			}
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", filepath.Join(o.Dir, "nar"), err)
-	}
-	for _, u := range slices.Sorted(maps.Keys(nars)) {
-		if v, ok := stat(filepath.Join(o.Dir, u)); ok {
-			r.nars = append(r.nars, v)
 		}
 	}
 
 	// Listings of every hash part without a kept narinfo.
-	top, err := os.ReadDir(o.Dir)
+	top, err := d.List("")
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", o.Dir, err)
+		return nil, err
 	}
 	for _, e := range top {
-		if h, ok := strings.CutSuffix(e.Name(), ".ls"); ok && !e.IsDir() && !strings.HasPrefix(h, ".") && !keptHashes[h] {
-			if v, ok := stat(filepath.Join(o.Dir, e.Name())); ok {
+		h, ok := strings.CutSuffix(e.Name, ".ls")
+		switch {
+		case !ok || e.Type.IsDir():
+		case !e.Type.IsRegular():
+			r.addInvalid(d, e.Name, &cachedir.EntryError{Name: d.Name(e.Name), What: "not a regular file but " + cachedir.DescribeMode(e.Type)})
+		case !keptHashes[h]:
+			if v, ok := stat(d, e.Name); ok {
 				r.listings = append(r.listings, v)
 			}
 		}
@@ -233,43 +281,65 @@ func plan(ctx context.Context, o Options, report func(Event)) (*removal, error) 
 
 	// Build logs whose derivation is not kept and that no kept path
 	// names as its Deriver.
-	keptDrvs := map[string]bool{}
-	for p := range kept {
-		keptDrvs[path.Base(p)] = true
-		if d := g.Paths[p].Info.Deriver; d != "" {
-			keptDrvs[d] = true
+	if layoutOK[cachedir.LogDir] {
+		keptDrvs := map[string]bool{}
+		for p := range kept {
+			keptDrvs[path.Base(p)] = true
+			if d := g.Paths[p].Info.Deriver; d != "" {
+				keptDrvs[d] = true
+			}
 		}
-	}
-	logs, err := cachedir.LogFiles(o.Dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range logs {
-		if !keptDrvs[name] {
-			if v, ok := stat(filepath.Join(o.Dir, cachedir.LogDir, name)); ok {
-				r.logs = append(r.logs, v)
+		logs, invalid, err := d.Logs()
+		if err != nil {
+			return nil, err
+		}
+		for _, err := range invalid {
+			var ee *cachedir.EntryError
+			if errors.As(err, &ee) {
+				r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
+			}
+		}
+		for _, name := range logs {
+			if !keptDrvs[path.Base(name)] {
+				if v, ok := stat(d, name); ok {
+					r.logs = append(r.logs, v)
+				}
 			}
 		}
 	}
 
-	if err := r.planDebugInfo(o.Dir, g, kept, keptURLs); err != nil {
-		return nil, err
+	if layoutOK["debuginfo"] {
+		if err := r.planDebugInfo(d, g, kept, keptNARs); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
+}
+
+func (r *removal) addInvalid(d *cachedir.Dir, rel string, err error) {
+	v, _ := stat(d, rel)
+	v.name = rel
+	r.invalid = append(r.invalid, bad{v, err})
 }
 
 // planDebugInfo removes the debuginfo entries that point to NARs no kept
 // narinfo names, or re-points them to a kept NAR with the same debug file
 // (found in the kept paths' .ls listings), as Nix would have written them
-// had the kept path come first.
-func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs map[string]bool) error {
-	entries, err := cachegraph.LoadDebugInfo(dir)
+// had the kept path come first; and the entries that are invalid.
+func (r *removal) planDebugInfo(d *cachedir.Dir, g *cachegraph.Graph, kept, keptNARs map[string]bool) error {
+	entries, invalid, err := cachegraph.LoadDebugInfo(d)
 	if err != nil {
 		return err
 	}
+	for _, err := range invalid {
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
+		}
+	}
 	var orphans []cachegraph.DebugEntry
 	for _, e := range entries {
-		if e.Archive != "" && !keptURLs[e.Archive] {
+		if !keptNARs[e.Archive] {
 			orphans = append(orphans, e)
 		}
 	}
@@ -283,26 +353,22 @@ func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs 
 	}
 	have := map[string]keptFile{} // by debuginfo key
 	for _, p := range slices.Sorted(maps.Keys(kept)) {
-		raw, err := cachedir.ReadRegular(cachedir.ListingPath(dir, p))
+		raw, err := d.ReadFile(cachedir.ListingName(p))
 		if err != nil {
 			continue // no listing: this path's files are unknown
 		}
-		root, err := ls.ParseLS(strings.NewReader(string(raw)))
+		root, err := listing.Parse(raw)
 		if err != nil {
 			continue
 		}
-		u, err := cachegraph.CleanURL(g.Paths[p].Info.URL)
-		if err != nil {
-			continue
-		}
-		for _, f := range buildIDFiles(&root.Root) {
+		for _, f := range debuginfo.Find(root) {
 			if _, ok := have[f.Key]; !ok {
-				have[f.Key] = keptFile{f, u}
+				have[f.Key] = keptFile{f, g.NAR(p)}
 			}
 		}
 	}
 	for _, e := range orphans {
-		name := filepath.Join(dir, "debuginfo", e.Name)
+		name := "debuginfo/" + e.Name
 		if k, ok := have[e.Name]; ok && e.Member == k.Member {
 			r.repoint[name] = debuginfo.JSON(k.File, k.url)
 			continue
@@ -312,50 +378,21 @@ func (r *removal) planDebugInfo(dir string, g *cachegraph.Graph, kept, keptURLs 
 	return nil
 }
 
-// buildIDFiles lists the debug files of a listing as debuginfo.Find does
-// for a NAR.
-func buildIDFiles(root *ls.Node) []debuginfo.File {
-	n := root
-	for _, name := range strings.Split(debuginfo.BuildIDDir, "/") {
-		if n == nil || n.Type != nar.TypeDirectory {
-			return nil
-		}
-		n = n.Entries[name]
-	}
-	if n == nil || n.Type != nar.TypeDirectory {
-		return nil
-	}
-	var out []debuginfo.File
-	for _, d := range slices.Sorted(maps.Keys(n.Entries)) {
-		sub := n.Entries[d]
-		if sub == nil || sub.Type != nar.TypeDirectory {
-			continue
-		}
-		for _, f := range slices.Sorted(maps.Keys(sub.Entries)) {
-			if e := sub.Entries[f]; e != nil && e.Type == nar.TypeRegular {
-				if file, ok := debuginfo.FileAt(d, f); ok {
-					out = append(out, file)
-				}
-			}
-		}
-	}
-	return out
-}
-
-func stat(name string) (victim, bool) {
-	fi, err := os.Lstat(name)
+func stat(d *cachedir.Dir, rel string) (victim, bool) {
+	fi, err := d.Lstat(rel)
 	if err != nil {
 		return victim{}, false
 	}
-	return victim{name, fi.Size()}, true
+	return victim{rel, fi.Size()}, true
 }
 
-// execute removes, in order: re-pointed and orphaned debuginfo entries,
-// narinfos (referrers first, a layer at a time) and listings; a syncfs; the
-// NARs. It stops before the NARs at the first failure, so that no NAR goes
-// while a narinfo naming it may stay. Within each step files go jobs at a
-// time: the unlinks, not the planning, are what a large gc waits for.
-func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (Stats, error) {
+// execute removes, in order: invalid entries, re-pointed and orphaned
+// debuginfo entries, narinfos (referrers first, a layer at a time) and
+// listings; a syncfs; the NARs. It stops before the NARs at the first
+// failure, so that no NAR goes while a narinfo naming it may stay. Within
+// each step files go jobs at a time: the unlinks, not the planning, are
+// what a large gc waits for.
+func (r *removal) execute(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (Stats, error) {
 	stats := Stats{Kept: r.kept, Paths: len(r.paths)}
 	var mu sync.Mutex
 	removeAll := func(vs []victim) error {
@@ -363,7 +400,7 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 		pool.Each(ctx, o.Jobs, vs, func(v victim) {
 			var err error
 			if !o.DryRun {
-				if err = os.Remove(v.name); errors.Is(err, os.ErrNotExist) {
+				if err = d.Remove(v.name); errors.Is(err, fs.ErrNotExist) {
 					err = nil
 				}
 			}
@@ -384,18 +421,24 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 		}
 		return errors.Join(errs...)
 	}
-	names := make([]string, 0, len(r.repoint))
-	for n := range r.repoint {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, b := range r.invalid {
 		if !o.DryRun {
-			if err := cachedir.WriteFile(n, r.repoint[n], 0o644); err != nil {
+			if err := d.Remove(b.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return stats, err
 			}
 		}
-		report(Event{Kind: Repointed, Path: n, Msg: string(r.repoint[n])})
+		stats.Invalid++
+		stats.Files++
+		stats.Bytes += b.size
+		report(Event{Kind: Invalid, Path: d.Name(b.name), Msg: strings.TrimPrefix(b.err.Error(), d.Name(b.name)+": ")})
+	}
+	for _, n := range slices.Sorted(maps.Keys(r.repoint)) {
+		if !o.DryRun {
+			if err := d.WriteFile(n, r.repoint[n], 0o644); err != nil {
+				return stats, err
+			}
+		}
+		report(Event{Kind: Repointed, Path: d.Name(n), Msg: string(r.repoint[n])})
 	}
 	if err := removeAll(r.debug); err != nil {
 		return stats, err
@@ -416,7 +459,7 @@ func (r *removal) execute(ctx context.Context, o Options, report func(Event)) (S
 	}
 	if o.Durable && !o.DryRun && len(r.nars) > 0 {
 		stats.Syncs++
-		if err := cachedir.SyncFS(o.Dir); err != nil {
+		if err := d.SyncFS(); err != nil {
 			return stats, err
 		}
 	}

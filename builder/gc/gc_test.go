@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,7 +94,7 @@ func collect(t *testing.T, o Options) (Stats, []Event) {
 func checkClean(t *testing.T, dir string) {
 	t.Helper()
 	testkit.CheckCache(t, dir)
-	g, err := cachegraph.Load(context.Background(), dir, 0)
+	g, err := cachegraph.Load(context.Background(), testkit.OpenCache(t, dir), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,11 +150,11 @@ func TestCollect(t *testing.T) {
 		t.Errorf("stats %+v, want 3 kept, 7 removed, 1 syncfs", st)
 	}
 	// The shared build ID now points at app's NAR; junk's own is gone.
-	g, err := cachegraph.Load(context.Background(), dir, 0)
+	g, err := cachegraph.Load(context.Background(), testkit.OpenCache(t, dir), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, err := cachegraph.LoadDebugInfo(dir)
+	entries, _, err := cachegraph.LoadDebugInfo(testkit.OpenCache(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,19 +205,14 @@ func TestCollectBadInput(t *testing.T) {
 		t.Errorf("a failed gc changed the cache:\n%s", d)
 	}
 	notCache := t.TempDir()
-	if _, err := Collect(context.Background(), Options{Dir: notCache, Keep: []string{s.Path("app")}}, nil); !errors.Is(err, cachegraph.ErrNotCache) {
+	if _, err := Collect(context.Background(), Options{Dir: notCache, Keep: []string{s.Path("app")}}, nil); !errors.Is(err, cachedir.ErrNotCache) {
 		t.Errorf("not a cache: %v", err)
 	}
-	// A corrupt narinfo stops gc before it removes anything.
-	if err := os.WriteFile(filepath.Join(dir, "00000000000000000000000000000000.narinfo"), []byte("garbage\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: -1}, nil); err == nil {
-		t.Errorf("a corrupt narinfo was accepted")
+	if _, err := Collect(context.Background(), Options{Dir: dir, LockWait: -1}, nil); err == nil {
+		t.Errorf("an empty keep set was accepted")
 	}
 	// Held by a writer: gc waits, then gives up.
-	os.Remove(filepath.Join(dir, "00000000000000000000000000000000.narinfo"))
-	l, err := cachedir.Acquire(context.Background(), dir, cachedir.Shared, 0)
+	l, err := testkit.OpenCache(t, dir).Lock(context.Background(), cachedir.Shared, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,10 +232,11 @@ func BenchmarkCollect(b *testing.B) {
 		b.StopTimer()
 		dir := filepath.Join(b.TempDir(), "cache")
 		testkit.WriteCache(b, dir, c, options(s))
-		testkit.Must(b, cachedir.SyncFS(dir))
+		d := testkit.OpenCache(b, dir)
+		testkit.Must(b, d.SyncFS())
 		b.StartTimer()
 		start := time.Now()
-		_, err := cachegraph.Load(context.Background(), dir, 0)
+		_, err := cachegraph.Load(context.Background(), d, 0)
 		testkit.Must(b, err)
 		loads += time.Since(start)
 		st, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("root")}, Durable: true, LockWait: -1}, nil)
@@ -249,4 +246,154 @@ func BenchmarkCollect(b *testing.B) {
 		}
 	}
 	b.ReportMetric(loads.Seconds()/float64(b.N), "load-s/op")
+}
+
+// hostile adds to the cache at dir an entry of each kind a cache may not
+// hold, pointing at the sentinels of o where it can, and returns what gc
+// must report of each (relative name -> message).
+func hostile(t *testing.T, s *testkit.Store, dir string, o *testkit.Outside) map[string]string {
+	t.Helper()
+	link := func(target, name string) {
+		testkit.Must(t, os.Symlink(target, filepath.Join(dir, name)))
+	}
+	write := func(name, data string) {
+		testkit.Must(t, os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644))
+	}
+	link(o.Path("narinfo"), "11111111111111111111111111111111.narinfo")
+	link(o.Path("secret"), "22222222222222222222222222222222.ls")
+	link(o.Path("nar"), "nar/0000000000000000000000000000000000000000000000000000.nar.zst")
+	link(o.Path("secret"), "debuginfo/0123456789abcdef0123456789abcdef01234567.debug")
+	write("00000000000000000000000000000000.narinfo", "garbage\n")
+	write("debuginfo/1123456789abcdef0123456789abcdef01234567.debug", "garbage")
+	testkit.Must(t, syscall.Mkfifo(filepath.Join(dir, "33333333333333333333333333333333.narinfo"), 0o644))
+	// Unkept narinfos whose URL names a file that is not a NAR: the
+	// cache's nix-cache-info, and a kept path's narinfo.
+	tool := narinfo.HashPart(s.Path("tool")) + ".narinfo"
+	junk := narinfo.HashPart(s.Path("junk")) + ".narinfo"
+	appInfo := narinfo.HashPart(s.Path("app")) + ".narinfo"
+	edit := func(name, url string) {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		testkit.Must(t, err)
+		lines := strings.Split(string(data), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "URL: ") {
+				lines[i] = "URL: " + url
+			}
+		}
+		write(name, strings.Join(lines, "\n"))
+	}
+	edit(tool, "nix-cache-info")
+	edit(junk, "nar/../"+appInfo)
+	return map[string]string{
+		"00000000000000000000000000000000.narinfo":                         "does not parse: *",
+		"11111111111111111111111111111111.narinfo":                         "a symbolic link (not followed)",
+		"22222222222222222222222222222222.ls":                              "not a regular file but a symbolic link",
+		"33333333333333333333333333333333.narinfo":                         "not a regular file but a named pipe (FIFO)",
+		"nar/0000000000000000000000000000000000000000000000000000.nar.zst": "a symbolic link (not followed)",
+		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug":         "a symbolic link (not followed)",
+		"debuginfo/1123456789abcdef0123456789abcdef01234567.debug":         "not a debuginfo entry *",
+		tool: `URL "nix-cache-info" does not name a NAR directly under nar/`,
+		junk: `URL "nar/../` + appInfo + `" does not name a NAR directly under nar/`,
+	}
+}
+
+// A hostile entry is removed itself, never what it points to or names,
+// and reported; gc goes on and leaves a clean cache.
+func TestCollectHostile(t *testing.T) {
+	s, dir := world(t)
+	o := testkit.NewOutside(t, "narinfo", "secret", "nar")
+	want := hostile(t, s, dir, o)
+	app := s.Path("app")
+	before := testkit.Tree(t, dir)
+
+	run := func(dry bool) map[string]string {
+		got := map[string]string{}
+		_, events := collect(t, Options{Dir: dir, Keep: []string{app}, DryRun: dry, LockWait: -1})
+		for _, e := range events {
+			testkit.NoSentinel(t, e.Path+e.Msg)
+			if e.Kind == Invalid {
+				rel, _ := filepath.Rel(dir, e.Path)
+				got[rel] = e.Msg
+			}
+		}
+		return got
+	}
+	check := func(got map[string]string) {
+		t.Helper()
+		for name, w := range want {
+			if ok, _ := filepath.Match(w, got[name]); !ok {
+				t.Errorf("%s: reported %q, want %q", name, got[name], w)
+			}
+			delete(got, name)
+		}
+		for name, msg := range got {
+			t.Errorf("%s reported invalid: %s", name, msg)
+		}
+	}
+	check(run(true))
+	if d := cmp.Diff(before, testkit.Tree(t, dir)); d != "" {
+		t.Errorf("a dry run changed the cache:\n%s", d)
+	}
+	check(run(false))
+	for name := range want {
+		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nix-cache-info")); err != nil {
+		t.Errorf("nix-cache-info, which a narinfo's URL named: %v", err)
+	}
+	if got := names(storePaths(t, dir)); !slices.Contains(got, "app") {
+		t.Errorf("kept %v", got)
+	}
+	checkClean(t, dir)
+	// The next gc finds nothing left to remove.
+	if again := run(false); len(again) > 0 {
+		t.Errorf("second gc: %v", again)
+	}
+}
+
+// A layout directory that is a symlink is removed as an entry; nothing
+// in what it points to is touched.
+func TestCollectSymlinkedNarDir(t *testing.T) {
+	s, dir := world(t)
+	o := testkit.NewOutside(t, "0000000000000000000000000000000000000000000000000000.nar.zst")
+	testkit.Must(t, os.RemoveAll(filepath.Join(dir, "nar")))
+	testkit.Must(t, os.Symlink(o.Dir, filepath.Join(dir, "nar")))
+	st, events := collect(t, Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: -1})
+	var invalid []string
+	for _, e := range events {
+		if e.Kind == Invalid {
+			invalid = append(invalid, e.Path+": "+e.Msg)
+		}
+	}
+	if d := cmp.Diff([]string{filepath.Join(dir, "nar") + ": a symbolic link where a directory must be (not followed)"}, invalid); d != "" {
+		t.Errorf("invalid (-want +got):\n%s", d)
+	}
+	if st.Invalid != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "nar")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("nar is still there: %v", err)
+	}
+}
+
+// On a file system without flock gc does not run (a dry run does, with a
+// warning), and changes nothing.
+func TestCollectWithoutFlock(t *testing.T) {
+	s, dir := world(t)
+	before := testkit.Tree(t, dir)
+	ctx := cachedir.WithFlock(context.Background(), func(int, int) error { return syscall.ENOLCK })
+	o := Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: -1}
+	if _, err := Collect(ctx, o, nil); !errors.Is(err, ErrNoLock) {
+		t.Errorf("gc without flock: %v, want ErrNoLock", err)
+	}
+	o.DryRun = true
+	var warned bool
+	if _, err := Collect(ctx, o, func(e Event) { warned = warned || e.Kind == Warning && strings.Contains(e.Msg, "no flock") }); err != nil || !warned {
+		t.Errorf("dry run without flock: %v, warned %v", err, warned)
+	}
+	if d := cmp.Diff(before, testkit.Tree(t, dir)); d != "" {
+		t.Errorf("the cache changed:\n%s", d)
+	}
 }

@@ -18,14 +18,18 @@ package listing
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/nix-community/go-nix/pkg/nar"
+	"github.com/nix-community/go-nix/pkg/nar/ls"
 )
 
 // Node is one file system object of a NAR.
@@ -256,4 +260,42 @@ func (n *Node) Depth() int {
 		d = max(d, e.Node.Depth())
 	}
 	return d + 1
+}
+
+// Parse reads a listing file (any JSON writer's, not only Nix's byte for
+// byte) into its tree, entries in byte order as in a NAR. Errors say what
+// is wrong, never what the file holds.
+func Parse(data []byte) (*Node, error) {
+	l, err := ls.ParseLS(bytes.NewReader(data))
+	if err != nil {
+		return nil, errors.New("not a NAR listing")
+	}
+	if l.Version != 1 {
+		return nil, errors.New("not a NAR listing of version 1")
+	}
+	return fromLS(&l.Root)
+}
+
+func fromLS(n *ls.Node) (*Node, error) {
+	out := &Node{Type: n.Type, Size: n.Size, Executable: n.Executable, NAROffset: n.NAROffset, Target: n.LinkTarget}
+	switch n.Type {
+	case nar.TypeRegular, nar.TypeSymlink:
+		if n.Entries != nil {
+			return nil, errors.New("a listing's file has entries")
+		}
+	case nar.TypeDirectory:
+		for _, name := range slices.Sorted(maps.Keys(n.Entries)) {
+			if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+				return nil, errors.New("a listing entry's name is not a file name")
+			}
+			c, err := fromLS(n.Entries[name])
+			if err != nil {
+				return nil, err
+			}
+			out.Entries = append(out.Entries, Entry{Name: name, Node: c})
+		}
+	default:
+		return nil, errors.New("a listing node has no valid type")
+	}
+	return out, nil
 }

@@ -1,17 +1,23 @@
 package s3push_test
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/minio/minio-go/v7"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/s3push"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit/s3server"
 )
 
@@ -140,4 +146,63 @@ func deadEndpoint(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// Invalid entries are skipped and reported, the rest is published, and
+// the push fails at the end: nothing a symlink points to reaches the
+// bucket, and no message carries it.
+func TestPushHostileEntries(t *testing.T) {
+	s := s3server.Start(t)
+	s.Setenv(t)
+	s.MakeBucket(t, "cache", s3server.Private)
+	dir, paths := s3server.MakeCache(t, s3server.CacheSpec{Paths: 3, Big: 1000})
+	o := testkit.NewOutside(t, "secret", "narinfo")
+	ls := filepath.Join(dir, narinfo.HashPart(paths[0])+".ls")
+	os.Remove(ls)
+	testkit.Must(t, os.Symlink(o.Path("secret"), ls))
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), filepath.Join(dir, "11111111111111111111111111111111.narinfo")))
+	testkit.Must(t, os.MkdirAll(filepath.Join(dir, "debuginfo"), 0o755))
+	testkit.Must(t, os.Symlink(o.Path("secret"), filepath.Join(dir, "debuginfo", "0123456789abcdef0123456789abcdef01234567.debug")))
+	testkit.Must(t, os.MkdirAll(filepath.Join(dir, "log"), 0o755))
+	testkit.Must(t, os.Symlink(o.Path("secret"), filepath.Join(dir, "log", "0123456789abcdfghijklmnpqrsvwxyz-x.drv")))
+
+	var invalid []string
+	_, err := pushTo(t, dir, s.URL("cache"), func(e s3push.Event) {
+		testkit.NoSentinel(t, e.Key+e.Msg)
+		if e.Kind == s3push.Invalid {
+			rel, _ := filepath.Rel(dir, e.Key)
+			invalid = append(invalid, rel+": "+e.Msg)
+		}
+	})
+	if !errors.Is(err, s3push.ErrInvalid) {
+		t.Errorf("push of a hostile cache: %v, want ErrInvalid", err)
+	}
+	sort.Strings(invalid)
+	want := []string{
+		"11111111111111111111111111111111.narinfo: a symbolic link (not followed)",
+		narinfo.HashPart(paths[0]) + ".ls: a symbolic link (not followed)",
+		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug: a symbolic link (not followed)",
+		"log/0123456789abcdfghijklmnpqrsvwxyz-x.drv: a symbolic link (not followed)",
+	}
+	sort.Strings(want)
+	if d := cmp.Diff(want, invalid); d != "" {
+		t.Errorf("invalid entries (-want +got):\n%s", d)
+	}
+	objs := s.Objects(t, "cache")
+	for key := range objs {
+		data, err := s.Client.GetObject(context.Background(), "cache", key, minio.GetObjectOptions{})
+		testkit.Must(t, err)
+		b, err := io.ReadAll(data)
+		data.Close()
+		testkit.Must(t, err)
+		testkit.NoSentinel(t, key+string(b))
+	}
+	for _, p := range paths {
+		if _, ok := objs[narinfo.HashPart(p)+".narinfo"]; !ok {
+			t.Errorf("the valid narinfo of %s was not published", p)
+		}
+	}
+	if _, ok := objs[narinfo.HashPart(paths[0])+".ls"]; ok {
+		t.Errorf("the symlinked listing was published")
+	}
 }

@@ -1,16 +1,20 @@
 package s3push
 
 import (
+	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
+	"maps"
 	"path"
-	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
+	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
@@ -27,7 +31,7 @@ const (
 // object is one file of the cache to publish.
 type object struct {
 	key         string // relative to the target's prefix
-	file        string // the local file, or "" when data holds it
+	file        string // the file, relative to the cache, or "" when data holds it
 	data        []byte
 	size        int64
 	contentType string
@@ -53,148 +57,125 @@ type storePath struct {
 
 // localCache is what a cache directory holds to publish.
 type localCache struct {
+	dir   *cachedir.Dir
 	info  cachedir.Info
 	infoO *object
 	paths map[string]*storePath
 	nars  []*object // one per key
 	debug []*object
 	logs  []*object
+	// invalid are the entries the cache may not hold (cachedir.EntryError):
+	// none is published, and the push fails once the rest is.
+	invalid []error
 }
 
-// errNotCache says a directory is not a binary cache.
-var errNotCache = errors.New("not a binary cache")
-
-// readCache reads the cache at dir: every narinfo (whole, so that a
+// readCache reads the cache d: every valid narinfo (whole, so that a
 // signature added while the push runs cannot tear one), the NARs they
-// name (stat only), the listings and the debuginfo entries. A narinfo
-// whose NAR is missing or of another size is an error: publishing it
-// would break the bucket.
-func readCache(dir string) (*localCache, error) {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("%s: %w: not a directory", dir, errNotCache)
-	}
+// name (stat only), the listings and the debuginfo entries that parse. A
+// narinfo whose NAR is missing or of another size is an error: publishing
+// it would break the bucket.
+func readCache(ctx context.Context, d *cachedir.Dir) (*localCache, error) {
 	// Read once: parsed here, published as read.
-	infoData, err := cachedir.ReadRegular(filepath.Join(dir, cachedir.InfoFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w: it has no %s", dir, errNotCache, cachedir.InfoFile)
+	infoData, err := d.ReadFile(cachedir.InfoFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", d.Path(), cachedir.ErrNotCache)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: read %s: %w", dir, cachedir.InfoFile, err)
+		return nil, err
 	}
-	c := &localCache{info: cachedir.ParseInfo(infoData), infoO: smallObject(cachedir.InfoFile, typeCacheInfo, infoData), paths: map[string]*storePath{}}
-	names, err := cachedir.NarInfoFiles(dir)
+	g, err := cachegraph.Load(ctx, d, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", dir, err)
+		return nil, err
 	}
+	c := &localCache{dir: d, info: cachedir.ParseInfo(infoData), infoO: smallObject(cachedir.InfoFile, typeCacheInfo, infoData),
+		paths: map[string]*storePath{}, invalid: append(d.CheckLayout(), g.Invalid...)}
 	nars := map[string]*object{}
-	for _, name := range names {
-		p, err := readPath(dir, name, nars, &c.nars)
+	for _, sp := range slices.Sorted(maps.Keys(g.Paths)) {
+		p, err := c.readPath(g.Paths[sp], nars)
+		if errors.Is(err, cachedir.ErrInvalidEntry) {
+			c.invalid = append(c.invalid, err)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		c.paths[p.hash] = p
 	}
-	if c.debug, err = readDebugInfo(dir); err != nil {
+	debug, invalid, err := cachegraph.LoadDebugInfo(d)
+	if err != nil {
 		return nil, err
 	}
-	c.logs, err = readLogs(dir)
-	return c, err
+	c.invalid = append(c.invalid, invalid...)
+	for _, e := range debug {
+		c.debug = append(c.debug, smallObject("debuginfo/"+e.Name, typeJSON, e.Raw))
+	}
+	if err := c.readLogs(); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // readLogs lists the build logs (stat only): log/<drv>, uploaded raw.
-func readLogs(dir string) ([]*object, error) {
-	names, err := cachedir.LogFiles(dir)
+func (c *localCache) readLogs() error {
+	names, invalid, err := c.dir.Logs()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var objs []*object
+	c.invalid = append(c.invalid, invalid...)
 	for _, n := range names {
-		if !cachedir.LogName(n) {
+		if !cachedir.LogName(path.Base(n)) {
 			continue // not a derivation's: verify reports it
 		}
-		file := filepath.Join(dir, cachedir.LogDir, n)
-		fi, err := os.Lstat(file)
+		fi, err := c.dir.Lstat(n)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		objs = append(objs, &object{key: cachedir.LogDir + "/" + n, file: file, size: fi.Size(), contentType: typeLog})
+		c.logs = append(c.logs, &object{key: n, file: n, size: fi.Size(), contentType: typeLog})
 	}
-	return objs, nil
+	return nil
 }
 
-func readPath(dir, name string, nars map[string]*object, order *[]*object) (*storePath, error) {
-	data, ni, err := cachedir.ReadNarInfo(name)
-	if err != nil {
-		return nil, err
-	}
-	base := filepath.Base(name)
-	hash := strings.TrimSuffix(base, ".narinfo")
-	if narinfo.HashPart(ni.StorePath) != hash {
-		return nil, fmt.Errorf("%s: StorePath %s does not belong to this file name", name, ni.StorePath)
-	}
-	p := &storePath{hash: hash, narinfo: smallObject(base, typeNarInfo, data), refBase: map[string]string{}}
+func (c *localCache) readPath(e *cachegraph.Entry, nars map[string]*object) (*storePath, error) {
+	d, ni := c.dir, e.Info
+	hash := strings.TrimSuffix(e.File, ".narinfo")
+	p := &storePath{hash: hash, narinfo: smallObject(e.File, typeNarInfo, e.Raw), refBase: map[string]string{}}
 	for _, r := range ni.References {
 		p.refs = append(p.refs, narinfo.HashPart(r))
 		p.refBase[narinfo.HashPart(r)] = r
 	}
-	u := ni.URL
-	if u == "" || strings.Contains(u, "://") || strings.ContainsAny(u, "?#\\") || path.IsAbs(u) ||
-		path.Clean(u) != u || u == ".." || strings.HasPrefix(u, "../") {
-		return nil, fmt.Errorf("%s: URL %q is not a file of the cache", name, u)
-	}
+	u := ni.URL // a NAR's name: cachedir.NarFile
 	nar := nars[u]
 	if nar == nil {
-		file := filepath.Join(dir, filepath.FromSlash(u))
-		fi, err := os.Stat(file)
+		fi, err := d.Lstat(u)
 		if err != nil {
-			return nil, fmt.Errorf("%s: its NAR: %w", name, err)
+			return nil, fmt.Errorf("%s: its NAR: %w", d.Name(e.File), err)
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, fmt.Errorf("%s: its NAR %s is %s", name, file, cachedir.DescribeMode(fi.Mode()))
+			return nil, &cachedir.EntryError{Name: d.Name(u), What: "not a regular file but " + cachedir.DescribeMode(fi.Mode())}
 		}
-		nar = &object{key: u, file: file, size: fi.Size(), contentType: typeNAR}
+		nar = &object{key: u, file: u, size: fi.Size(), contentType: typeNAR}
 		nars[u] = nar
-		*order = append(*order, nar)
+		c.nars = append(c.nars, nar)
 	}
 	if ni.FileSize != 0 && uint64(nar.size) != ni.FileSize {
-		return nil, fmt.Errorf("%s: its NAR %s has %d bytes, FileSize says %d", name, nar.file, nar.size, ni.FileSize)
+		return nil, fmt.Errorf("%s: its NAR %s has %d bytes, FileSize says %d", d.Name(e.File), u, nar.size, ni.FileSize)
 	}
 	p.nar = nar
-	ls := filepath.Join(dir, hash+".ls")
-	switch data, err := cachedir.ReadRegular(ls); {
+	ls := hash + ".ls"
+	data, err := d.ReadFile(ls)
+	if err == nil {
+		if _, perr := listing.Parse(data); perr != nil {
+			err = &cachedir.EntryError{Name: d.Name(ls), What: perr.Error()}
+		}
+	}
+	switch {
 	case err == nil:
-		p.listing = smallObject(hash+".ls", typeJSON, data)
-	case !errors.Is(err, os.ErrNotExist):
+		p.listing = smallObject(ls, typeJSON, data)
+	case errors.Is(err, cachedir.ErrInvalidEntry):
+		// The path goes without its listing, which is optional.
+		c.invalid = append(c.invalid, err)
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	}
 	return p, nil
-}
-
-// readDebugInfo reads the debuginfo/ index entries.
-func readDebugInfo(dir string) ([]*object, error) {
-	d := filepath.Join(dir, "debuginfo")
-	entries, err := os.ReadDir(d)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var objs []*object
-	for _, e := range entries {
-		// Temporary files of a running or killed writer start with a dot.
-		if strings.HasPrefix(e.Name(), ".") || e.IsDir() {
-			continue
-		}
-		data, err := cachedir.ReadRegular(filepath.Join(d, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		objs = append(objs, smallObject("debuginfo/"+e.Name(), typeJSON, data))
-	}
-	return objs, nil
 }

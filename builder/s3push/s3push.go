@@ -15,9 +15,9 @@ package s3push
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -92,6 +92,11 @@ const (
 	Progress
 	// Uploaded: Key, of Bytes bytes, is stored.
 	Uploaded
+	// Invalid: Key is an entry of the cache (its path) that a cache may
+	// not hold, Msg what is wrong with it; it is not published.
+	Invalid
+	// Warning: Msg is something wrong that the push went on past.
+	Warning
 )
 
 // Event is one step of a push. Events are delivered one at a time.
@@ -101,6 +106,7 @@ type Event struct {
 	Bytes   int64
 	Objects int
 	Skipped int
+	Msg     string
 }
 
 // Stats sum up a push.
@@ -129,14 +135,33 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if o.AbandonAge == 0 {
 		o.AbandonAge = DefaultAbandonAge
 	}
-	lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Shared, o.LockWait)
+	d, err := cachedir.Open(o.Dir)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer d.Close()
+	lock, err := d.Lock(ctx, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return Stats{}, err
 	}
 	defer lock.Release()
-	local, err := readCache(o.Dir)
+	if !lock.Supported() && events != nil {
+		events(Event{Kind: Warning, Key: o.Dir, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this push reads"})
+	}
+	local, err := readCache(ctx, d)
 	if err != nil {
 		return Stats{}, err
+	}
+	for _, err := range local.invalid {
+		if events == nil {
+			break
+		}
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			events(Event{Kind: Invalid, Key: ee.Name, Msg: ee.What})
+		} else {
+			events(Event{Kind: Invalid, Msg: err.Error()})
+		}
 	}
 	client, err := newClient(o)
 	if err != nil {
@@ -163,8 +188,15 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 		return p.stats, err
 	}
 	p.stats.Elapsed = time.Since(start)
+	if n := len(local.invalid); n > 0 {
+		return p.stats, fmt.Errorf("%s: %d %w", o.Dir, n, ErrInvalid)
+	}
 	return p.stats, nil
 }
+
+// ErrInvalid is returned (wrapped) when invalid entries of the cache were
+// left out of the push.
+var ErrInvalid = errors.New("invalid entries of the cache were not published")
 
 type remote struct {
 	size int64
@@ -473,7 +505,7 @@ func (p *push) uploadAll(ctx context.Context, objs []*object) error {
 func (p *push) upload(ctx context.Context, o *object) error {
 	var r io.Reader
 	if o.file != "" {
-		f, err := os.Open(o.file)
+		f, err := p.local.dir.Open(o.file)
 		if err != nil {
 			return err
 		}

@@ -27,30 +27,33 @@ const (
 	Replaced                // an invalid signature by the key was replaced
 )
 
-// SignFile adds key's signature to the narinfo file name, unless a valid
+// SignFile adds key's signature to the narinfo file name of the cache d,
+// unless a valid
 // signature by that key is there already. Other signatures, unknown lines
 // and the field order are kept; an invalid signature with the key's name
 // (one made before the narinfo changed) is replaced. The file is replaced
 // atomically (temporary file and rename), keeping its permissions.
-func SignFile(name string, key signature.SecretKey, storeDir string) (Outcome, error) {
-	data, ni, err := cachedir.ReadNarInfo(name)
+func SignFile(d *cachedir.Dir, name string, key signature.SecretKey, storeDir string) (Outcome, error) {
+	// An invalid narinfo (a symlink, misnamed, rejected by Nix's parser,
+	// naming no NAR) is refused.
+	data, ni, err := d.ReadNarInfo(name, storeDir)
 	if err != nil {
 		return 0, err
 	}
 	sig, err := Sign(ni, key, storeDir)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+		return 0, fmt.Errorf("%s: %w", d.Name(name), err)
 	}
 	pub := key.ToPublicKey()
 	valid, err := Valid(ni, []signature.PublicKey{pub}, storeDir)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+		return 0, fmt.Errorf("%s: %w", d.Name(name), err)
 	}
 	if len(valid) > 0 {
 		return Present, nil
 	}
 	out, replaced := insertSig(data, pub.Name, sig.String())
-	if err := replaceFile(name, out); err != nil {
+	if err := replaceFile(d, name, out); err != nil {
 		return 0, err
 	}
 	if replaced {
@@ -107,12 +110,12 @@ func insertSig(data []byte, keyName, sig string) ([]byte, bool) {
 }
 
 // replaceFile atomically replaces name with data, keeping its permissions.
-func replaceFile(name string, data []byte) error {
+func replaceFile(d *cachedir.Dir, name string, data []byte) error {
 	mode := os.FileMode(0o644)
-	if st, err := os.Stat(name); err == nil {
+	if st, err := d.Lstat(name); err == nil {
 		mode = st.Mode().Perm()
 	}
-	if err := cachedir.WriteFile(name, data, mode); err != nil {
+	if err := d.WriteFile(name, data, mode); err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
 			return fmt.Errorf("%w (is the cache a writable copy? cp -r --no-preserve=mode result/ DIR)", err)
 		}
@@ -140,10 +143,16 @@ type DirStats struct {
 
 // SignDir signs every narinfo of the cache at o.Dir with key (SignFile),
 // holding the cache's shared lock. It calls report, from one goroutine at a
-// time, with each narinfo and what was done to it (err for a failure); it
-// goes on past a narinfo it cannot sign and returns every such error.
+// time, with each narinfo (its path) and what was done to it (err for a
+// failure); it goes on past a narinfo it cannot sign, an invalid entry
+// (cachedir.EntryError) included, and returns every such error.
 func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report func(file string, out Outcome, err error)) (DirStats, error) {
-	lock, err := cachedir.Acquire(ctx, o.Dir, cachedir.Shared, o.LockWait)
+	d, err := cachedir.Open(o.Dir)
+	if err != nil {
+		return DirStats{}, err
+	}
+	defer d.Close()
+	lock, err := d.Lock(ctx, cachedir.Shared, o.LockWait)
 	if err != nil {
 		return DirStats{}, err
 	}
@@ -152,17 +161,24 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 	if err != nil {
 		return DirStats{}, err
 	}
-	files, err := cachedir.NarInfoFiles(o.Dir)
+	files, invalid, err := d.NarInfos()
 	if err != nil {
 		return DirStats{}, err
 	}
 	var (
 		mu    sync.Mutex
-		stats = DirStats{Files: len(files)}
-		errs  []error
+		stats = DirStats{Files: len(files) + len(invalid), Failed: len(invalid)}
+		errs  = invalid
 	)
+	if report != nil {
+		for _, err := range invalid {
+			var ee *cachedir.EntryError
+			errors.As(err, &ee)
+			report(ee.Name, 0, err)
+		}
+	}
 	pool.Each(ctx, o.Jobs, files, func(f string) {
-		out, err := SignFile(f, key, storeDir)
+		out, err := SignFile(d, f, key, storeDir)
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -177,14 +193,14 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 			stats.Replaced++
 		}
 		if report != nil {
-			report(f, out, err)
+			report(d.Name(f), out, err)
 		}
 	})
 	if err := ctx.Err(); err != nil {
 		errs = append(errs, err)
 	}
 	if o.Durable && stats.Added+stats.Replaced > 0 {
-		if err := cachedir.SyncFS(o.Dir); err != nil {
+		if err := d.SyncFS(); err != nil {
 			errs = append(errs, err)
 		}
 	}

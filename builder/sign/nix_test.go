@@ -8,9 +8,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // nixKey makes a key pair with nix-store --generate-binary-cache-key and
@@ -32,13 +32,13 @@ func copyDir(t *testing.T, src string) string {
 
 func narInfos(t *testing.T, dir string) map[string]string {
 	t.Helper()
-	files, err := cachedir.NarInfoFiles(dir)
+	files, _, err := testkit.OpenCache(t, dir).NarInfos()
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
 		}

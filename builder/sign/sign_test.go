@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -210,5 +212,35 @@ func TestKeys(t *testing.T) {
 	os.WriteFile(f, []byte("name:c2VjcmV0"), 0o600)
 	if _, err := sign.LoadSecretKeyFile(f); err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
 		t.Errorf("bad secret key: err = %v (must fail and not echo the key)", err)
+	}
+}
+
+// An invalid narinfo (a symlink, a FIFO, one Nix rejects) is refused,
+// never followed: the file it points to stays as it was, and no message
+// carries its content.
+func TestSignDirRefusesInvalid(t *testing.T) {
+	o := testkit.NewOutside(t, "narinfo")
+	dir := writeCache(t, map[string]string{
+		"nix-cache-info": "StoreDir: /nix/store\n",
+		"00000000000000000000000000000000.narinfo": "garbage\n",
+	})
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), filepath.Join(dir, "70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo")))
+	testkit.Must(t, syscall.Mkfifo(filepath.Join(dir, "71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo"), 0o644))
+	var refused []string
+	stats, err := sign.SignDir(context.Background(), mustKey(t), sign.DirOptions{Dir: dir}, func(file string, _ sign.Outcome, err error) {
+		if err != nil {
+			testkit.NoSentinel(t, err.Error())
+			refused = append(refused, filepath.Base(file))
+		}
+	})
+	if err == nil || stats.Failed != 3 || stats.Added+stats.Replaced != 0 {
+		t.Errorf("SignDir: %+v, %v; want 3 failures", stats, err)
+	}
+	slices.Sort(refused)
+	if d := cmp.Diff([]string{"00000000000000000000000000000000.narinfo", "70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo", "71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo"}, refused); d != "" {
+		t.Errorf("refused (-want +got):\n%s", d)
+	}
+	if fi, err := os.Lstat(filepath.Join(dir, "70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the symlink was replaced: %v", err)
 	}
 }

@@ -19,7 +19,12 @@ func ExampleCache() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	cachedir.Init(dir, cachedir.Info{StoreDir: "/nix/store"})
+	d, err := cachedir.Open(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer d.Close()
+	d.Init(cachedir.Info{StoreDir: "/nix/store"})
 	os.WriteFile(filepath.Join(dir, "0fbgd045z0d4icpbc2yyz4gx48ak44la.narinfo"), []byte(`StorePath: /nix/store/0fbgd045z0d4icpbc2yyz4gx48ak44la-greet
 URL: nar/1ds4yba1pmvqxg3rbqm9rgw9mhbgpzj9qi5zkq3zgxjcc7crafv6.nar.zst
 Compression: zstd

@@ -18,24 +18,22 @@ import (
 	_ "crypto/sha1"
 	_ "crypto/sha256"
 	_ "crypto/sha512"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
-	"github.com/nix-community/go-nix/pkg/nar/ls"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
@@ -58,6 +56,10 @@ type Options struct {
 	// without a narinfo here: those an upstream cache serves are no
 	// problem, the cache being closed relative to it.
 	Served func(ctx context.Context, paths []string) (map[string]bool, error)
+	// LockWait bounds the wait for a gc holding the cache (< 0: forever;
+	// 0: not at all). verify holds the read-only lock: run beside a gc,
+	// it would report what the gc is removing.
+	LockWait time.Duration
 }
 
 // Problem is one thing wrong with the cache, found in File (a path under
@@ -102,24 +104,48 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 		}
 	}
 
+	emitErr := func(err error) {
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			emit(ee.Name, []string{ee.What})
+		} else {
+			emit(o.Dir, []string{err.Error()})
+		}
+	}
+	d, err := cachedir.Open(o.Dir)
+	if err != nil {
+		return stats, err
+	}
+	defer d.Close()
+	lock, err := d.Lock(ctx, cachedir.ReadOnly, o.LockWait)
+	if err != nil {
+		return stats, err
+	}
+	defer lock.Release()
 	storeDir, err := cachedir.ResolveStoreDir(o.Dir, o.StoreDir)
 	if err != nil {
 		return stats, err
 	}
-	if info, _, err := cachedir.ReadInfo(o.Dir); err != nil {
-		return stats, err
+	if info, _, err := d.ReadInfo(); err != nil {
+		emitErr(err)
 	} else if info.StoreDir == "" {
-		emit("nix-cache-info", []string{"missing, or without StoreDir (Nix needs it to use the cache)"})
+		emit(d.Name(cachedir.InfoFile), []string{"missing, or without StoreDir (Nix needs it to use the cache)"})
 	}
-	files, err := cachedir.NarInfoFiles(o.Dir)
+	for _, err := range d.CheckLayout() {
+		emitErr(err)
+	}
+	files, invalid, err := d.NarInfos()
 	if err != nil {
 		return stats, err
 	}
+	for _, err := range invalid {
+		emitErr(err)
+	}
 	have := make(map[string]bool, len(files))
 	for _, f := range files {
-		have[strings.TrimSuffix(filepath.Base(f), ".narinfo")] = true
+		have[strings.TrimSuffix(f, ".narinfo")] = true
 	}
-	c := checker{dir: o.Dir, storeDir: storeDir, keys: o.PublicKeys, have: have, deferRefs: o.Served != nil}
+	c := checker{d: d, storeDir: storeDir, keys: o.PublicKeys, have: have, deferRefs: o.Served != nil}
 	missing := map[string][]string{} // file -> references without a narinfo
 
 	pool.Each(ctx, o.Jobs, files, func(f string) {
@@ -132,10 +158,10 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 		stats.NarBytes += r.narBytes
 		stats.FileBytes += r.fileBytes
 		if len(r.missing) > 0 {
-			missing[f] = r.missing
+			missing[d.Name(f)] = r.missing
 		}
 		mu.Unlock()
-		emit(f, r.problems)
+		emit(d.Name(f), r.problems)
 	})
 	if err := ctx.Err(); err != nil {
 		return stats, err
@@ -143,16 +169,21 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 	if err := c.upstreamRefs(ctx, o, missing, emit); err != nil {
 		return stats, err
 	}
-	debugInfo(o.Dir, emit)
-	logs(o.Dir, emit)
+	if err := debugInfo(d, emit, emitErr); err != nil {
+		return stats, err
+	}
+	if err := logs(d, emit, emitErr); err != nil {
+		return stats, err
+	}
 	return stats, nil
 }
 
 type checker struct {
-	deferRefs     bool // references without a narinfo go to result.missing
-	dir, storeDir string
-	keys          []signature.PublicKey
-	have          map[string]bool // hash parts with a narinfo
+	deferRefs bool // references without a narinfo go to result.missing
+	d         *cachedir.Dir
+	storeDir  string
+	keys      []signature.PublicKey
+	have      map[string]bool // hash parts with a narinfo
 }
 
 type result struct {
@@ -166,9 +197,14 @@ func (r *result) add(format string, a ...any) {
 }
 
 func (c *checker) narInfo(ctx context.Context, file string) (r result) {
-	data, err := readNarInfo(file)
+	data, err := c.d.ReadFileMax(file, narinfo.MaxSize)
 	if err != nil {
-		r.add("%v", err)
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			r.add("read narinfo: %s", ee.What)
+		} else {
+			r.add("read narinfo: %v", err)
+		}
 		return r
 	}
 	ni, badSigs, err := narinfo.Parse(data)
@@ -180,7 +216,7 @@ func (c *checker) narInfo(ctx context.Context, file string) (r result) {
 		name, _, _ := strings.Cut(s, ":")
 		r.add("signature by %s is not an Ed25519 signature", printable(name))
 	}
-	hashPart := strings.TrimSuffix(filepath.Base(file), ".narinfo")
+	hashPart := strings.TrimSuffix(file, ".narinfo")
 	c.storePath(&r, ni, hashPart)
 	c.refs(&r, ni)
 	c.sigs(&r, ni)
@@ -193,20 +229,6 @@ func (c *checker) narInfo(ctx context.Context, file string) (r result) {
 	}
 	c.nar(ctx, &r, ni, hashPart)
 	return r
-}
-
-// readNarInfo reads a narinfo file, at most narinfo.MaxSize bytes of it.
-func readNarInfo(file string) ([]byte, error) {
-	f, err := cachedir.OpenRegular(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := narinfo.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("read narinfo: %w", err)
-	}
-	return data, nil
 }
 
 // printable is s if it is short and plain, else a placeholder: a key
@@ -274,29 +296,21 @@ func (c *checker) upstreamRefs(ctx context.Context, o Options, missing map[strin
 
 // logs reports the entries of log/ that are not a derivation's build log:
 // Nix reads log/<drv base name> only.
-func logs(dir string, emit func(string, []string)) {
-	d := filepath.Join(dir, cachedir.LogDir)
-	ents, err := os.ReadDir(d)
+func logs(d *cachedir.Dir, emit func(string, []string), emitErr func(error)) error {
+	names, invalid, err := d.Logs()
 	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			emit(d, []string{err.Error()})
-		}
-		return
+		return err
 	}
-	for _, e := range ents {
-		name := e.Name()
-		if strings.HasPrefix(name, cachedir.TmpPrefix) {
-			continue
-		}
-		file := filepath.Join(d, name)
-		if !e.Type().IsRegular() {
-			emit(file, []string{"is " + cachedir.DescribeMode(e.Type()) + ", not a build log"})
-			continue
-		}
+	for _, err := range invalid {
+		emitErr(err)
+	}
+	for _, rel := range names {
+		name := path.Base(rel)
 		if !cachedir.LogName(name) {
-			emit(file, []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
+			emit(d.Name(rel), []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
 		}
 	}
+	return nil
 }
 
 func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {
@@ -385,8 +399,8 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashPart string) {
 	u := ni.URL
-	if strings.Contains(u, "://") || path.IsAbs(u) || path.Clean(u) != u || strings.HasPrefix(u, "../") {
-		r.add("URL %q is not a plain path inside the cache", u)
+	if _, err := cachedir.NarFile(u); err != nil {
+		r.add("%v", err)
 		return
 	}
 	m, err := compress.Parse(ni.Compression)
@@ -394,7 +408,7 @@ func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashP
 		r.add("NAR %s not checked: %v", u, err)
 		return
 	}
-	f, err := cachedir.OpenRegular(filepath.Join(c.dir, filepath.FromSlash(u)))
+	f, err := c.d.Open(u)
 	if errors.Is(err, os.ErrNotExist) {
 		r.add("NAR %s is missing", u)
 		return
@@ -469,7 +483,7 @@ func fmtHash(digest []byte, algo nixhash.Algorithm) string {
 // writers may order keys differently).
 func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 	name := hashPart + ".ls"
-	f, err := cachedir.OpenRegular(filepath.Join(c.dir, name))
+	f, err := c.d.Open(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return
 	} else if err != nil {
@@ -493,50 +507,33 @@ func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 	if bytes.Equal(data, ours) {
 		return
 	}
-	theirs, err := ls.ParseLS(bytes.NewReader(data))
+	theirs, err := listing.Parse(data)
 	if err != nil {
 		r.add("listing %s does not parse: %v", name, err)
 		return
 	}
-	want, err := ls.ParseLS(bytes.NewReader(ours))
-	if err != nil {
-		r.add("listing %s: %v", name, err)
-		return
-	}
-	if !reflect.DeepEqual(want, theirs) {
+	if !bytes.Equal(listing.JSON(theirs), ours) {
 		r.add("listing %s does not match the NAR", name)
 	}
 }
 
-// debugInfo checks that every debuginfo/ entry names a NAR of the cache.
-func debugInfo(dir string, emit func(string, []string)) {
-	entries, err := os.ReadDir(filepath.Join(dir, "debuginfo"))
+// debugInfo checks that every debuginfo/ entry parses and names a NAR of
+// the cache.
+func debugInfo(d *cachedir.Dir, emit func(string, []string), emitErr func(error)) error {
+	entries, invalid, err := cachegraph.LoadDebugInfo(d)
 	if err != nil {
-		return // optional
+		return err
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	for _, err := range invalid {
+		emitErr(err)
+	}
 	for _, e := range entries {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		name := filepath.Join(dir, "debuginfo", e.Name())
-		data, err := cachedir.ReadRegular(name)
-		if err != nil {
-			emit(name, []string{err.Error()})
-			continue
-		}
-		var v struct{ Archive, Member string }
-		if err := json.Unmarshal(data, &v); err != nil || v.Archive == "" || v.Member == "" {
-			emit(name, []string{fmt.Sprintf("not a debuginfo entry {\"archive\":…,\"member\":…}: %s", bytes.TrimSpace(data))})
-			continue
-		}
-		target := path.Join("debuginfo", v.Archive)
-		if strings.HasPrefix(target, "../") {
-			emit(name, []string{fmt.Sprintf("archive %q is outside the cache", v.Archive)})
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(target))); err != nil {
-			emit(name, []string{fmt.Sprintf("archive %s is missing", v.Archive)})
+		switch has, err := d.Has(e.Archive); {
+		case err != nil:
+			emit(d.Name("debuginfo/"+e.Name), []string{fmt.Sprintf("archive ../%s: %v", e.Archive, err)})
+		case !has:
+			emit(d.Name("debuginfo/"+e.Name), []string{fmt.Sprintf("archive ../%s is missing", e.Archive)})
 		}
 	}
+	return nil
 }

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
@@ -171,7 +174,7 @@ func TestProblems(t *testing.T) {
 		want: []string{
 			libHash + ".narinfo: StorePath * is not in the store directory /nix/store",
 			appHash + ".narinfo: StorePath * is not in the store directory /nix/store",
-			libHash + `.narinfo: URL "../nar/*.nar" is not a plain path inside the cache`,
+			libHash + `.narinfo: URL "../nar/*.nar" does not name a NAR directly under nar/`,
 			"nix-cache-info: missing, or without StoreDir (Nix needs it to use the cache)",
 		},
 	}, {
@@ -336,5 +339,54 @@ func TestGlob(t *testing.T) {
 		if got := glob(tc.p, tc.s); got != tc.want {
 			t.Errorf("glob(%q, %q) = %v", tc.p, tc.s, got)
 		}
+	}
+}
+
+// Every entry a cache may not hold is a problem, named, never followed:
+// no problem carries what a symlink points to.
+func TestHostileEntries(t *testing.T) {
+	dir, _ := fakeCache(t, compress.Zstd)
+	o := testkit.NewOutside(t, "secret", "narinfo", "nar")
+	// lib's NAR becomes a symlink to a sentinel; app's listing too.
+	lib := testkit.NarInfos(t, dir)
+	var libURL string
+	for p, ni := range lib {
+		if strings.HasSuffix(p, "-lib") {
+			libURL = ni.URL
+		}
+	}
+	testkit.Must(t, os.Remove(filepath.Join(dir, libURL)))
+	testkit.Must(t, os.Symlink(o.Path("nar"), filepath.Join(dir, libURL)))
+	testkit.Must(t, os.Symlink(o.Path("secret"), filepath.Join(dir, appHash+".ls")))
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), filepath.Join(dir, "11111111111111111111111111111111.narinfo")))
+	testkit.Must(t, os.Symlink(o.Path("secret"), filepath.Join(dir, "debuginfo", "0123456789abcdef0123456789abcdef01234567.debug")))
+	testkit.Must(t, os.WriteFile(filepath.Join(dir, "debuginfo", "1123456789abcdef0123456789abcdef01234567.debug"), []byte(testkit.SentinelMark), 0o644))
+	testkit.Must(t, os.Remove(filepath.Join(dir, "log")))
+	testkit.Must(t, os.Symlink(o.Dir, filepath.Join(dir, "log")))
+	got := testkit.Problems(t, verify.Options{Dir: dir})
+	for _, p := range got {
+		testkit.NoSentinel(t, p)
+	}
+	if !matchAll([]string{
+		"11111111111111111111111111111111.narinfo: a symbolic link (not followed)",
+		appHash + ".narinfo: listing " + appHash + ".ls: */" + appHash + ".ls: a symbolic link (not followed)",
+		libHash + ".narinfo: NAR " + libURL + ": */" + libURL + ": a symbolic link (not followed)",
+		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug: a symbolic link (not followed)",
+		"debuginfo/1123456789abcdef0123456789abcdef01234567.debug: not a debuginfo entry *",
+		"log: a symbolic link where a directory must be (not followed)",
+	}, got) {
+		t.Errorf("problems: %q", got)
+	}
+}
+
+// verify holds the read-only lock: it waits for a gc rather than report
+// what the gc is removing.
+func TestWaitsForGC(t *testing.T) {
+	dir, _ := fakeCache(t, compress.Zstd)
+	l, err := testkit.OpenCache(t, dir).Lock(context.Background(), cachedir.Exclusive, 0)
+	testkit.Must(t, err)
+	defer l.Release()
+	if _, err := verify.Cache(context.Background(), verify.Options{Dir: dir, LockWait: 50 * time.Millisecond}, func(verify.Problem) {}); !errors.Is(err, cachedir.ErrBusy) {
+		t.Errorf("verify beside a gc: %v, want ErrBusy", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -45,11 +46,15 @@ func WriteCache(t testing.TB, dir string, c closure.Closure, o cache.Options) ca
 // NarInfos parses every narinfo of the cache at dir, by store path.
 func NarInfos(t testing.TB, dir string) map[string]*narinfo.NarInfo {
 	t.Helper()
-	files, err := cachedir.NarInfoFiles(dir)
+	d, err := cachedir.Open(dir)
 	Must(t, err)
+	defer d.Close()
+	files, invalid, err := d.NarInfos()
+	Must(t, err)
+	Must(t, errors.Join(invalid...))
 	m := map[string]*narinfo.NarInfo{}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := d.ReadFile(f)
 		Must(t, err)
 		ni, _, err := narinfo.Parse(data)
 		if err != nil {
@@ -226,4 +231,23 @@ func Tree(t testing.TB, dir string) map[string]string {
 		return nil
 	}))
 	return m
+}
+
+// OpenCache opens the cache directory dir, closed when t ends.
+func OpenCache(t testing.TB, dir string) *cachedir.Dir {
+	t.Helper()
+	d, err := cachedir.Open(dir)
+	Must(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// InitCache creates the cache dir with info, as a writer does.
+func InitCache(t testing.TB, dir string, info cachedir.Info) *cachedir.Dir {
+	t.Helper()
+	d, err := cachedir.Ensure(dir)
+	Must(t, err)
+	t.Cleanup(func() { d.Close() })
+	Must(t, d.Init(info))
+	return d
 }

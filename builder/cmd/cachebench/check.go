@@ -2,10 +2,10 @@ package main
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
@@ -45,8 +46,16 @@ func check(c *builtClosure, dir, method string, r int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	infos, err := filepath.Glob(filepath.Join(dir, "*.narinfo"))
+	d, err := cachedir.Open(dir)
 	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	infos, invalid, err := d.NarInfos()
+	if err != nil {
+		return 0, err
+	}
+	if err := errors.Join(invalid...); err != nil {
 		return 0, err
 	}
 	if len(infos) != len(c.paths) {
@@ -54,7 +63,7 @@ func check(c *builtClosure, dir, method string, r int) (uint64, error) {
 	}
 	var nis []*narinfo.NarInfo
 	for _, f := range infos {
-		ni, err := readNarInfo(f)
+		ni, err := readNarInfo(d, f)
 		if err != nil {
 			return 0, err
 		}
@@ -75,33 +84,28 @@ func check(c *builtClosure, dir, method string, r int) (uint64, error) {
 		nis = append(nis, ni)
 	}
 	sort.Slice(nis, func(i, j int) bool { return nis[i].NarSize > nis[j].NarSize })
-	if err := checkNAR(dir, nis[r%len(nis)]); err != nil {
+	if err := checkNAR(d, nis[r%len(nis)]); err != nil {
 		return 0, err
 	}
 	return total, nil
 }
 
-func readNarInfo(path string) (*narinfo.NarInfo, error) {
-	f, err := os.Open(path)
+func readNarInfo(d *cachedir.Dir, name string) (*narinfo.NarInfo, error) {
+	data, err := d.ReadFileMax(name, narinfo.MaxSize)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	data, err := narinfo.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	ni, _, err := narinfo.Parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", d.Name(name), err)
 	}
 	return ni, nil
 }
 
 // checkNAR decompresses the NAR of ni and compares its size and hash, and
 // the file's, with the narinfo.
-func checkNAR(dir string, ni *narinfo.NarInfo) error {
-	f, err := os.Open(filepath.Join(dir, ni.URL))
+func checkNAR(d *cachedir.Dir, ni *narinfo.NarInfo) error {
+	f, err := d.Open(ni.URL)
 	if err != nil {
 		return err
 	}

@@ -157,7 +157,7 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 			for _, p := range c.noNarInfo {
-				if _, err := os.Stat(cachedir.NarInfoPath(out, p)); err == nil {
+				if _, err := os.Stat(filepath.Join(out, cachedir.NarInfoName(p))); err == nil {
 					t.Errorf("a narinfo for the failed path %s was written", p)
 				}
 			}
@@ -181,12 +181,12 @@ func TestSpecialFilesInCache(t *testing.T) {
 			var victim string
 			switch where {
 			case "narinfo":
-				victim = cachedir.NarInfoPath(dir, s.other.StorePath)
+				victim = filepath.Join(dir, cachedir.NarInfoName(s.other.StorePath))
 			case "nar":
 				nars, _ := filepath.Glob(filepath.Join(dir, "nar", "*.nar*"))
 				victim = nars[0]
 			case "listing":
-				victim = cachedir.ListingPath(dir, s.good.StorePath)
+				victim = filepath.Join(dir, cachedir.ListingName(s.good.StorePath))
 			case "nix-cache-info":
 				victim = filepath.Join(dir, "nix-cache-info")
 			}

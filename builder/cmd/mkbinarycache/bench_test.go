@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cache"
-	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
@@ -228,7 +227,7 @@ func BenchmarkDurability(b *testing.B) {
 				testkit.Must(b, err)
 				// Start each run with no dirty data of the last one.
 				testkit.Must(b, os.MkdirAll(dir, 0o755))
-				testkit.Must(b, cachedir.SyncFS(dir))
+				testkit.Must(b, testkit.OpenCache(b, dir).SyncFS())
 				b.StartTimer()
 				st, err := w.Write(context.Background(), c, nil)
 				testkit.Must(b, err)

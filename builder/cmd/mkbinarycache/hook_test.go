@@ -17,6 +17,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cli"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
+	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
 // ciPaths builds ci.nix's app and junk on the host and returns the
@@ -140,10 +141,7 @@ func TestHookCacheProblems(t *testing.T) {
 	nixtest.Require(t)
 	p := ciPaths(t)
 	dir := filepath.Join(t.TempDir(), "cache")
-	if err := cachedir.Init(dir, cachedir.Info{StoreDir: cachedir.DefaultStoreDir}); err != nil {
-		t.Fatal(err)
-	}
-	lock, err := cachedir.Acquire(context.Background(), dir, cachedir.Exclusive, 0)
+	lock, err := testkit.InitCache(t, dir, cachedir.Info{StoreDir: cachedir.DefaultStoreDir}).Lock(context.Background(), cachedir.Exclusive, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,9 @@ type fileOp struct {
 
 var (
 	traceLineRE = regexp.MustCompile(`^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+)`)
-	quotedRE    = regexp.MustCompile(`"((?:[^"\\]|\\.)*)"`)
+	// A path argument: quoted, after its directory descriptor (shown by
+	// strace -y as fd<path>) for the *at calls.
+	pathArgRE = regexp.MustCompile(`(?:(?:AT_FDCWD|\d+<((?:[^>\\]|\\.)*)>), )?"((?:[^"\\]|\\.)*)"`)
 )
 
 // traced runs the binary under strace and returns its successful renames
@@ -36,7 +38,7 @@ func traced(t *testing.T, env []string, args ...string) []fileOp {
 		t.Fatalf("strace is needed (apt-get install strace): %v", err)
 	}
 	log := filepath.Join(t.TempDir(), "strace")
-	cmd := exec.Command("strace", append([]string{"-f", "-qq", "-s", "4096", "-o", log,
+	cmd := exec.Command("strace", append([]string{"-f", "-qq", "-y", "-s", "4096", "-o", log,
 		"-e", "trace=rename,renameat,renameat2,link,linkat,unlink,unlinkat,syncfs,fsync,fdatasync,sync", binary(t)}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
@@ -66,10 +68,13 @@ func traced(t *testing.T, env []string, args ...string) []fileOp {
 			continue
 		}
 		var paths []string
-		for _, q := range quotedRE.FindAllStringSubmatch(m[3], -1) {
-			s, err := strconv.Unquote(`"` + q[1] + `"`)
+		for _, q := range pathArgRE.FindAllStringSubmatch(m[3], -1) {
+			s, err := strconv.Unquote(`"` + q[2] + `"`)
 			if err != nil {
-				s = q[1]
+				s = q[2]
+			}
+			if q[1] != "" && !filepath.IsAbs(s) {
+				s = filepath.Join(q[1], s)
 			}
 			paths = append(paths, s)
 		}
@@ -140,7 +145,7 @@ func checkPublished(t testing.TB, ops []fileOp, dir string) {
 			t.Errorf("%s renamed before its NAR", f)
 		}
 		for _, r := range ni.References {
-			rf := cachedir.NarInfoPath(dir, r)
+			rf := filepath.Join(dir, cachedir.NarInfoName(r))
 			if k, ok := renamed[rf]; ok && rf != f && !syncBetween(ops, k, i) {
 				t.Errorf("%s renamed with no sync since its reference %s's narinfo", f, r)
 			}
@@ -236,13 +241,13 @@ func TestPowerLoss(t *testing.T) {
 			t.Errorf("no sync between the last narinfo or debuginfo unlink (%d) and the first NAR unlink (%d)", lastMeta, firstNAR)
 		}
 		for p, ni := range before {
-			f := cachedir.NarInfoPath(dir, p)
+			f := filepath.Join(dir, cachedir.NarInfoName(p))
 			i, ok := unlinked[f]
 			if !ok {
 				continue
 			}
 			for _, r := range ni.References {
-				rf := cachedir.NarInfoPath(dir, r)
+				rf := filepath.Join(dir, cachedir.NarInfoName(r))
 				if k, ok := unlinked[rf]; ok && rf != f && k < i {
 					t.Errorf("%s removed before its referrer %s", r, ni.StorePath)
 				}

@@ -69,11 +69,11 @@ func TestKeygenSignVerify(t *testing.T) {
 		t.Errorf("verify signed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	// Idempotent.
-	before, _ := os.ReadFile(cachedir.NarInfoPath(cache, hello))
+	before, _ := os.ReadFile(filepath.Join(cache, cachedir.NarInfoName(hello)))
 	if code, _, stderr := runMain("sign", "--key-file", sec, cache); code != 0 || !strings.Contains(stderr, "1 already signed") {
 		t.Errorf("sign again: %d %s", code, stderr)
 	}
-	after, _ := os.ReadFile(cachedir.NarInfoPath(cache, hello))
+	after, _ := os.ReadFile(filepath.Join(cache, cachedir.NarInfoName(hello)))
 	if d := cmp.Diff(string(before), string(after)); d != "" {
 		t.Errorf("second sign changed the narinfo:\n%s", d)
 	}
@@ -124,7 +124,7 @@ func TestSubcommandUsage(t *testing.T) {
 
 func TestNarListingFlags(t *testing.T) {
 	hasLS := func(dir, p string) bool {
-		_, err := os.Stat(cachedir.ListingPath(dir, p))
+		_, err := os.Stat(filepath.Join(dir, cachedir.ListingName(p)))
 		return err == nil
 	}
 	if dir, p := helloCache(t, nil); hasLS(dir, p) {
