@@ -124,7 +124,7 @@ func (d *Dir) Init(info Info) error {
 // ResolveStoreDir picks the store directory of the cache at path: the one
 // its nix-cache-info names, which flag (when not "") must agree with; else
 // flag; else /nix/store. A path that does not exist yet has no
-// nix-cache-info.
+// nix-cache-info, nor has one whose nix-cache-info is invalid.
 func ResolveStoreDir(path, flag string) (string, error) {
 	var info Info
 	d, err := Open(path)
@@ -132,7 +132,9 @@ func ResolveStoreDir(path, flag string) (string, error) {
 	case err == nil:
 		info, _, err = d.ReadInfo()
 		d.Close()
-		if err != nil {
+		// An invalid nix-cache-info is no answer: the command that opens
+		// the cache meets it and does what it does with invalid entries.
+		if err != nil && !errors.Is(err, ErrInvalidEntry) {
 			return "", err
 		}
 	case !errors.Is(err, fs.ErrNotExist):

@@ -116,8 +116,9 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 	}
 	defer d.Close()
 	// Before locking: "not a cache" says more than a lock error.
-	if _, err := d.RequireInfo(); err != nil {
-		return Stats{}, err
+	_, infoErr := d.RequireInfo()
+	if infoErr != nil && !errors.Is(infoErr, cachedir.ErrInvalidEntry) {
+		return Stats{}, infoErr
 	}
 	mode := cachedir.Exclusive
 	if o.DryRun {
@@ -134,6 +135,11 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 			return Stats{}, fmt.Errorf("%s: %w", o.Dir, ErrNoLock)
 		}
 		report(Event{Kind: Warning, Path: o.Dir, Msg: "the file system cannot lock the cache (no flock): a writer may change it meanwhile"})
+	}
+	if infoErr != nil {
+		// Without the store directory nothing can be judged: the entry
+		// goes (a writer makes a new one), and nothing else this time.
+		return Stats{}, removeInvalidInfo(d, o, infoErr, report)
 	}
 	p, err := plan(ctx, d, o, report)
 	if err != nil {
@@ -175,20 +181,37 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 	if err != nil {
 		return nil, err
 	}
-	var absent []string
+	invalid := map[string]bool{} // narinfo entries removed as invalid
+	for _, err := range g.Invalid {
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			invalid[strings.TrimPrefix(ee.Name, d.Name("")+"/")] = true
+		}
+	}
+	var absent, keep []string
 	for _, k := range o.Keep {
-		if g.Paths[k] == nil {
+		switch {
+		case g.Paths[k] != nil:
+			keep = append(keep, k)
+		case invalid[cachedir.NarInfoName(k)] && !o.Upstream:
+			// Removed below: a poisoned root must not stop every gc.
+			report(Event{Kind: Warning, Path: k, Msg: "kept, but its narinfo is invalid: it goes, and its closure is kept only as other kept paths need it"})
+		default:
 			absent = append(absent, k)
+			keep = append(keep, k)
 		}
 	}
 	if len(absent) > 0 && !o.Upstream {
-		return nil, fmt.Errorf("kept path without a narinfo in %s, or with an invalid one (nothing was removed): %s", o.Dir, strings.Join(absent, ", "))
+		return nil, fmt.Errorf("kept path without a narinfo in %s (nothing was removed): %s", o.Dir, strings.Join(absent, ", "))
+	}
+	if len(keep) == 0 {
+		return nil, fmt.Errorf("every kept path's narinfo in %s is invalid (nothing was removed)", o.Dir)
 	}
 	var upstream func(string) bool
 	if o.Upstream {
 		upstream = func(p string) bool { return g.Paths[p] == nil }
 	}
-	kept, missing, err := g.Closure(o.Keep, o.BuildClosure, upstream)
+	kept, missing, err := g.Closure(keep, o.BuildClosure, upstream)
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +337,21 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 		}
 	}
 	return r, nil
+}
+
+// removeInvalidInfo removes a nix-cache-info that is not a regular file
+// (under the lock; a dry run only reports it) and returns the error that
+// stops the collection.
+func removeInvalidInfo(d *cachedir.Dir, o Options, infoErr error, report func(Event)) error {
+	if !o.DryRun {
+		if err := d.Remove(cachedir.InfoFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	var ee *cachedir.EntryError
+	errors.As(infoErr, &ee)
+	report(Event{Kind: Invalid, Path: d.Name(cachedir.InfoFile), Msg: ee.What})
+	return fmt.Errorf("%s: its %s was invalid, so no path could be judged: nothing else was removed", o.Dir, cachedir.InfoFile)
 }
 
 func (r *removal) addInvalid(d *cachedir.Dir, rel string, err error) {

@@ -397,3 +397,61 @@ func TestCollectWithoutFlock(t *testing.T) {
 		t.Errorf("the cache changed:\n%s", d)
 	}
 }
+
+// A kept path whose narinfo is invalid does not stop gc: the entry goes,
+// with a warning, and the other kept paths' closures stay.
+func TestCollectInvalidKeptNarInfo(t *testing.T) {
+	s, dir := world(t)
+	o := testkit.NewOutside(t, "narinfo")
+	junk := filepath.Join(dir, cachedir.NarInfoName(s.Path("junk")))
+	testkit.Must(t, os.Remove(junk))
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), junk))
+	_, events := collect(t, Options{Dir: dir, Keep: []string{s.Path("app"), s.Path("junk")}, LockWait: -1})
+	var warned bool
+	for _, e := range events {
+		testkit.NoSentinel(t, e.Path+e.Msg)
+		warned = warned || e.Kind == Warning && e.Path == s.Path("junk")
+	}
+	if !warned {
+		t.Errorf("no warning about the invalid kept narinfo: %+v", events)
+	}
+	if _, err := os.Lstat(junk); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the invalid kept narinfo is still there: %v", err)
+	}
+	if got := names(storePaths(t, dir)); !slices.Contains(got, "app") || slices.Contains(got, "junk") {
+		t.Errorf("kept %v", got)
+	}
+	checkClean(t, dir)
+	if _, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("junk")}, LockWait: -1}, nil); err == nil {
+		t.Errorf("gc keeping only a path without a narinfo succeeded")
+	}
+}
+
+// An invalid nix-cache-info leaves no store directory to judge paths by:
+// gc removes the entry, and nothing else, and fails.
+func TestCollectInvalidCacheInfo(t *testing.T) {
+	s, dir := world(t)
+	o := testkit.NewOutside(t, "info")
+	info := filepath.Join(dir, cachedir.InfoFile)
+	testkit.Must(t, os.Remove(info))
+	testkit.Must(t, os.Symlink(o.Path("info"), info))
+	before := testkit.Tree(t, dir)
+	delete(before, cachedir.InfoFile)
+	var invalid []string
+	_, err := Collect(context.Background(), Options{Dir: dir, Keep: []string{s.Path("app")}, LockWait: -1}, func(e Event) {
+		if e.Kind == Invalid {
+			invalid = append(invalid, e.Path+": "+e.Msg)
+		}
+	})
+	if err == nil {
+		t.Errorf("gc of a cache with a symlinked nix-cache-info succeeded")
+	} else {
+		testkit.NoSentinel(t, err.Error())
+	}
+	if d := cmp.Diff([]string{info + ": a symbolic link (not followed)"}, invalid); d != "" {
+		t.Errorf("invalid (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(before, testkit.Tree(t, dir)); d != "" {
+		t.Errorf("gc changed more than the entry (-before +after):\n%s", d)
+	}
+}
