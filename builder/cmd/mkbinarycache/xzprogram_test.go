@@ -35,7 +35,7 @@ func TestBrokenXZProgram(t *testing.T) {
 	if code != cli.ExitFailure || !strings.Contains(stderr, big) || !strings.Contains(stderr, prog+" exited without error, but its output does not decompress to its input") {
 		t.Errorf("exit %d, stderr %q: want %d and an error naming %s and %s", code, stderr, cli.ExitFailure, big, prog)
 	}
-	if _, err := os.Stat(cachedir.NarInfoPath(dir, big)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, cachedir.NarInfoName(big))); !os.IsNotExist(err) {
 		t.Errorf("%s has a narinfo: %v", big, err)
 	}
 	testkit.CheckCache(t, dir)
