@@ -157,6 +157,10 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 		return DirStats{}, err
 	}
 	defer lock.Release()
+	// An invalid nix-cache-info is refused, named, before any narinfo.
+	if _, _, err := d.ReadInfo(); err != nil {
+		return DirStats{}, err
+	}
 	storeDir, err := cachedir.ResolveStoreDir(o.Dir, o.StoreDir)
 	if err != nil {
 		return DirStats{}, err
