@@ -2,17 +2,25 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 )
 
-const signUsage = `Usage: mkbinarycache sign --key-file FILE [--store-dir DIR] [--jobs N] [--quiet] CACHE-DIR
+const signUsage = `Usage: mkbinarycache sign --key-file FILE [--store-dir DIR] [--replace-invalid] [--jobs N] [--quiet] CACHE-DIR
 
 Adds a signature (a Sig: line) by the secret key in FILE to every narinfo of
 the cache, in place. Narinfos that already carry a valid signature by that
 key are left alone, so running it again is harmless; other signatures are
 kept. Each narinfo is replaced atomically.
+
+A narinfo is signed only once checked: its NAR must hash and decompress to
+what it says, and a path valid in the local Nix store must have the store's
+NAR hash, size and references. A path the local store lacks is vouched for
+only as far as the cache itself: a warning says how many there were. A
+signature by the key's name that does not verify is kept, and its narinfo
+refused, unless --replace-invalid.
 
 Sign a writable copy of the cache, never inside a derivation: a secret key
 given to a build would be copied into the world-readable Nix store.
@@ -25,10 +33,11 @@ Options:
 func runSign(ctx context.Context, args []string, env Env) error {
 	fs := newFlagSet("mkbinarycache sign", signUsage, env)
 	keyFile := fs.String("key-file", "", "the secret key `FILE` (from mkbinarycache keygen or nix-store --generate-binary-cache-key)")
-	storeDir := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
+	cacheStore := fs.String("store-dir", "", "the store `DIR` the cache is for (default: its nix-cache-info's StoreDir)")
 	var jobs int
 	countVar(fs, &jobs, "jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
-	quiet := fs.Bool("quiet", false, "print only errors")
+	replaceInvalid := fs.Bool("replace-invalid", false, "replace a signature by the key's name that does not verify (default: refuse its narinfo)")
+	quiet := fs.Bool("quiet", false, "print only errors and warnings")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -43,7 +52,8 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	o := sign.DirOptions{Dir: pos[0], StoreDir: *storeDir, Jobs: jobs, LockWait: -1, Durable: true}
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *cacheStore, Jobs: jobs, LockWait: -1, Durable: true,
+		Local: nix(env, storeDir("", env)).ValidPathInfo, ReplaceInvalid: *replaceInvalid}
 	keyName := sign.KeyName(key)
 	m := newMeter(env.Stderr, "narinfos", *quiet)
 	stats, err := sign.SignDir(ctx, key, o, func(file string, out sign.Outcome, err error) {
@@ -52,6 +62,12 @@ func runSign(ctx context.Context, args []string, env Env) error {
 			m.notice("%s: replaced an invalid signature by %s", file, keyName)
 		}
 	})
+	if stats.CacheOnly > 0 {
+		m.notice("warning: %d narinfos signed for paths the local store does not have: their NARs match them, but the content is vouched for only as far as the cache itself", stats.CacheOnly)
+	}
+	if errors.Is(err, sign.ErrInvalidSignature) {
+		m.notice("a signature by %s that does not verify was kept; --replace-invalid replaces it if this key is the one that made it", keyName)
+	}
 	m.finish(fmt.Sprintf("%d narinfos: %d signed, %d re-signed, %d already signed by %s, %d failed",
 		stats.Files, stats.Added, stats.Replaced, stats.Present, keyName, stats.Failed))
 	return err

@@ -10,6 +10,7 @@ package nixquery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,4 +176,55 @@ func (n Nix) BuildLog(ctx context.Context, drv string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(out), nil
+}
+
+// argBatch bounds the store paths of one Nix command line, well under the
+// kernel's limit on arguments.
+const argBatch = 1000
+
+// ValidPathInfo returns what the store records of those of paths that are
+// valid in it (PathInfo: their closures come along); paths of another
+// store directory are not valid in this one. Validity is asked of
+// nix-store --check-validity, which neither substitutes nor builds. With
+// no Nix installed, no path is valid.
+func (n Nix) ValidPathInfo(ctx context.Context, paths []string) (closure.Closure, error) {
+	v := closure.Validator{StoreDir: n.StoreDir}
+	var mine []string
+	for _, p := range paths {
+		if v.CheckPath(p) == nil {
+			mine = append(mine, p)
+		}
+	}
+	var valid []string
+	for len(mine) > 0 {
+		batch := mine[:min(len(mine), argBatch)]
+		mine = mine[len(batch):]
+		out, err := n.output(ctx, "nix-store", []string{"--check-validity", "--print-invalid"}, batch)
+		if errors.Is(err, exec.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		invalid := map[string]bool{}
+		for _, p := range strings.Fields(out) {
+			invalid[p] = true
+		}
+		for _, p := range batch {
+			if !invalid[p] {
+				valid = append(valid, p)
+			}
+		}
+	}
+	var cs []closure.Closure
+	for len(valid) > 0 {
+		batch := valid[:min(len(valid), argBatch)]
+		valid = valid[len(batch):]
+		c, err := n.PathInfo(ctx, batch)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, c)
+	}
+	return closure.Merge(cs...)
 }

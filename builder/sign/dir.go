@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"sync"
@@ -14,52 +15,81 @@ import (
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/internal/pool"
+	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 )
 
-// Outcome is what SignFile did to one narinfo.
+// Outcome is what SignDir did to one narinfo.
 type Outcome int
 
-// The outcomes of SignFile.
+// The outcomes of SignDir.
 const (
 	Added    Outcome = iota // a signature was added
 	Present                 // a valid signature by the key was there already
-	Replaced                // an invalid signature by the key was replaced
+	Replaced                // an invalid signature by the key was replaced (DirOptions.ReplaceInvalid)
 )
 
-// SignFile adds key's signature to the narinfo file name of the cache d,
-// unless a valid
-// signature by that key is there already. Other signatures, unknown lines
-// and the field order are kept; an invalid signature with the key's name
-// (one made before the narinfo changed) is replaced. The file is replaced
-// atomically (temporary file and rename), keeping its permissions.
-func SignFile(d *cachedir.Dir, name string, key signature.SecretKey, storeDir string) (Outcome, error) {
-	// An invalid narinfo (a symlink, misnamed, rejected by Nix's parser,
-	// naming no NAR) is refused.
-	data, ni, err := d.ReadNarInfo(name, storeDir)
-	if err != nil {
-		return 0, err
+// entry is one narinfo of the cache being signed.
+type entry struct {
+	file string // relative to the cache
+	data []byte
+	ni   *narinfo.NarInfo
+	sig  signature.Signature // the key's signature of it
+	err  error
+	// present: a valid signature by the key is there; invalid: one by
+	// the key's name that does not verify is.
+	present, invalid bool
+}
+
+// read reads and parses the narinfo file of the cache d (an invalid one: a
+// symlink, misnamed, rejected by Nix's parser, naming no NAR, is refused)
+// and finds what the key signed.
+func read(d *cachedir.Dir, file string, key signature.SecretKey, storeDir string) *entry {
+	e := &entry{file: file}
+	e.data, e.ni, e.err = d.ReadNarInfo(file, storeDir)
+	if e.err != nil {
+		return e
 	}
-	sig, err := Sign(ni, key, storeDir)
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", d.Name(name), err)
+	if e.sig, e.err = Sign(e.ni, key, storeDir); e.err != nil {
+		e.err = fmt.Errorf("%s: %w", d.Name(file), e.err)
+		return e
 	}
 	pub := key.ToPublicKey()
-	valid, err := Valid(ni, []signature.PublicKey{pub}, storeDir)
+	valid, err := Valid(e.ni, []signature.PublicKey{pub}, storeDir)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", d.Name(name), err)
+		e.err = fmt.Errorf("%s: %w", d.Name(file), err)
+		return e
 	}
-	if len(valid) > 0 {
-		return Present, nil
+	e.present = len(valid) > 0
+	for _, s := range e.ni.Signatures {
+		e.invalid = e.invalid || s.Name == pub.Name && !e.present
 	}
-	out, replaced := insertSig(data, pub.Name, sig.String())
-	if err := replaceFile(d, name, out); err != nil {
-		return 0, err
+	return e
+}
+
+// sign adds the key's signature to e's file, once c has checked it. Other
+// signatures, unknown lines and the field order are kept. The file is
+// replaced atomically (temporary file and rename), keeping its permissions.
+func (e *entry) sign(ctx context.Context, d *cachedir.Dir, c *checker, keyName string, replaceInvalid bool) (Outcome, bool, error) {
+	if e.present {
+		return Present, false, nil
+	}
+	if e.invalid && !replaceInvalid {
+		return 0, false, fmt.Errorf("%s: %w", d.Name(e.file), ErrInvalidSignature)
+	}
+	cacheOnly, err := c.check(ctx, e.ni)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s: not signed: %w", d.Name(e.file), err)
+	}
+	out, replaced := insertSig(e.data, keyName, e.sig.String())
+	if err := replaceFile(d, e.file, out); err != nil {
+		return 0, false, err
 	}
 	if replaced {
-		return Replaced, nil
+		return Replaced, cacheOnly, nil
 	}
-	return Added, nil
+	return Added, cacheOnly, nil
 }
 
 // insertSig returns data with the Sig lines by keyName removed and "Sig:
@@ -134,18 +164,33 @@ type DirOptions struct {
 	// Durable makes the signed narinfos durable before SignDir returns;
 	// zero (false) leaves that to the kernel.
 	Durable bool
+	// Local, if not nil, returns the local store's record of those of
+	// paths (store paths of the cache's store directory) that are valid in
+	// it. The narinfo of such a path is signed only if it agrees with it.
+	Local func(ctx context.Context, paths []string) (closure.Closure, error)
+	// ReplaceInvalid lets a signature by the key's name that does not
+	// verify be replaced; without it, such a narinfo is refused
+	// (ErrInvalidSignature): the key may not be the one that made it.
+	ReplaceInvalid bool
 }
 
 // DirStats count what SignDir did.
 type DirStats struct {
 	Files, Added, Present, Replaced, Failed int
+	// CacheOnly counts the narinfos signed (added or replaced) whose path
+	// the local store does not have: their NAR was checked against them,
+	// but nothing ties that content to the store path except the cache.
+	CacheOnly int
 }
 
-// SignDir signs every narinfo of the cache at o.Dir with key (SignFile),
-// holding the cache's shared lock. It calls report, from one goroutine at a
-// time, with each narinfo (its path) and what was done to it (err for a
-// failure); it goes on past a narinfo it cannot sign, an invalid entry
-// (cachedir.EntryError) included, and returns every such error.
+// SignDir signs every narinfo of the cache at o.Dir with key, holding the
+// cache's shared lock. A narinfo is signed only once checked: its NAR must
+// hash and decompress to what it says, and a path valid in the local store
+// (o.Local) must have the store's NarHash, NarSize and References. It calls
+// report, from one goroutine at a time, with each narinfo (its path) and
+// what was done to it (err for a failure); it goes on past a narinfo it
+// cannot sign, an invalid entry (cachedir.EntryError) included, and returns
+// every such error.
 func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report func(file string, out Outcome, err error)) (DirStats, error) {
 	d, err := cachedir.Open(o.Dir)
 	if err != nil {
@@ -181,8 +226,43 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 			report(ee.Name, 0, err)
 		}
 	}
-	pool.Each(ctx, o.Jobs, files, func(f string) {
-		out, err := SignFile(d, f, key, storeDir)
+	entries := make([]*entry, len(files))
+	for i, f := range files {
+		entries[i] = read(d, f, key, storeDir)
+	}
+	c := &checker{storeDir: storeDir, open: func(url string) (io.ReadCloser, error) {
+		name, err := cachedir.NarFile(url)
+		if err != nil {
+			return nil, err
+		}
+		return d.Open(name)
+	}}
+	if o.Local != nil {
+		// One question for all: each Nix process costs a tenth of a second.
+		var ask []string
+		for _, e := range entries {
+			if e.err == nil && !e.present && (closure.Validator{StoreDir: storeDir}).CheckPath(e.ni.StorePath) == nil {
+				ask = append(ask, e.ni.StorePath)
+			}
+		}
+		if len(ask) > 0 {
+			known, err := o.Local(ctx, ask)
+			if err != nil {
+				return DirStats{}, fmt.Errorf("ask the local store: %w", err)
+			}
+			c.local = make(map[string]closure.Path, len(known))
+			for _, p := range known {
+				c.local[p.StorePath] = p
+			}
+		}
+	}
+	keyName := KeyName(key)
+	pool.Each(ctx, o.Jobs, entries, func(e *entry) {
+		var out Outcome
+		cacheOnly, err := false, e.err
+		if err == nil {
+			out, cacheOnly, err = e.sign(ctx, d, c, keyName, o.ReplaceInvalid)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
@@ -196,8 +276,11 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 		case out == Replaced:
 			stats.Replaced++
 		}
+		if cacheOnly {
+			stats.CacheOnly++
+		}
 		if report != nil {
-			report(d.Name(f), out, err)
+			report(d.Name(e.file), out, err)
 		}
 	})
 	if err := ctx.Err(); err != nil {

@@ -4,10 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
 	"github.com/mkbinarycache/mkbinarycache/internal/nixtest"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
@@ -74,5 +78,57 @@ func TestSignMatchesNixStoreSign(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("narinfos signed by nix store sign (-) and by us (+):\n%s", d)
+	}
+}
+
+// A path valid in the local store is signed only as the store records it:
+// a narinfo pointed at another path's NAR, with that NAR's hashes and
+// sizes, checks against its NAR, but not against the store. Real Nix
+// answers (nixquery, as the sign command asks it).
+func TestSignChecksLocalStore(t *testing.T) {
+	fx := nixtest.BuildFixture(t)
+	key, err := sign.LoadSecretKeyFile(nixKey(t, "local-1"))
+	testkit.Must(t, err)
+	local := nixquery.Nix{StoreDir: "/nix/store"}.ValidPathInfo
+	nixDir := nixtest.NixCopy(t, "zstd", fx.Hello)
+
+	dir := copyDir(t, nixDir)
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, Local: local}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(sign.DirStats{Files: len(fx.Closure), Added: len(fx.Closure)}, stats); d != "" {
+		t.Errorf("a cache of local paths (-want +got):\n%s", d)
+	}
+
+	nis := testkit.NarInfos(t, nixDir)
+	hello, lib := nis[fx.Hello], nis[fx.Libgreet]
+	for _, tc := range []struct {
+		name string
+		set  map[string]string
+		want string
+	}{
+		{"another path's NAR", map[string]string{"URL": lib.URL, "Compression": lib.Compression,
+			"FileHash": lib.FileHash.String(), "FileSize": strconv.FormatUint(lib.FileSize, 10),
+			"NarHash": lib.NarHash.String(), "NarSize": strconv.FormatUint(lib.NarSize, 10)}, "NarHash is"},
+		{"a reference dropped", map[string]string{"References": ""}, "References are"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, nixDir)
+			f := filepath.Join(dir, cachedir.NarInfoName(hello.StorePath))
+			edit(t, f, tc.set)
+			before := readFile(t, f)
+			stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, Local: local}, nil)
+			want := f + ": not signed: " + fx.Hello + " is valid in the local store, which the narinfo contradicts: " + tc.want
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want %q", err, want)
+			}
+			if stats.Failed != 1 || stats.Added != len(fx.Closure)-1 || stats.CacheOnly != 0 {
+				t.Errorf("stats %+v, want hello refused and the rest signed", stats)
+			}
+			if got := readFile(t, f); got != before {
+				t.Errorf("the refused narinfo changed:\n%s", got)
+			}
+		})
 	}
 }

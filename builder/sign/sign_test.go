@@ -2,9 +2,11 @@ package sign_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,8 +14,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
 
+	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
+	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
+	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 	"github.com/mkbinarycache/mkbinarycache/internal/testkit"
 )
 
@@ -64,97 +70,267 @@ func TestSignMatchesNix(t *testing.T) {
 	}
 }
 
-func writeCache(t *testing.T, files map[string]string) string {
+// fakeCache writes a zstd cache of two paths of a store of the test's own
+// (app refers to lib), which no local Nix store has, and returns it with
+// app's and lib's narinfo files and narinfos.
+func fakeCache(t *testing.T) (dir string, files [2]string, nis [2]*narinfo.NarInfo) {
 	t.Helper()
-	dir := t.TempDir()
-	for n, c := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	s := testkit.NewStore(t)
+	c := s.Add(t,
+		testkit.Path{Name: "app", Files: map[string]string{"bin/app": "app\n"}, Refs: []string{"lib"}},
+		testkit.Path{Name: "lib", Files: map[string]string{"lib/lib.so": strings.Repeat("lib\n", 1000)}})
+	dir = filepath.Join(t.TempDir(), "cache")
+	testkit.WriteCache(t, dir, c, s.Options(compress.Zstd))
+	all := testkit.NarInfos(t, dir)
+	for i, name := range []string{"app", "lib"} {
+		files[i] = filepath.Join(dir, cachedir.NarInfoName(s.Path(name)))
+		nis[i] = all[s.Path(name)]
 	}
-	return dir
+	return dir, files, nis
+}
+
+// edit rewrites the fields of the narinfo file f given in set ("" drops the
+// field).
+func edit(t *testing.T, f string, set map[string]string) {
+	t.Helper()
+	data, err := os.ReadFile(f)
+	testkit.Must(t, err)
+	var out []string
+	for _, line := range strings.SplitAfter(string(data), "\n") {
+		k, _, _ := strings.Cut(line, ": ")
+		if v, ok := set[k]; ok {
+			if v != "" {
+				out = append(out, k+": "+v+"\n")
+			}
+			continue
+		}
+		out = append(out, line)
+	}
+	testkit.Must(t, os.WriteFile(f, []byte(strings.Join(out, "")), 0o644))
+}
+
+func readFile(t *testing.T, f string) string {
+	t.Helper()
+	b, err := os.ReadFile(f)
+	testkit.Must(t, err)
+	return string(b)
 }
 
 func TestSignDir(t *testing.T) {
 	key := mustKey(t)
-	other, _, err := signature.GenerateKeypair("other-1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ni, _, _ := narinfo.Parse([]byte(testkit.HelloUnsigned))
-	otherSig, _ := sign.Sign(ni, other, "/nix/store")
-	helloOther := testkit.HelloUnsigned + "Sig: " + otherSig.String() + "\n"
-	// A signature by test-1 of other content: stale, must be replaced.
-	stale := strings.Replace(testkit.BusyboxUnsigned, "CA:", "Sig: "+testkit.HelloSig+"\nCA:", 1)
-	dir := writeCache(t, map[string]string{
-		"nix-cache-info": "StoreDir: /nix/store\n",
-		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloOther,
-		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": stale,
-		"not-a-narinfo.ls":                         "{}",
+	pub := key.ToPublicKey()
+	dir, _, _ := fakeCache(t)
+	before := testkit.Files(t, dir)
+	var reported []string
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, func(file string, out sign.Outcome, err error) {
+		reported = append(reported, filepath.Base(file))
 	})
-	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(sign.DirStats{Files: 2, Added: 1, Replaced: 1}, stats); d != "" {
+	// Nobody's store has these paths: signed on the cache's word.
+	if d := cmp.Diff(sign.DirStats{Files: 2, Added: 2, CacheOnly: 2}, stats); d != "" {
 		t.Errorf("stats (-want +got):\n%s", d)
 	}
-	want := map[string]string{
-		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": helloOther + "Sig: " + testkit.HelloSig + "\n",
-		"71fc7s32zl20dc955bhghy5dvalm7ndz.narinfo": strings.Replace(testkit.BusyboxUnsigned, "CA:", "Sig: "+testkit.BusyboxSig+"\nCA:", 1),
+	if len(reported) != 2 {
+		t.Errorf("reported %q, want both narinfos", reported)
 	}
-	for n, w := range want {
-		got, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			t.Fatal(err)
+	if p := testkit.Problems(t, verify.Options{Dir: dir, PublicKeys: []signature.PublicKey{pub}}); len(p) > 0 {
+		t.Errorf("verify with the key: %q", p)
+	}
+	// Only the narinfos changed, and each only by its Sig line.
+	after := testkit.Files(t, dir)
+	for f, b := range before {
+		a := after[f]
+		if strings.HasSuffix(f, ".narinfo") {
+			if !strings.HasPrefix(a, b) || !strings.HasPrefix(a[len(b):], "Sig: "+pub.Name+":") || strings.Count(a[len(b):], "\n") != 1 {
+				t.Errorf("%s: signed as %q, was %q", f, a, b)
+			}
+		} else if a != b {
+			t.Errorf("%s changed", f)
 		}
-		if d := cmp.Diff(w, string(got)); d != "" {
-			t.Errorf("%s (-want +got):\n%s", n, d)
-		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("files %d, were %d", len(after), len(before))
 	}
 
-	// Idempotent: a second run changes nothing.
-	stats, err = sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, StoreDir: "/nix/store"}, nil)
+	// Idempotent: a second run changes nothing and checks nothing.
+	stats, err = sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, StoreDir: filepath.Dir(dir) + "/../store"}, nil)
+	if err == nil {
+		t.Errorf("a --store-dir contradicting nix-cache-info was accepted")
+	}
+	stats, err = sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(sign.DirStats{Files: 2, Present: 2}, stats); d != "" {
 		t.Errorf("second run stats (-want +got):\n%s", d)
 	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 4 {
-		t.Errorf("leftover files: %v", entries)
-	}
-
-	if _, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, StoreDir: "/opt/store"}, nil); err == nil {
-		t.Errorf("a --store-dir contradicting nix-cache-info was accepted")
+	if d := cmp.Diff(after, testkit.Files(t, dir)); d != "" {
+		t.Errorf("the second run changed the cache (-before +after):\n%s", d)
 	}
 }
 
-// A missing directory is an error naming it, and is not created: a typo
-// in a CI script must not pass as an empty cache signed.
-func TestSignDirMissing(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "missing")
-	_, err := sign.SignDir(context.Background(), mustKey(t), sign.DirOptions{Dir: dir}, nil)
-	if err == nil || !strings.Contains(err.Error(), dir) {
-		t.Errorf("SignDir on a missing directory: %v, want an error naming %s", err, dir)
+// A signature by the key's name that no longer verifies is refused, the
+// narinfo left as it is, unless ReplaceInvalid says to replace it.
+func TestSignDirInvalidSignature(t *testing.T) {
+	key := mustKey(t)
+	dir, files, _ := fakeCache(t)
+	if _, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, nil); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("%s exists after SignDir: %v", dir, err)
+	// app's Sig line by lib's: the key's name, another fingerprint.
+	libSig := strings.TrimPrefix(sigLine(t, readFile(t, files[1])), "Sig: ")
+	edit(t, files[0], map[string]string{"Sig": libSig})
+	stale := readFile(t, files[0])
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir}, nil)
+	if !errors.Is(err, sign.ErrInvalidSignature) || !strings.Contains(err.Error(), files[0]) {
+		t.Errorf("err = %v, want ErrInvalidSignature naming %s", err, files[0])
+	}
+	if d := cmp.Diff(sign.DirStats{Files: 2, Present: 1, Failed: 1}, stats); d != "" {
+		t.Errorf("stats (-want +got):\n%s", d)
+	}
+	if got := readFile(t, files[0]); got != stale {
+		t.Errorf("the refused narinfo changed:\n%s", got)
+	}
+	stats, err = sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, ReplaceInvalid: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(sign.DirStats{Files: 2, Present: 1, Replaced: 1, CacheOnly: 1}, stats); d != "" {
+		t.Errorf("stats with ReplaceInvalid (-want +got):\n%s", d)
+	}
+	if p := testkit.Problems(t, verify.Options{Dir: dir, PublicKeys: []signature.PublicKey{key.ToPublicKey()}}); len(p) > 0 {
+		t.Errorf("verify after the replacement: %q", p)
+	}
+	if n := strings.Count(readFile(t, files[0]), "Sig: "); n != 1 {
+		t.Errorf("%d Sig lines after the replacement, want 1", n)
+	}
+}
+
+func sigLine(t *testing.T, narinfo string) string {
+	t.Helper()
+	for _, l := range strings.Split(narinfo, "\n") {
+		if strings.HasPrefix(l, "Sig: ") {
+			return l
+		}
+	}
+	t.Fatalf("no Sig line in %q", narinfo)
+	return ""
+}
+
+// A narinfo whose NAR is not what it says, or that a local store
+// contradicts, is refused and left as it is; the others are signed.
+func TestSignDirRefusesWhatDoesNotCheck(t *testing.T) {
+	key := mustKey(t)
+	for _, tc := range []struct {
+		name  string
+		tweak func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions
+		want  string
+	}{
+		{"another path's NAR", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			lib := nis[1]
+			edit(t, app, map[string]string{"URL": lib.URL, "FileHash": lib.FileHash.String(), "FileSize": strconv.FormatUint(lib.FileSize, 10)})
+			return sign.DirOptions{}
+		}, "does not match the narinfo: NarSize is"},
+		{"another path's NarHash", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"NarHash": nis[1].NarHash.String()})
+			return sign.DirOptions{}
+		}, "NarHash is"},
+		{"NarSize one more", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"NarSize": strconv.FormatUint(nis[0].NarSize+1, 10)})
+			return sign.DirOptions{}
+		}, "NarSize is"},
+		{"NarSize one less", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"NarSize": strconv.FormatUint(nis[0].NarSize-1, 10)})
+			return sign.DirOptions{}
+		}, "NarSize is"},
+		{"FileHash", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"FileHash": nis[1].FileHash.String()})
+			return sign.DirOptions{}
+		}, "FileHash is"},
+		{"FileSize", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"FileSize": strconv.FormatUint(nis[0].FileSize+1, 10)})
+			return sign.DirOptions{}
+		}, "FileSize is"},
+		{"Compression", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"Compression": "xz"})
+			return sign.DirOptions{}
+		}, "does not decompress as xz"},
+		{"NAR missing", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			testkit.Must(t, os.Remove(filepath.Join(dir, nis[0].URL)))
+			return sign.DirOptions{}
+		}, "no such file"},
+		{"NAR truncated", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			testkit.Must(t, os.Truncate(filepath.Join(dir, nis[0].URL), int64(nis[0].FileSize/2)))
+			return sign.DirOptions{}
+		}, "does not decompress"},
+		{"URL outside nar/", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			edit(t, app, map[string]string{"URL": "../" + filepath.Base(dir) + "/" + nis[0].URL})
+			return sign.DirOptions{}
+		}, "does not name a NAR directly under nar/"},
+		{"the local store's NarHash differs", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.NarHash = &nis[1].NarHash.Hash })}
+		}, "valid in the local store, which the narinfo contradicts: NarHash is"},
+		{"the local store's NarSize differs", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.NarSize++ })}
+		}, "valid in the local store, which the narinfo contradicts: NarSize is"},
+		{"the local store's References differ", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
+			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.References = nil })}
+		}, "valid in the local store, which the narinfo contradicts: References are"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, files, nis := fakeCache(t)
+			o := tc.tweak(t, dir, files[0], nis)
+			o.Dir = dir
+			before := readFile(t, files[0])
+			stats, err := sign.SignDir(context.Background(), key, o, nil)
+			if err == nil || !strings.Contains(err.Error(), files[0]+": ") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want one naming %s and saying %q", err, files[0], tc.want)
+			}
+			if stats.Added != 1 || stats.Failed != 1 {
+				t.Errorf("stats = %+v, want lib signed and app refused", stats)
+			}
+			if got := readFile(t, files[0]); got != before {
+				t.Errorf("the refused narinfo changed:\n%s", got)
+			}
+		})
+	}
+	// The local store agreeing: signed, and no warning due.
+	dir, _, nis := fakeCache(t)
+	stats, err := sign.SignDir(context.Background(), key, sign.DirOptions{Dir: dir, Local: localStore(nis[0], func(*closure.Path) {})}, nil)
+	if err != nil || stats.Added != 2 || stats.CacheOnly != 1 {
+		t.Errorf("app as the local store has it: %+v, %v; want both signed, only lib on the cache's word", stats, err)
+	}
+}
+
+// localStore is a DirOptions.Local whose store has ni's path as ni
+// describes it, then changed by tweak.
+func localStore(ni *narinfo.NarInfo, tweak func(*closure.Path)) func(context.Context, []string) (closure.Closure, error) {
+	return func(_ context.Context, paths []string) (closure.Closure, error) {
+		dir := filepath.Dir(ni.StorePath)
+		p := closure.Path{StorePath: ni.StorePath, NarHash: &ni.NarHash.Hash, NarSize: ni.NarSize}
+		for _, r := range ni.References {
+			p.References = append(p.References, dir+"/"+r)
+		}
+		tweak(&p)
+		return closure.Closure{p}, nil
 	}
 }
 
 func TestSignDirReportsEveryBadNarInfo(t *testing.T) {
-	dir := writeCache(t, map[string]string{
+	dir, _, _ := fakeCache(t)
+	for name, data := range map[string]string{
 		"aaaa.narinfo": "garbage\n",
 		"bbbb.narinfo": "StorePath: /nix/store/70gvzv4w0ffkb6chy0ayi86xcnc4i950-hello\nURL: x\n", // no NarHash
-		"70gvzv4w0ffkb6chy0ayi86xcnc4i950.narinfo": testkit.HelloUnsigned,
-	})
+	} {
+		testkit.Must(t, os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644))
+	}
 	stats, err := sign.SignDir(context.Background(), mustKey(t), sign.DirOptions{Dir: dir}, nil)
 	if err == nil || !strings.Contains(err.Error(), "aaaa.narinfo") || !strings.Contains(err.Error(), "bbbb.narinfo") {
 		t.Errorf("err = %v, want both bad narinfos named", err)
 	}
-	if stats.Added != 1 || stats.Failed != 2 {
+	if stats.Added != 2 || stats.Failed != 2 {
 		t.Errorf("stats = %+v", stats)
 	}
 }
@@ -213,6 +389,15 @@ func TestKeys(t *testing.T) {
 	if _, err := sign.LoadSecretKeyFile(f); err == nil || strings.Contains(err.Error(), "c2VjcmV0") {
 		t.Errorf("bad secret key: err = %v (must fail and not echo the key)", err)
 	}
+}
+
+func writeCache(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for n, c := range files {
+		testkit.Must(t, os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644))
+	}
+	return dir
 }
 
 // An invalid narinfo (a symlink, a FIFO, one Nix rejects) is refused,

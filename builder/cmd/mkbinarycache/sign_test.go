@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -60,8 +61,9 @@ func TestKeygenSignVerify(t *testing.T) {
 	if code != cli.ExitFailure || !strings.HasSuffix(strings.TrimSpace(stdout), ".narinfo: not signed") || strings.Count(stdout, "\n") != 1 {
 		t.Errorf("verify unsigned: exit %d, stdout %q", code, stdout)
 	}
-	// Flags after the directory work too.
-	if code, _, stderr := runMain("sign", cache, "--key-file", sec); code != 0 {
+	// Flags after the directory work too. The fake store's paths are
+	// nowhere but in the cache: a warning says so, even with --quiet.
+	if code, _, stderr := runMain("sign", cache, "--key-file", sec, "--quiet"); code != 0 || !strings.Contains(stderr, "warning: 1 narinfos signed for paths the local store does not have: their NARs match them, but the content is vouched for only as far as the cache itself") {
 		t.Fatalf("sign: %d %s", code, stderr)
 	}
 	code, stdout, stderr := runMain("verify", cache, "--public-key", "other:"+strings.Repeat("A", 43)+"= "+string(pubKey))
@@ -76,6 +78,25 @@ func TestKeygenSignVerify(t *testing.T) {
 	after, _ := os.ReadFile(filepath.Join(cache, cachedir.NarInfoName(hello)))
 	if d := cmp.Diff(string(before), string(after)); d != "" {
 		t.Errorf("second sign changed the narinfo:\n%s", d)
+	}
+
+	// A signature by the key's name that does not verify is kept, the
+	// narinfo refused, unless --replace-invalid.
+	niFile := filepath.Join(cache, cachedir.NarInfoName(hello))
+	signed, _ := os.ReadFile(niFile)
+	bogus := regexp.MustCompile(`(?m)^Sig: (test\.example\.org-1):.*$`).ReplaceAllString(string(signed), "Sig: $1:"+strings.Repeat("A", 86)+"==")
+	testkit.Must(t, os.WriteFile(niFile, []byte(bogus), 0o644))
+	if code, _, stderr := runMain("sign", "--key-file", sec, cache); code != cli.ExitFailure || !strings.Contains(stderr, "--replace-invalid") {
+		t.Errorf("sign over an invalid signature: exit %d, %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(niFile); string(after) != bogus {
+		t.Errorf("the refused narinfo changed:\n%s", after)
+	}
+	if code, _, stderr := runMain("sign", "--key-file", sec, "--replace-invalid", cache); code != 0 || !strings.Contains(stderr, "replaced an invalid signature") {
+		t.Errorf("sign --replace-invalid: exit %d, %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(niFile); string(after) != string(signed) {
+		t.Errorf("--replace-invalid gave\n%s\nwant\n%s", after, signed)
 	}
 
 	// A secret key given as --public-key, or its file: a usage error that
