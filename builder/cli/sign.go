@@ -37,7 +37,7 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	var jobs int
 	countVar(fs, &jobs, "jobs", 0, "narinfos signed at once (`N`, default: the number of CPUs)")
 	replaceInvalid := fs.Bool("replace-invalid", false, "replace a signature by the key's name that does not verify (default: refuse its narinfo)")
-	quiet := fs.Bool("quiet", false, "print only errors and warnings")
+	quiet := fs.Bool("quiet", false, "print only errors")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -62,7 +62,7 @@ func runSign(ctx context.Context, args []string, env Env) error {
 			m.notice("%s: replaced an invalid signature by %s", file, keyName)
 		}
 	})
-	if stats.CacheOnly > 0 {
+	if stats.CacheOnly > 0 && !*quiet {
 		m.notice("warning: %d narinfos signed for paths the local store does not have: their NARs match them, but the content is vouched for only as far as the cache itself", stats.CacheOnly)
 	}
 	if errors.Is(err, sign.ErrInvalidSignature) {

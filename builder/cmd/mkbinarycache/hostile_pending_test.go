@@ -119,8 +119,6 @@ var pending = map[string]string{
 	"empty-keep/empty keep file/gc-dry-run":                                 "an empty keep set is a usage error",
 	"empty-keep/keep file of comments and blanks/gc":                        "an empty keep set is a usage error",
 	"empty-keep/keep file of comments and blanks/gc-dry-run":                "an empty keep set is a usage error",
-	"sign/invalid signature by the signer's key/sign":                       "sign signs only what it checked",
-	"sign/unsigned narinfo with another path's NAR/sign":                    "sign signs only what it checked",
 	"nix-rejects/CRLF line endings/copy-from":                               "copy skips the entry, reports it, copies the rest and exits 1",
 	"nix-rejects/CRLF line endings/gc":                                      "gc removes the entry itself, reports it and goes on",
 	"nix-rejects/CRLF line endings/gc-dry-run":                              "gc removes the entry itself, reports it and goes on",

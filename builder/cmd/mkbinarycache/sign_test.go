@@ -62,8 +62,8 @@ func TestKeygenSignVerify(t *testing.T) {
 		t.Errorf("verify unsigned: exit %d, stdout %q", code, stdout)
 	}
 	// Flags after the directory work too. The fake store's paths are
-	// nowhere but in the cache: a warning says so, even with --quiet.
-	if code, _, stderr := runMain("sign", cache, "--key-file", sec, "--quiet"); code != 0 || !strings.Contains(stderr, "warning: 1 narinfos signed for paths the local store does not have: their NARs match them, but the content is vouched for only as far as the cache itself") {
+	// nowhere but in the cache: a warning says so.
+	if code, _, stderr := runMain("sign", cache, "--key-file", sec); code != 0 || !strings.Contains(stderr, "warning: 1 narinfos signed for paths the local store does not have: their NARs match them, but the content is vouched for only as far as the cache itself") {
 		t.Fatalf("sign: %d %s", code, stderr)
 	}
 	code, stdout, stderr := runMain("verify", cache, "--public-key", "other:"+strings.Repeat("A", 43)+"= "+string(pubKey))
