@@ -78,7 +78,7 @@ func matchStore(ni *narinfo.NarInfo, p closure.Path, storeDir string) error {
 	slices.Sort(refs)
 	refs = slices.Compact(refs)
 	if !slices.Equal(refs, p.References) {
-		errs = append(errs, fmt.Errorf("References are %q, the local store has %q", baseNames(refs), baseNames(p.References)))
+		errs = append(errs, fmt.Errorf("the narinfo's References are %q, the local store has %q", baseNames(refs), baseNames(p.References)))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s is valid in the local store, which the narinfo contradicts: %w", ni.StorePath, errors.Join(errs...))

@@ -111,7 +111,7 @@ func TestSignChecksLocalStore(t *testing.T) {
 		{"another path's NAR", map[string]string{"URL": lib.URL, "Compression": lib.Compression,
 			"FileHash": lib.FileHash.String(), "FileSize": strconv.FormatUint(lib.FileSize, 10),
 			"NarHash": lib.NarHash.String(), "NarSize": strconv.FormatUint(lib.NarSize, 10)}, "NarHash is"},
-		{"a reference dropped", map[string]string{"References": ""}, "References are"},
+		{"a reference dropped", map[string]string{"References": ""}, "the narinfo's References are"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyDir(t, nixDir)
