@@ -187,11 +187,16 @@ func TestHostileCaches(t *testing.T) {
 func newHostile(t *testing.T) *hostile {
 	t.Helper()
 	p := ciPaths(t)
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	token, run := "sentinel"+hex.EncodeToString(b[:8]), hex.EncodeToString(b[8:])
 	added := testkit.AddToNix(t,
 		testkit.Path{Name: "hostile-dbg", Files: map[string]string{"lib/debug/.build-id/ab/" + strings.Repeat("c", 38) + ".debug": "debug info"}},
 		testkit.Path{Name: "hostile-blob", Files: map[string]string{"blob": string(pseudoRandom(19, 3<<19))}},
-		testkit.Path{Name: "hostile-gone", Files: map[string]string{"data": "a path no longer in the local store\n"}})
-	h := &hostile{paths: map[string]string{"app": p["app"], "junk": p["junk"], "tool": p["tool"], "motd": p["motd"],
+		// Unique to the run: another run's gone must not come and go
+		// while this one runs.
+		testkit.Path{Name: "hostile-gone", Files: map[string]string{"data": "a path no longer in the local store, run " + run + "\n"}})
+	h := &hostile{token: token, paths: map[string]string{"app": p["app"], "junk": p["junk"], "tool": p["tool"], "motd": p["motd"],
 		"dbg": added[0], "blob": added[1], "gone": added[2]}}
 	for _, q := range strings.Fields(nixtest.Run(t, "nix-store", "--query", "--requisites", p["app"])) {
 		h.paths[names([]string{q})[0]] = q
@@ -231,9 +236,6 @@ func newHostile(t *testing.T) *hostile {
 	testkit.Must(t, err)
 	_, h.keySec, _ = strings.Cut(strings.TrimSpace(string(sec)), ":")
 
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	h.token = "sentinel" + hex.EncodeToString(b[:])
 	// Broken xz programs that exit 0: one prints garbage, the other a
 	// valid xz stream of other content.
 	for i, script := range []string{"cat >/dev/null; echo " + h.token + "-xz",
