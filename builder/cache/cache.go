@@ -66,7 +66,8 @@ type Options struct {
 	// nothing, which is right for a derivation's output: Nix makes it
 	// durable when it registers it.
 	Durable bool
-	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	// LockWait bounds the wait for a cache that gc holds; 0 waits as long
+	// as it takes.
 	LockWait time.Duration
 	// Sign, if not nil, is called with each narinfo before it is written,
 	// so that a signed cache never shows an unsigned narinfo (it adds to

@@ -53,7 +53,8 @@ type Options struct {
 	// narinfos before the next. Zero (false) syncs nothing: for caches
 	// that do not outlive the machine's power.
 	Durable bool
-	// LockWait bounds the wait for a gc holding either cache (< 0: forever).
+	// LockWait bounds the wait for a gc holding either cache; 0 waits as
+	// long as it takes.
 	LockWait time.Duration
 	Jobs     int // NARs copied at once; 0: the number of CPUs
 	// Served, if not nil, says which of some store paths an upstream

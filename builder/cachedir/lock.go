@@ -49,10 +49,11 @@ func WithFlock(ctx context.Context, flock func(fd, how int) error) context.Conte
 	return context.WithValue(ctx, flockKey{}, flock)
 }
 
-// Lock locks the cache in mode, waiting at most wait (forever when wait
-// < 0). Whoever gets the lock while no other command holds it removes the
-// temporary files a killed run left: runs create theirs only under the
-// lock, so then every one is stale. On a file system without flock it
+// Lock locks the cache in mode, waiting at most wait; zero (or negative)
+// waits as long as it takes, as for net/http's timeouts. Whoever gets the
+// lock while no other command holds it removes the temporary files a
+// killed run left: runs create theirs only under the lock, so then every
+// one is stale. On a file system without flock it
 // returns a lock that is not Supported, and leaves temporary files alone
 // (every listing skips them).
 func (d *Dir) Lock(ctx context.Context, mode LockMode, wait time.Duration) (*Lock, error) {
@@ -65,9 +66,9 @@ func (d *Dir) Lock(ctx context.Context, mode LockMode, wait time.Duration) (*Loc
 		return nil, fmt.Errorf("lock cache %s: %w", d.path, err)
 	}
 	l := &Lock{fd: fd, supported: true}
-	deadline := time.Now().Add(wait)
+	deadline, forever := time.Now().Add(wait), wait <= 0
 	if mode == ReadOnly {
-		err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, wait < 0)
+		err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, forever)
 	} else {
 		// Try alone first: the chance to clean up.
 		err = flock(fd, unix.LOCK_EX|unix.LOCK_NB)
@@ -83,7 +84,7 @@ func (d *Dir) Lock(ctx context.Context, mode LockMode, wait time.Duration) (*Loc
 		if mode == Shared {
 			// Not atomic: another command may get in between, and then
 			// this one waits for it as it would have anyway.
-			err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, wait < 0)
+			err = flockWait(ctx, flock, fd, unix.LOCK_SH, deadline, forever)
 		}
 		if err == nil {
 			err = cleanErr
@@ -94,7 +95,7 @@ func (d *Dir) Lock(ctx context.Context, mode LockMode, wait time.Duration) (*Loc
 		if mode == Exclusive {
 			how = unix.LOCK_EX
 		}
-		err = flockWait(ctx, flock, fd, how, deadline, wait < 0)
+		err = flockWait(ctx, flock, fd, how, deadline, forever)
 	}
 	if err != nil {
 		unix.Close(fd)

@@ -87,6 +87,12 @@ func TestAcquireModes(t *testing.T) {
 	if _, err := d.Lock(ctx, Shared, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
 		t.Errorf("shared beside exclusive: %v, want ErrBusy", err)
 	}
+	// A zero wait is no bound: the context ends it, not ErrBusy.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := d.Lock(short, Shared, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shared beside exclusive, no bound: %v, want the context's end", err)
+	}
 	go func() { time.Sleep(50 * time.Millisecond); x.Release() }()
 	s, err := d.Lock(ctx, Shared, 5*time.Second)
 	if err != nil {

@@ -107,7 +107,7 @@ func runBuild(ctx context.Context, args []string, env Env) error {
 	o := cache.Options{StoreDir: storeDir, Level: levelFlag(f.level, set), Jobs: f.jobs, Threads: f.threads,
 		Priority: f.priority, WantMassQuery: f.wantMassQuery,
 		NarListing: f.narListing, IndexDebugInfo: f.indexDebugInfo,
-		Durable: true, LockWait: -1}
+		Durable: true}
 	compression, xzProgram := f.compression, f.xzProgram
 	in, err := chooseInput(f, paths)
 	if err != nil {
@@ -306,7 +306,7 @@ func runInDerivation(ctx context.Context, env Env) error {
 		return fmt.Errorf("%s: no outputs.out", name)
 	}
 	// Not durable: Nix makes the output durable when it registers it.
-	o := cache.Options{StoreDir: storeDir, LockWait: -1}
+	o := cache.Options{StoreDir: storeDir}
 	o, compression, xzProgram := withAttrs(o, "", "none", a, nil)
 	if a.Jobs == nil {
 		// NIX_BUILD_CORES bounds the build's parallelism; 0 means all cores.

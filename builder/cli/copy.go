@@ -31,7 +31,7 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	buildClosure := fs.Bool("build-closure", false, "also copy the paths' derivations, their closures and outputs (from Deriver lines)")
 	var jobs int
 	countVar(fs, &jobs, "jobs", 0, "NARs copied at once (`N`, default: the number of CPUs)")
-	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding either cache (`DURATION`; negative: as long as it takes)")
+	lockWait := fs.Duration("lock-wait", 0, "how long to wait for a gc holding either cache (`DURATION`; default: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
 	var up upstreamFlags
 	up.register(fs, "paths it serves are not copied, and SRC may lack them")

@@ -40,7 +40,7 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	keepFile := fs.String("keep-file", "", "keep the closures of the store paths in `FILE`, one per line (# comments)")
 	buildClosure := fs.Bool("build-closure", false, "also keep the kept paths' derivations, their closures and outputs")
 	dryRun := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
-	lockWait := fs.Duration("lock-wait", -1, "how long to wait for the commands using the cache (`DURATION`; negative: as long as it takes)")
+	lockWait := fs.Duration("lock-wait", 0, "how long to wait for the commands using the cache (`DURATION`; default: as long as it takes)")
 	quiet := fs.Bool("quiet", false, "print only the summary and errors")
 	var up upstreamFlags
 	up.register(fs, "kept paths and references without a narinfo here are served there (gc asks nothing: no network)")

@@ -60,7 +60,7 @@ func runHook(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&f.buildClosure, "build-closure", false, "also add the derivation and everything building it needs (nix-store -qR --include-outputs DRV_PATH)")
 	fs.StringVar(&f.keyFile, "key-file", "", "sign what is added with the secret key in `FILE` (before it is published)")
 	fs.BoolVar(&f.strict, "strict", false, "fail (and so fail the build) when the cache cannot be written, instead of warning")
-	fs.DurationVar(&f.lockWait, "lock-wait", 60*time.Second, "how long to wait for a gc holding the cache (`DURATION`) before giving up with a warning")
+	fs.DurationVar(&f.lockWait, "lock-wait", 60*time.Second, "how long to wait for a gc holding the cache (`DURATION`; 0: as long as it takes) before giving up with a warning")
 	fs.StringVar(&f.compression, "compression", "", "NAR compression: none, xz, bzip2 or zstd (default zstd)")
 	fs.IntVar(&f.level, "level", 0, "compression `LEVEL` (default: the method's)")
 	fs.StringVar(&f.xzProgram, "xz-program", "none", "xz(1) `PATH` for xz chunks; \"auto\": xz from PATH; \"none\": the built-in encoder")

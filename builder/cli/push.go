@@ -71,7 +71,7 @@ func runPush(ctx context.Context, args []string, env Env) error {
 		return usageError{err}
 	}
 	o := s3push.Options{Dir: pos[0], Target: target, Jobs: jobs, Threads: threads,
-		PartSize: uint64(*partSize) << 20, LockWait: -1, AbandonAge: *abandon}
+		PartSize: uint64(*partSize) << 20, AbandonAge: *abandon}
 	m := newMeter(env.Stderr, "objects", *quiet)
 	if len(up.urls) > 0 {
 		storeDir, err := cachedir.ResolveStoreDir(o.Dir, "")

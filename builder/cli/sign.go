@@ -52,7 +52,7 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	o := sign.DirOptions{Dir: pos[0], StoreDir: *cacheStore, Jobs: jobs, LockWait: -1, Durable: true,
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *cacheStore, Jobs: jobs, Durable: true,
 		Local: nix(env, storeDir("", env)).ValidPathInfo, ReplaceInvalid: *replaceInvalid}
 	keyName := sign.KeyName(key)
 	m := newMeter(env.Stderr, "narinfos", *quiet)

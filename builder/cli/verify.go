@@ -35,7 +35,7 @@ func runVerify(ctx context.Context, args []string, env Env) error {
 	quiet := fs.Bool("quiet", false, "print only the problems")
 	var up upstreamFlags
 	up.register(fs, "references without a narinfo here are asked there")
-	lockWait := fs.Duration("lock-wait", -1, "how long to wait for a gc holding the cache (`DURATION`; negative: as long as it takes)")
+	lockWait := fs.Duration("lock-wait", 0, "how long to wait for a gc holding the cache (`DURATION`; default: as long as it takes)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

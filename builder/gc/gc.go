@@ -56,7 +56,8 @@ type Options struct {
 	// that a power cut never leaves a narinfo without its NAR. Zero (false)
 	// does not sync: for caches that do not outlive the machine's power.
 	Durable bool
-	// LockWait bounds the wait for commands using the cache (< 0: forever).
+	// LockWait bounds the wait for the commands using the cache; 0 waits
+	// as long as it takes.
 	LockWait time.Duration
 	Jobs     int // files read or removed at once; 0: the number of CPUs
 }

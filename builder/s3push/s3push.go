@@ -62,7 +62,8 @@ type Options struct {
 	// Timeout bounds connecting, and the first request, to the
 	// endpoint (0: DefaultTimeout).
 	Timeout time.Duration
-	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	// LockWait bounds the wait for a cache that gc holds; 0 waits as long
+	// as it takes.
 	LockWait time.Duration
 	// AbandonAge is the age from which any incomplete multipart upload
 	// under the target is aborted (0: DefaultAbandonAge; < 0: every one,

@@ -159,7 +159,8 @@ type DirOptions struct {
 	Dir      string
 	StoreDir string // "" for the cache's (nix-cache-info), else /nix/store
 	Jobs     int    // narinfos signed at once; 0 for the number of CPUs
-	// LockWait bounds the wait for a cache that gc holds (< 0: forever).
+	// LockWait bounds the wait for a cache that gc holds; 0 waits as long
+	// as it takes.
 	LockWait time.Duration
 	// Durable makes the signed narinfos durable before SignDir returns;
 	// zero (false) leaves that to the kernel.

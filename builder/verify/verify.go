@@ -56,9 +56,9 @@ type Options struct {
 	// without a narinfo here: those an upstream cache serves are no
 	// problem, the cache being closed relative to it.
 	Served func(ctx context.Context, paths []string) (map[string]bool, error)
-	// LockWait bounds the wait for a gc holding the cache (< 0: forever;
-	// 0: not at all). verify holds the read-only lock: run beside a gc,
-	// it would report what the gc is removing.
+	// LockWait bounds the wait for a gc holding the cache; 0 waits as long
+	// as it takes. verify holds the read-only lock: run beside a gc, it
+	// would report what the gc is removing.
 	LockWait time.Duration
 }
 

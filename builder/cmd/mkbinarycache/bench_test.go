@@ -222,7 +222,7 @@ func BenchmarkDurability(b *testing.B) {
 				b.StopTimer()
 				dir := filepath.Join(b.TempDir(), "cache")
 				o := s.Options(compress.Zstd)
-				o.Durable, o.LockWait = durable, -1
+				o.Durable = durable
 				w, err := cache.NewWriter(dir, o)
 				testkit.Must(b, err)
 				// Start each run with no dirty data of the last one.
@@ -266,7 +266,7 @@ func BenchmarkCopy(b *testing.B) {
 	s, c := docStore(b)
 	src := filepath.Join(b.TempDir(), "src")
 	o := s.Options(compress.Zstd)
-	o.NarListing, o.Durable, o.LockWait = true, true, -1
+	o.NarListing, o.Durable = true, true
 	testkit.WriteCache(b, src, c, o)
 	var last string
 	runs(b, binary(b), func(dst string) []string {
