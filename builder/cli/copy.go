@@ -8,7 +8,7 @@ import (
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachecopy"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
-	"github.com/mkbinarycache/mkbinarycache/builder/closure"
+	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 )
 
 const copyUsage = `Usage: mkbinarycache copy --from SRC --to DST [--build-closure] [STORE-PATH...]
@@ -46,11 +46,8 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	v := closure.Validator{StoreDir: storeDir}
-	for _, p := range paths {
-		if err := v.CheckPath(p); err != nil {
-			return usagef("copy: %v", err)
-		}
+	if paths, err = nixquery.StorePaths(storeDir, paths); err != nil {
+		return usagef("copy: %v", err)
 	}
 	o := cachecopy.Options{Src: *from, Dst: *to, Paths: paths, BuildClosure: *buildClosure,
 		Durable: true, LockWait: *lockWait, Jobs: jobs}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
-	"github.com/mkbinarycache/mkbinarycache/builder/closure"
 	"github.com/mkbinarycache/mkbinarycache/builder/gc"
+	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 )
 
 const gcUsage = `Usage: mkbinarycache gc [--keep STORE-PATH]... [--keep-file FILE] [--build-closure] [--dry-run] DIR
@@ -36,7 +36,7 @@ Options:
 func runGC(ctx context.Context, args []string, env Env) error {
 	fs := newFlagSet("mkbinarycache gc", gcUsage, env)
 	var keep stringsFlag
-	fs.Var(&keep, "keep", "keep the closure of `STORE-PATH` (repeatable; a full store path)")
+	fs.Var(&keep, "keep", "keep the closure of `STORE-PATH` (repeatable; a full store path, or a symbolic link to one such as result)")
 	keepFile := fs.String("keep-file", "", "keep the closures of the store paths in `FILE`, one per line (# comments)")
 	buildClosure := fs.Bool("build-closure", false, "also keep the kept paths' derivations, their closures and outputs")
 	dryRun := fs.Bool("dry-run", false, "print what would be removed, remove nothing")
@@ -71,11 +71,8 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	v := closure.Validator{StoreDir: storeDir}
-	for _, p := range keep {
-		if err := v.CheckPath(p); err != nil {
-			return usagef("gc: --keep: %v", err)
-		}
+	if keep, err = nixquery.StorePaths(storeDir, keep); err != nil {
+		return usagef("gc: --keep: %v", err)
 	}
 	o := gc.Options{Dir: dir, Keep: keep, BuildClosure: *buildClosure, DryRun: *dryRun, Durable: true, LockWait: *lockWait,
 		Upstream: len(up.urls) > 0}

@@ -279,14 +279,23 @@ func hostileCases(h *hostile) []hostileCase {
 			args: storeArg(func(r *row) string { return filepath.Join(r.outside, "flake") + "#x" })},
 		{class: "arguments", name: "a file inside a store path", want: badArgs, check: hookNamesArg,
 			args: storeArg(func(r *row) string { return r.paths["tool"] + "/bin" })},
-		{class: "arguments", name: "result symlink", want: [nCommands]outcome{na("takes no store path"), na("--keep takes store paths only"),
-			na("--keep takes store paths only"), ok, ok, ok, na("its paths come from Nix"), na("takes no store path"), na("takes no store path")},
+		{class: "arguments", name: "result symlink", want: [nCommands]outcome{na("takes no store path"), ok, ok, ok, ok, ok,
+			na("its paths come from Nix"), na("takes no store path"), na("takes no store path")},
 			args: func(t *testing.T, c command, r *row, dir string, a []string, env map[string]string) []string {
-				link := filepath.Join(r.scratch, "result-"+commandNames[c])
-				testkit.Must(t, os.Symlink(r.paths["tool"], link))
-				if c == cOut {
+				link := filepath.Join(r.scratch, "result")
+				switch c {
+				case cGC, cGCDry:
+					testkit.Must(t, os.Symlink(r.paths["app"], link))
+					a[slices.Index(a, "--keep")+1] = link
+					return a
+				case cOut:
+					testkit.Must(t, os.Symlink(r.paths["tool"], link))
 					return append(a[:len(a)-2], link)
+				case cCopyFrom:
+					testkit.Must(t, os.Symlink(r.paths["app"], link))
+					return append(a, link, r.paths["junk"], r.paths["dbg"], r.paths["gone"])
 				}
+				testkit.Must(t, os.Symlink(r.paths["tool"], link))
 				return append(a, link)
 			}},
 		{class: "arguments", name: "options after the paths", want: [nCommands]outcome{ok, ok, ok, ok, ok, ok, na("takes no arguments"), ok, ok},

@@ -12,8 +12,6 @@ var pending = map[string]string{
 	"nix-rejects/References twice/push":                                  "push skips the entry, reports it, publishes the rest and exits 1",
 	"nix-rejects/no final newline/copy-from":                             "copy skips the entry, reports it, copies the rest and exits 1",
 	"nix-rejects/no final newline/push":                                  "push skips the entry, reports it, publishes the rest and exits 1",
-	"arguments/result symlink/copy-from":                                 "copy resolves a result symlink to its store path",
-	"arguments/result symlink/copy-to":                                   "copy resolves a result symlink to its store path",
 	"existing-nar/corrupt NAR of the right size in the source/copy-from": "copy skips the entry, reports it, copies the rest and exits 1",
 	"existing-nar/corrupt NAR of the right size in the source/push":      "push skips the entry, reports it, publishes the rest and exits 1",
 	"more/FIFO as a NAR/copy-from":                                       "copy skips the entry, reports it, copies the rest and exits 1",
