@@ -284,7 +284,7 @@ func countWrite(m *meter, method compress.Method, e cache.Event) {
 	case cache.Skipped:
 		m.info(e.Path + ": already in the cache")
 	case cache.Warning:
-		m.notice("warning: %s: %s", e.Path, e.Msg)
+		m.warn(e.Path, e.Msg)
 	case cache.Written:
 		m.done(fmt.Sprintf("%s: NAR %s, %s %s", e.Path, humanBytes(e.NarBytes), method, humanBytes(e.FileBytes)))
 	}

@@ -58,9 +58,9 @@ func runCopy(ctx context.Context, args []string, env Env) error {
 	stats, err := cachecopy.Copy(ctx, o, func(e cachecopy.Event) {
 		switch e.Kind {
 		case cachecopy.Invalid:
-			m.notice("skipped invalid entry %s: %s", e.Path, e.Msg)
+			m.skipped(e.Path, e.Msg)
 		case cachecopy.Warning:
-			m.notice("warning: %s: %s", e.Path, e.Msg)
+			m.warn(e.Path, e.Msg)
 		case cachecopy.Planned:
 			m.plan(e.Paths, e.FileBytes)
 		case cachecopy.Copied:

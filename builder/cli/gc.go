@@ -81,7 +81,7 @@ func runGC(ctx context.Context, args []string, env Env) error {
 	stats, err := gc.Collect(ctx, o, func(e gc.Event) {
 		switch {
 		case e.Kind == gc.Warning:
-			m.notice("warning: %s: %s", e.Path, e.Msg)
+			m.warn(e.Path, e.Msg)
 		case e.Kind == gc.Invalid:
 			how := "removed"
 			if *dryRun {

@@ -129,6 +129,12 @@ func (m *meter) notice(format string, a ...any) {
 	fmt.Fprintf(m.out, m.prefix+format+"\n", a...)
 }
 
+// warn prints a warning about what (a path, a file, an object).
+func (m *meter) warn(what, msg string) { m.notice("warning: %s: %s", what, msg) }
+
+// skipped says that the invalid entry what was skipped.
+func (m *meter) skipped(what, msg string) { m.notice("skipped invalid entry %s: %s", what, msg) }
+
 // Write prints notices written whole, as the upstream client's warnings.
 func (m *meter) Write(p []byte) (int, error) {
 	m.mu.Lock()

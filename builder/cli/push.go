@@ -85,9 +85,9 @@ func runPush(ctx context.Context, args []string, env Env) error {
 	stats, err := s3push.Push(ctx, o, func(e s3push.Event) {
 		switch e.Kind {
 		case s3push.Invalid:
-			m.notice("skipped invalid entry %s: %s", e.Key, e.Msg)
+			m.skipped(e.Key, e.Msg)
 		case s3push.Warning:
-			m.notice("warning: %s: %s", e.Key, e.Msg)
+			m.warn(e.Key, e.Msg)
 		case s3push.Planned:
 			m.plan(e.Objects, uint64(e.Bytes))
 			m.info(fmt.Sprintf("uploading %d objects (%s); %d already in the bucket", e.Objects, humanBytes(uint64(e.Bytes)), e.Skipped))
