@@ -136,7 +136,8 @@ func checkNarInfos(t *testing.T, dir string, c closure.Closure, m compress.Metho
 }
 
 // The cache is byte-identical whatever the core count, also when NARs are
-// compressed as several chunks in parallel (a small ChunkSize here).
+// compressed as several chunks in parallel (small chunks here, through
+// MKBINARYCACHE_CHUNK_SIZE).
 func TestDeterministic(t *testing.T) {
 	s, c := fakeStore(t)
 	for _, tc := range []struct {
