@@ -227,10 +227,6 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 			report(ee.Name, 0, err)
 		}
 	}
-	entries := make([]*entry, len(files))
-	for i, f := range files {
-		entries[i] = read(d, f, key, storeDir)
-	}
 	c := &checker{storeDir: storeDir, open: func(url string) (io.ReadCloser, error) {
 		name, err := cachedir.NarFile(url)
 		if err != nil {
@@ -240,9 +236,11 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 	}}
 	if o.Local != nil {
 		// One question for all: each Nix process costs a tenth of a second.
+		// Each narinfo is read again when signed, so that memory holds no
+		// more than those being signed (a narinfo may take 1 MiB).
 		var ask []string
-		for _, e := range entries {
-			if e.err == nil && !e.present && (closure.Validator{StoreDir: storeDir}).CheckPath(e.ni.StorePath) == nil {
+		for _, f := range files {
+			if e := read(d, f, key, storeDir); e.err == nil && !e.present && (closure.Validator{StoreDir: storeDir}).CheckPath(e.ni.StorePath) == nil {
 				ask = append(ask, e.ni.StorePath)
 			}
 		}
@@ -258,7 +256,8 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 		}
 	}
 	keyName := KeyName(key)
-	pool.Each(ctx, o.Jobs, entries, func(e *entry) {
+	pool.Each(ctx, o.Jobs, files, func(f string) {
+		e := read(d, f, key, storeDir)
 		var out Outcome
 		cacheOnly, err := false, e.err
 		if err == nil {
