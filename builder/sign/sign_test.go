@@ -222,66 +222,69 @@ func sigLine(t *testing.T, narinfo string) string {
 // contradicts, is refused and left as it is; the others are signed.
 func TestSignDirRefusesWhatDoesNotCheck(t *testing.T) {
 	key := mustKey(t)
+	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+	contradicts := "valid in the local store, which the narinfo contradicts: "
 	for _, tc := range []struct {
-		name  string
-		tweak func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions
+		name string
+		// set gives the fields of app's narinfo to rewrite.
+		set func(app, lib *narinfo.NarInfo) map[string]string
+		// nar changes app's NAR file.
+		nar func(t *testing.T, file string, app *narinfo.NarInfo)
+		// local, if not nil, changes the local store's record of app.
+		local func(p *closure.Path, lib *narinfo.NarInfo)
 		want  string
 	}{
-		{"another path's NAR", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			lib := nis[1]
-			edit(t, app, map[string]string{"URL": lib.URL, "FileHash": lib.FileHash.String(), "FileSize": strconv.FormatUint(lib.FileSize, 10)})
-			return sign.DirOptions{}
-		}, "does not match the narinfo: NarSize is"},
-		{"another path's NarHash", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"NarHash": nis[1].NarHash.String()})
-			return sign.DirOptions{}
-		}, "NarHash is"},
-		{"NarSize one more", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"NarSize": strconv.FormatUint(nis[0].NarSize+1, 10)})
-			return sign.DirOptions{}
-		}, "NarSize is"},
-		{"NarSize one less", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"NarSize": strconv.FormatUint(nis[0].NarSize-1, 10)})
-			return sign.DirOptions{}
-		}, "NarSize is"},
-		{"FileHash", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"FileHash": nis[1].FileHash.String()})
-			return sign.DirOptions{}
-		}, "FileHash is"},
-		{"FileSize", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"FileSize": strconv.FormatUint(nis[0].FileSize+1, 10)})
-			return sign.DirOptions{}
-		}, "FileSize is"},
-		{"Compression", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"Compression": "xz"})
-			return sign.DirOptions{}
-		}, "does not decompress as xz"},
-		{"NAR missing", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			testkit.Must(t, os.Remove(filepath.Join(dir, nis[0].URL)))
-			return sign.DirOptions{}
-		}, "no such file"},
-		{"NAR truncated", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			testkit.Must(t, os.Truncate(filepath.Join(dir, nis[0].URL), int64(nis[0].FileSize/2)))
-			return sign.DirOptions{}
-		}, "does not decompress"},
-		{"URL outside nar/", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			edit(t, app, map[string]string{"URL": "../" + filepath.Base(dir) + "/" + nis[0].URL})
-			return sign.DirOptions{}
-		}, "does not name a NAR directly under nar/"},
-		{"the local store's NarHash differs", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.NarHash = &nis[1].NarHash.Hash })}
-		}, "valid in the local store, which the narinfo contradicts: NarHash is"},
-		{"the local store's NarSize differs", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.NarSize++ })}
-		}, "valid in the local store, which the narinfo contradicts: NarSize is"},
-		{"the local store's References differ", func(t *testing.T, dir, app string, nis [2]*narinfo.NarInfo) sign.DirOptions {
-			return sign.DirOptions{Local: localStore(nis[0], func(p *closure.Path) { p.References = nil })}
-		}, "valid in the local store, which the narinfo contradicts: the narinfo's References are"},
+		{name: "another path's NAR", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"URL": lib.URL, "FileHash": lib.FileHash.String(), "FileSize": u(lib.FileSize)}
+		}, want: "does not match the narinfo: NarSize is"},
+		{name: "another path's NarHash", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"NarHash": lib.NarHash.String()}
+		}, want: "NarHash is"},
+		{name: "NarSize one more", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"NarSize": u(app.NarSize + 1)}
+		}, want: "NarSize is"},
+		{name: "NarSize one less", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"NarSize": u(app.NarSize - 1)}
+		}, want: "NarSize is"},
+		{name: "FileHash", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"FileHash": lib.FileHash.String()}
+		}, want: "FileHash is"},
+		{name: "FileSize", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"FileSize": u(app.FileSize + 1)}
+		}, want: "FileSize is"},
+		{name: "Compression", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"Compression": "xz"}
+		}, want: "does not decompress as xz"},
+		{name: "URL outside nar/", set: func(app, lib *narinfo.NarInfo) map[string]string {
+			return map[string]string{"URL": "../cache/" + app.URL}
+		}, want: "does not name a NAR directly under nar/"},
+		{name: "NAR missing", nar: func(t *testing.T, file string, app *narinfo.NarInfo) {
+			testkit.Must(t, os.Remove(file))
+		}, want: "no such file"},
+		{name: "NAR truncated", nar: func(t *testing.T, file string, app *narinfo.NarInfo) {
+			testkit.Must(t, os.Truncate(file, int64(app.FileSize/2)))
+		}, want: "does not decompress"},
+		{name: "the local store's NarHash differs", local: func(p *closure.Path, lib *narinfo.NarInfo) {
+			p.NarHash = &lib.NarHash.Hash
+		}, want: contradicts + "NarHash is"},
+		{name: "the local store's NarSize differs", local: func(p *closure.Path, lib *narinfo.NarInfo) {
+			p.NarSize++
+		}, want: contradicts + "NarSize is"},
+		{name: "the local store's References differ", local: func(p *closure.Path, lib *narinfo.NarInfo) {
+			p.References = nil
+		}, want: contradicts + "the narinfo's References are"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, files, nis := fakeCache(t)
-			o := tc.tweak(t, dir, files[0], nis)
-			o.Dir = dir
+			o := sign.DirOptions{Dir: dir}
+			switch {
+			case tc.set != nil:
+				edit(t, files[0], tc.set(nis[0], nis[1]))
+			case tc.nar != nil:
+				tc.nar(t, filepath.Join(dir, nis[0].URL), nis[0])
+			default:
+				o.Local = localStore(nis[0], func(p *closure.Path) { tc.local(p, nis[1]) })
+			}
 			before := readFile(t, files[0])
 			stats, err := sign.SignDir(context.Background(), key, o, nil)
 			if err == nil || !strings.Contains(err.Error(), files[0]+": ") || !strings.Contains(err.Error(), tc.want) {
