@@ -70,6 +70,10 @@ func TestBoundedMemory(t *testing.T) {
 		url := field(readNarInfo(t, dir, libHash), "URL")
 		nar := deepNAR(4096)
 		testkit.Must(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(url)), nar, 0o644))
+		// The narinfo claims its size: verify reads no further than that.
+		edit(t, dir, libHash, func(s string) string {
+			return strings.Replace(s, "NarSize: "+field(s, "NarSize"), "NarSize: "+strconv.Itoa(len(nar)), 1)
+		})
 		var got []string
 		n := allocated(func() { got = testkit.Problems(t, verify.Options{Dir: dir, Jobs: 1}) })
 		t.Logf("verify allocated %d KiB for a NAR of %d KiB", n>>10, len(nar)>>10)
@@ -77,8 +81,31 @@ func TestBoundedMemory(t *testing.T) {
 			t.Errorf("verify allocated %d MiB for a NAR of %d KiB", n>>20, len(nar)>>10)
 		}
 		want := libHash + ".narinfo: NAR " + url + " is not a well-formed NAR: read NAR: nested deeper than 256"
-		if !matchAll([]string{want, "*NarHash is*", "*NarSize is*", "*FileHash is*", "*FileSize is*"}, got) {
+		if !matchAll([]string{want, "*NarHash is*", "*FileHash is*", "*FileSize is*"}, got) {
 			t.Errorf("problems:\n%s\nwant one: %s", strings.Join(got, "\n"), want)
+		}
+	})
+
+	t.Run("decompression bomb", func(t *testing.T) {
+		// A few KiB of zstd that inflate to 256 MiB: read no further than a
+		// byte past NarSize, and reported as that, not as what the cut
+		// left of it.
+		dir, _ := fakeCache(t, compress.Zstd)
+		ni := readNarInfo(t, dir, libHash)
+		url := field(ni, "URL")
+		var bomb bytes.Buffer
+		w, err := compress.NewWriter(&bomb, compress.Zstd, compress.Options{})
+		testkit.Must(t, err)
+		zeros := make([]byte, 1<<20)
+		for range 256 {
+			w.Write(zeros)
+		}
+		testkit.Must(t, w.Close())
+		testkit.Must(t, os.WriteFile(filepath.Join(dir, filepath.FromSlash(url)), bomb.Bytes(), 0o644))
+		got := testkit.Problems(t, verify.Options{Dir: dir, Jobs: 1})
+		want := []string{libHash + ".narinfo: NarSize is " + field(ni, "NarSize") + ", the NAR has more bytes", "*FileHash is*", "*FileSize is*"}
+		if !matchAll(want, got) {
+			t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	})
 
