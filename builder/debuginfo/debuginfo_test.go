@@ -74,3 +74,35 @@ func TestFindNothing(t *testing.T) {
 		t.Errorf("Find = %v, want nothing", got)
 	}
 }
+
+// Parse reads what JSON writes, and rejects an entry whose archive is not
+// a NAR of the cache or whose member is not the entry's debug file.
+func TestParse(t *testing.T) {
+	f, ok := FileAt("ab", "cdef0123456789abcdef0123456789abcdef01.debug")
+	if !ok {
+		t.Fatal("FileAt")
+	}
+	url := "nar/1ds4yba1pmvqxg3rbqm9rgw9mhbgpzj9qi5zkq3zgxjcc7crafv6.nar.zst"
+	got, gotURL, err := Parse(f.Key, JSON(f, url))
+	if err != nil || got != f || gotURL != url {
+		t.Errorf("Parse(JSON) = %+v, %q, %v; want %+v, %q", got, gotURL, err, f, url)
+	}
+	member := `"member":"lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug"`
+	for _, bad := range []string{
+		"SENTINEL-debuginfo",
+		`{"archive":"../nar/x.nar"}`,
+		`{"archive":"../nix-cache-info",` + member + `}`,
+		`{"archive":"../../etc/passwd",` + member + `}`,
+		`{"archive":"nar/x.nar",` + member + `}`,
+		`{"archive":"../nar/x.nar","member":"etc/passwd"}`,
+		`{"archive":"../nar/x.nar","member":"lib/debug/.build-id/cd/ef0123456789abcdef0123456789abcdef0123.debug"}`,
+		`{"archive":"../nar/x.nar",` + member + `,"extra":1}`,
+		`{"archive":"../nar/x.nar",` + member + `} {}`,
+	} {
+		if _, _, err := Parse(f.Key, []byte(bad)); err == nil {
+			t.Errorf("Parse(%q) succeeded", bad)
+		} else if bytes.Contains([]byte(err.Error()), []byte("SENTINEL")) {
+			t.Errorf("error %v carries the entry's content", err)
+		}
+	}
+}

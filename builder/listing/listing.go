@@ -263,8 +263,9 @@ func (n *Node) Depth() int {
 }
 
 // Parse reads a listing file (any JSON writer's, not only Nix's byte for
-// byte) into its tree, entries in byte order as in a NAR. Errors say what
-// is wrong, never what the file holds.
+// byte) into its tree, entries in byte order as in a NAR. As encoding/json
+// does, it reads a byte that is not UTF-8 as U+FFFD: compare two listings
+// each through Parse. Errors say what is wrong, never what the file holds.
 func Parse(data []byte) (*Node, error) {
 	l, err := ls.ParseLS(bytes.NewReader(data))
 	if err != nil {

@@ -256,3 +256,44 @@ func TestLookup(t *testing.T) {
 		t.Errorf("Lookup misbehaves")
 	}
 }
+
+// Parse reads what JSON writes, Nix's golden listing included, back into
+// the same tree; and rejects what is not a listing, without echoing it.
+func TestParse(t *testing.T) {
+	golden, err := os.ReadFile("testdata/tree.ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := Parse(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// encoding/json reads a name that is not UTF-8 with U+FFFD for it.
+	if d := cmp.Diff(string(bytes.ToValidUTF8(golden, []byte("\uFFFD"))), string(JSON(root))); d != "" {
+		t.Errorf("JSON(Parse(golden)) (-golden +got):\n%s", d)
+	}
+	// Another writer's key order and spacing: the same tree.
+	other := `{"root": {"entries": {"b": {"type": "symlink", "target": "a"}, "a": {"narOffset": 200, "size": 3, "type": "regular", "executable": true}}, "type": "directory"}, "version": 1}`
+	root, err = Parse([]byte(other))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":3,"executable":true,"narOffset":200},"b":{"type":"symlink","target":"a"}}}}`
+	if d := cmp.Diff(want, string(JSON(root))); d != "" {
+		t.Errorf("reordered listing (-want +got):\n%s", d)
+	}
+	for _, bad := range []string{
+		"SENTINEL-listing",
+		`{"version":2,"root":{"type":"regular","size":1}}`,
+		`{"version":1,"root":{"type":"fifo"}}`,
+		`{"version":1,"root":{"type":"directory","entries":{"..":{"type":"regular","size":1}}}}`,
+		`{"version":1,"root":{"type":"directory","entries":{"a/b":{"type":"regular","size":1}}}}`,
+		`{"version":1,"root":{"type":"regular","size":1,"entries":{}}}`,
+	} {
+		if _, err := Parse([]byte(bad)); err == nil {
+			t.Errorf("Parse(%q) succeeded", bad)
+		} else if strings.Contains(err.Error(), "SENTINEL") {
+			t.Errorf("error %v carries the file's content", err)
+		}
+	}
+}

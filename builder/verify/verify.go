@@ -522,7 +522,12 @@ func (c *checker) listing(r *result, root *listing.Node, hashPart string) {
 		r.add("listing %s does not parse: %v", name, err)
 		return
 	}
-	if !bytes.Equal(listing.JSON(theirs), ours) {
+	want, err := listing.Parse(ours)
+	if err != nil {
+		r.add("listing %s: %v", name, err)
+		return
+	}
+	if !bytes.Equal(listing.JSON(theirs), listing.JSON(want)) {
 		r.add("listing %s does not match the NAR", name)
 	}
 }
