@@ -210,10 +210,8 @@ func (d *Dir) NarInfos() (names []string, invalid []error, err error) {
 			continue
 		}
 		switch {
-		case e.Type&fs.ModeSymlink != 0:
-			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: symlinkWhat})
 		case !e.Type.IsRegular():
-			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: "not a regular file but " + DescribeMode(e.Type)})
+			invalid = append(invalid, d.NotRegular(e, ""))
 		case !IsHashPart(h):
 			invalid = append(invalid, &EntryError{Name: d.Name(e.Name), What: "not named by a store path's hash part"})
 		default:
@@ -279,14 +277,10 @@ func (d *Dir) Logs() (names []string, invalid []error, err error) {
 		return nil, nil, err
 	}
 	for _, e := range ents {
-		rel := e.Rel(LogDir)
-		switch {
-		case e.Type.IsRegular():
-			names = append(names, rel)
-		case e.Type&fs.ModeSymlink != 0:
-			invalid = append(invalid, &EntryError{Name: d.Name(rel), What: symlinkWhat})
-		default:
-			invalid = append(invalid, &EntryError{Name: d.Name(rel), What: "not a regular file but " + DescribeMode(e.Type)})
+		if e.Type.IsRegular() {
+			names = append(names, e.Rel(LogDir))
+		} else {
+			invalid = append(invalid, d.NotRegular(e, LogDir))
 		}
 	}
 	return names, invalid, nil

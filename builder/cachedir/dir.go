@@ -247,6 +247,8 @@ func (d *Dir) Has(rel string) (bool, error) {
 	return true, nil
 }
 
+// regular is nil for a regular file's mode m, else the EntryError of the
+// entry rel, of mode m, where a regular file must be.
 func (d *Dir) regular(rel string, m fs.FileMode) error {
 	switch {
 	case m.IsRegular():
@@ -255,6 +257,21 @@ func (d *Dir) regular(rel string, m fs.FileMode) error {
 		return &EntryError{Name: d.Name(rel), What: symlinkWhat}
 	}
 	return &EntryError{Name: d.Name(rel), What: "not a regular file but " + DescribeMode(m)}
+}
+
+// NotRegular is the EntryError of a listed entry that is not a regular
+// file where one must be.
+func (d *Dir) NotRegular(e Entry, sub string) error { return d.regular(e.Rel(sub), e.Type) }
+
+// Rel returns the name, relative to the cache, of the entry an EntryError
+// of d names; ok is false for any other error.
+func (d *Dir) Rel(err error) (rel string, ok bool) {
+	var ee *EntryError
+	if !errors.As(err, &ee) {
+		return "", false
+	}
+	rel, ok = strings.CutPrefix(ee.Name, d.Name("")+"/")
+	return filepath.ToSlash(rel), ok
 }
 
 // parent opens the directory holding rel (d's own descriptor for a name

@@ -184,9 +184,8 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 	}
 	invalid := map[string]bool{} // narinfo entries removed as invalid
 	for _, err := range g.Invalid {
-		var ee *cachedir.EntryError
-		if errors.As(err, &ee) {
-			invalid[strings.TrimPrefix(ee.Name, d.Name("")+"/")] = true
+		if rel, ok := d.Rel(err); ok {
+			invalid[rel] = true
 		}
 	}
 	var absent, keep []string
@@ -225,17 +224,12 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 		layoutOK[sub] = true
 	}
 	for _, err := range d.CheckLayout() {
-		var ee *cachedir.EntryError
-		errors.As(err, &ee)
-		sub := strings.TrimPrefix(ee.Name, d.Name("")+"/")
+		sub, _ := d.Rel(err)
 		layoutOK[sub] = false
-		r.addInvalid(d, sub, err)
+		r.addInvalid(d, err)
 	}
 	for _, err := range g.Invalid {
-		var ee *cachedir.EntryError
-		if errors.As(err, &ee) {
-			r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
-		}
+		r.addInvalid(d, err)
 	}
 	var gone []string
 	keptNARs := map[string]bool{}
@@ -276,7 +270,7 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 			rel := e.Rel("nar")
 			switch _, nameErr := cachedir.NarFile(rel); {
 			case e.Type&fs.ModeSymlink != 0:
-				r.addInvalid(d, rel, &cachedir.EntryError{Name: d.Name(rel), What: "a symbolic link (not followed)"})
+				r.addInvalid(d, d.NotRegular(e, "nar"))
 			case e.Type.IsRegular() && nameErr == nil && !keptNARs[rel]:
 				if v, ok := stat(d, rel); ok {
 					r.nars = append(r.nars, v)
@@ -295,7 +289,7 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 		switch {
 		case !ok || e.Type.IsDir():
 		case !e.Type.IsRegular():
-			r.addInvalid(d, e.Name, &cachedir.EntryError{Name: d.Name(e.Name), What: "not a regular file but " + cachedir.DescribeMode(e.Type)})
+			r.addInvalid(d, d.NotRegular(e, ""))
 		case !keptHashes[h]:
 			if v, ok := stat(d, e.Name); ok {
 				r.listings = append(r.listings, v)
@@ -318,10 +312,7 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 			return nil, err
 		}
 		for _, err := range invalid {
-			var ee *cachedir.EntryError
-			if errors.As(err, &ee) {
-				r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
-			}
+			r.addInvalid(d, err)
 		}
 		for _, name := range logs {
 			if !keptDrvs[path.Base(name)] {
@@ -355,7 +346,11 @@ func removeInvalidInfo(d *cachedir.Dir, o Options, infoErr error, report func(Ev
 	return fmt.Errorf("%s: its %s was invalid, so no path could be judged: nothing else was removed", o.Dir, cachedir.InfoFile)
 }
 
-func (r *removal) addInvalid(d *cachedir.Dir, rel string, err error) {
+func (r *removal) addInvalid(d *cachedir.Dir, err error) {
+	rel, ok := d.Rel(err)
+	if !ok {
+		return
+	}
 	v, _ := stat(d, rel)
 	v.name = rel
 	r.invalid = append(r.invalid, bad{v, err})
@@ -371,10 +366,7 @@ func (r *removal) planDebugInfo(d *cachedir.Dir, g *cachegraph.Graph, kept, kept
 		return err
 	}
 	for _, err := range invalid {
-		var ee *cachedir.EntryError
-		if errors.As(err, &ee) {
-			r.addInvalid(d, strings.TrimPrefix(ee.Name, d.Name("")+"/"), err)
-		}
+		r.addInvalid(d, err)
 	}
 	var orphans []cachegraph.DebugEntry
 	for _, e := range entries {

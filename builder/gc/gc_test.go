@@ -287,7 +287,7 @@ func hostile(t *testing.T, s *testkit.Store, dir string, o *testkit.Outside) map
 	return map[string]string{
 		"00000000000000000000000000000000.narinfo":                         "does not parse: *",
 		"11111111111111111111111111111111.narinfo":                         "a symbolic link (not followed)",
-		"22222222222222222222222222222222.ls":                              "not a regular file but a symbolic link",
+		"22222222222222222222222222222222.ls":                              "a symbolic link (not followed)",
 		"33333333333333333333333333333333.narinfo":                         "not a regular file but a named pipe (FIFO)",
 		"nar/0000000000000000000000000000000000000000000000000000.nar.zst": "a symbolic link (not followed)",
 		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug":         "a symbolic link (not followed)",
