@@ -157,10 +157,12 @@ type victim struct {
 	size int64
 }
 
-// bad is an invalid entry to remove.
+// bad is an invalid entry to remove; a directory is only reported (a
+// tree a cache may not hold is not gc's to empty).
 type bad struct {
 	victim
 	err error
+	dir bool
 }
 
 // removal is what a collection removes, in order.
@@ -259,8 +261,9 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 
 	// NARs: the files of nar/ with a NAR's name that no kept narinfo
 	// names (those of removed narinfos, and those interrupted runs or
-	// other tools left). Other entries of nar/ are not NARs: a symlink is
-	// removed as invalid, anything else left alone.
+	// other tools left). Other entries of nar/ are not NARs: a symlink or
+	// a special file is removed as invalid (a directory is reported), a
+	// regular file with another name left alone.
 	if layoutOK["nar"] {
 		ents, err := d.List("nar")
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -269,9 +272,9 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 		for _, e := range ents {
 			rel := e.Rel("nar")
 			switch _, nameErr := cachedir.NarFile(rel); {
-			case e.Type&fs.ModeSymlink != 0:
+			case !e.Type.IsRegular():
 				r.addInvalid(d, d.NotRegular(e, "nar"))
-			case e.Type.IsRegular() && nameErr == nil && !keptNARs[rel]:
+			case nameErr == nil && !keptNARs[rel]:
 				if v, ok := stat(d, rel); ok {
 					r.nars = append(r.nars, v)
 				}
@@ -351,9 +354,12 @@ func (r *removal) addInvalid(d *cachedir.Dir, err error) {
 	if !ok {
 		return
 	}
-	v, _ := stat(d, rel)
-	v.name = rel
-	r.invalid = append(r.invalid, bad{v, err})
+	fi, err2 := d.Lstat(rel)
+	v := victim{name: rel}
+	if err2 == nil {
+		v.size = fi.Size()
+	}
+	r.invalid = append(r.invalid, bad{v, err, err2 == nil && fi.IsDir()})
 }
 
 // planDebugInfo removes the debuginfo entries that point to NARs no kept
@@ -453,6 +459,11 @@ func (r *removal) execute(ctx context.Context, d *cachedir.Dir, o Options, repor
 		return errors.Join(errs...)
 	}
 	for _, b := range r.invalid {
+		msg := strings.TrimPrefix(b.err.Error(), d.Name(b.name)+": ")
+		if b.dir {
+			report(Event{Kind: Warning, Path: d.Name(b.name), Msg: msg + "; left alone"})
+			continue
+		}
 		if !o.DryRun {
 			if err := d.Remove(b.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return stats, err
@@ -461,7 +472,7 @@ func (r *removal) execute(ctx context.Context, d *cachedir.Dir, o Options, repor
 		stats.Invalid++
 		stats.Files++
 		stats.Bytes += b.size
-		report(Event{Kind: Invalid, Path: d.Name(b.name), Msg: strings.TrimPrefix(b.err.Error(), d.Name(b.name)+": ")})
+		report(Event{Kind: Invalid, Path: d.Name(b.name), Msg: msg})
 	}
 	for _, n := range slices.Sorted(maps.Keys(r.repoint)) {
 		if !o.DryRun {

@@ -266,6 +266,9 @@ func hostile(t *testing.T, s *testkit.Store, dir string, o *testkit.Outside) map
 	write("00000000000000000000000000000000.narinfo", "garbage\n")
 	write("debuginfo/1123456789abcdef0123456789abcdef01234567.debug", "garbage")
 	testkit.Must(t, syscall.Mkfifo(filepath.Join(dir, "33333333333333333333333333333333.narinfo"), 0o644))
+	testkit.Must(t, syscall.Mkfifo(filepath.Join(dir, "nar", "1111111111111111111111111111111111111111111111111111.nar.xz"), 0o644))
+	// A directory is reported, and left alone.
+	testkit.Must(t, os.MkdirAll(filepath.Join(dir, "44444444444444444444444444444444.narinfo", "x"), 0o755))
 	// Unkept narinfos whose URL names a file that is not a NAR: the
 	// cache's nix-cache-info, and a kept path's narinfo.
 	tool := narinfo.HashPart(s.Path("tool")) + ".narinfo"
@@ -289,6 +292,7 @@ func hostile(t *testing.T, s *testkit.Store, dir string, o *testkit.Outside) map
 		"11111111111111111111111111111111.narinfo":                         "a symbolic link (not followed)",
 		"22222222222222222222222222222222.ls":                              "a symbolic link (not followed)",
 		"33333333333333333333333333333333.narinfo":                         "not a regular file but a named pipe (FIFO)",
+		"nar/1111111111111111111111111111111111111111111111111111.nar.xz":  "not a regular file but a named pipe (FIFO)",
 		"nar/0000000000000000000000000000000000000000000000000000.nar.zst": "a symbolic link (not followed)",
 		"debuginfo/0123456789abcdef0123456789abcdef01234567.debug":         "a symbolic link (not followed)",
 		"debuginfo/1123456789abcdef0123456789abcdef01234567.debug":         "not a debuginfo entry *",
@@ -311,13 +315,15 @@ func TestCollectHostile(t *testing.T) {
 		_, events := collect(t, Options{Dir: dir, Keep: []string{app}, DryRun: dry, LockWait: -1})
 		for _, e := range events {
 			testkit.NoSentinel(t, e.Path+e.Msg)
-			if e.Kind == Invalid {
+			if e.Kind == Invalid || e.Kind == Warning && strings.HasPrefix(e.Path, dir+"/") {
 				rel, _ := filepath.Rel(dir, e.Path)
 				got[rel] = e.Msg
 			}
 		}
 		return got
 	}
+	const leftDir = "44444444444444444444444444444444.narinfo"
+	want[leftDir] = "not a regular file but a directory; left alone"
 	check := func(got map[string]string) {
 		t.Helper()
 		for name, w := range want {
@@ -335,6 +341,10 @@ func TestCollectHostile(t *testing.T) {
 		t.Errorf("a dry run changed the cache:\n%s", d)
 	}
 	check(run(false))
+	if fi, err := os.Lstat(filepath.Join(dir, leftDir)); err != nil || !fi.IsDir() {
+		t.Errorf("the directory %s was removed: %v", leftDir, err)
+	}
+	testkit.Must(t, os.RemoveAll(filepath.Join(dir, leftDir)))
 	for name := range want {
 		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is still there: %v", name, err)
