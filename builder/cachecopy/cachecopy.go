@@ -271,8 +271,21 @@ func (c *copier) run(ctx context.Context, want map[string]bool) error {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	bad := map[string]bool{} // paths not copied for what Src holds
+	var mu sync.Mutex
 	pool.Each(ctx, c.o.Jobs, todo, func(p string) {
-		if err := c.copyFiles(p); err != nil {
+		err := c.copyFiles(p)
+		var se *srcError
+		switch {
+		case errors.As(err, &se):
+			c.mu.Lock()
+			c.stats.Invalid++
+			c.report(Event{Kind: Invalid, Path: p, Msg: se.err.Error()})
+			c.mu.Unlock()
+			mu.Lock()
+			bad[p] = true
+			mu.Unlock()
+		case err != nil:
 			cancel(err)
 		}
 	})
@@ -288,6 +301,16 @@ func (c *copier) run(ctx context.Context, want map[string]bool) error {
 	}
 	for _, layer := range layers {
 		for _, p := range layer {
+			if bad[p] {
+				continue
+			}
+			// Referrers first go with what they refer to: no narinfo is
+			// published without its closure.
+			if r := slices.IndexFunc(c.g.Refs(p), func(r string) bool { return bad[r] }); r >= 0 {
+				bad[p] = true
+				c.report(Event{Kind: Warning, Path: p, Msg: "not copied: its reference " + c.g.Refs(p)[r] + " was not"})
+				continue
+			}
 			e := c.g.Paths[p]
 			if err := c.dst.WriteFile(cachedir.NarInfoName(p), e.Raw, 0o644); err != nil {
 				return fmt.Errorf("%s: %w", p, err)
@@ -403,6 +426,13 @@ func (c *copier) copyFile(in io.Reader, rel string) error {
 	return tmp.Publish(path.Base(rel), 0o644)
 }
 
+// srcError is a problem of a path in Src (its NAR missing, not a regular
+// file, or not what its narinfo says): the path is skipped, not the copy.
+type srcError struct{ err error }
+
+func (e *srcError) Error() string { return e.err.Error() }
+func (e *srcError) Unwrap() error { return e.err }
+
 // copyNAR copies the NAR file at url, checking its size and hash against
 // the narinfo as it streams. A NAR that Dst has is kept only if it hashes
 // as the narinfo says; else it is replaced.
@@ -414,18 +444,18 @@ func (c *copier) copyNAR(p, url string) error {
 		want = ni.NarHash // the file is the NAR
 	}
 	if want == nil {
-		return fmt.Errorf("%s: %s: no FileHash to check the NAR against", p, c.src.Name(c.g.Paths[p].File))
+		return &srcError{fmt.Errorf("%s: no FileHash to check the NAR against", c.src.Name(c.g.Paths[p].File))}
 	}
 	if want.Algo() != nixhash.SHA256 {
-		return fmt.Errorf("%s: %s: FileHash %s is not sha256", p, c.src.Name(c.g.Paths[p].File), want.String())
+		return &srcError{fmt.Errorf("%s: FileHash %s is not sha256", c.src.Name(c.g.Paths[p].File), want.String())}
 	}
 	check := func(n int64, sum []byte) error {
 		if ni.FileSize != 0 && uint64(n) != ni.FileSize {
-			return fmt.Errorf("%s: %s is %d bytes, its narinfo says FileSize %d", p, src, n, ni.FileSize)
+			return &srcError{fmt.Errorf("%s is %d bytes, its narinfo says FileSize %d", src, n, ni.FileSize)}
 		}
 		got := nixhash.MustNewHashWithEncoding(nixhash.SHA256, sum, nixhash.NixBase32, true)
 		if string(got.Digest()) != string(want.Digest()) {
-			return fmt.Errorf("%s: %s hashes to %s, its narinfo says %s", p, src, got.String(), want.Format(nixhash.NixBase32, true))
+			return &srcError{fmt.Errorf("%s hashes to %s, its narinfo says %s", src, got.String(), want.Format(nixhash.NixBase32, true))}
 		}
 		return nil
 	}
@@ -443,6 +473,9 @@ func (c *copier) copyNAR(p, url string) error {
 		// Corrupt, or unreadable: replaced below.
 	}
 	in, err := c.src.Open(url)
+	if errors.Is(err, cachedir.ErrInvalidEntry) || errors.Is(err, os.ErrNotExist) {
+		return &srcError{fmt.Errorf("NAR: %w", err)}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: NAR: %w", p, err)
 	}

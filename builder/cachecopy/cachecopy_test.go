@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -160,9 +161,14 @@ func TestCopyBadInput(t *testing.T) {
 	if err := os.WriteFile(nar, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Copy(ctx, Options{Src: src, Dst: dst, Paths: []string{libc}}, nil)
-	if err == nil || !strings.Contains(err.Error(), nar) {
-		t.Errorf("corrupt NAR: %v, want an error naming %s", err, nar)
+	var reported string
+	_, err = Copy(ctx, Options{Src: src, Dst: dst, Paths: []string{libc}}, func(e Event) {
+		if e.Kind == Invalid {
+			reported += e.Msg
+		}
+	})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(reported, nar) {
+		t.Errorf("corrupt NAR: %v, reported %q; want ErrInvalid, and %s named", err, reported, nar)
 	}
 	if _, err := os.Stat(filepath.Join(dst, cachedir.NarInfoName(libc))); err == nil {
 		t.Errorf("the narinfo of a corrupt NAR was copied")
@@ -306,4 +312,43 @@ func TestCopyDestination(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dst, cachedir.NarInfoName(s.Path("app")))); err == nil {
 		t.Errorf("a narinfo was published")
 	}
+}
+
+// A path whose NAR is not what its narinfo says (here, not a regular
+// file) is skipped with its referrers; the rest is copied, and the copy
+// fails at the end.
+func TestCopySkipsBadNAR(t *testing.T) {
+	s, src := source(t)
+	lib := testkit.NarInfos(t, src)[s.Path("lib")]
+	nar := filepath.Join(src, lib.URL)
+	testkit.Must(t, os.Remove(nar))
+	testkit.Must(t, syscall.Mkfifo(nar, 0o644))
+	dst := filepath.Join(t.TempDir(), "dst")
+	var invalid, warned []string
+	_, err := Copy(context.Background(), Options{Src: src, Dst: dst, LockWait: -1}, func(e Event) {
+		switch e.Kind {
+		case Invalid:
+			invalid = append(invalid, e.Path+": "+e.Msg)
+		case Warning:
+			warned = append(warned, e.Path)
+		}
+	})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("copy: %v, want ErrInvalid", err)
+	}
+	if len(invalid) != 1 || !strings.Contains(invalid[0], nar+": not a regular file but a named pipe") {
+		t.Errorf("invalid %q, want lib's NAR named", invalid)
+	}
+	if d := cmp.Diff([]string{s.Path("app")}, warned); d != "" {
+		t.Errorf("referrers skipped (-want +got):\n%s", d)
+	}
+	var got []string
+	for p := range testkit.NarInfos(t, dst) {
+		got = append(got, filepath.Base(p)[33:])
+	}
+	slices.Sort(got)
+	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, got); d != "" {
+		t.Errorf("copied (-want +got):\n%s", d)
+	}
+	testkit.CheckCache(t, dst)
 }
