@@ -133,7 +133,13 @@ func (m *meter) notice(format string, a ...any) {
 func (m *meter) warn(what, msg string) { m.notice("warning: %s: %s", what, msg) }
 
 // skipped says that the invalid entry what was skipped.
-func (m *meter) skipped(what, msg string) { m.notice("skipped invalid entry %s: %s", what, msg) }
+func (m *meter) skipped(what, msg string) {
+	if what == "" {
+		m.notice("skipped: %s", msg)
+		return
+	}
+	m.notice("skipped invalid entry %s: %s", what, msg)
+}
 
 // Write prints notices written whole, as the upstream client's warnings.
 func (m *meter) Write(p []byte) (int, error) {

@@ -90,10 +90,17 @@ func readCache(ctx context.Context, d *cachedir.Dir) (*localCache, error) {
 	c := &localCache{dir: d, info: cachedir.ParseInfo(infoData), infoO: smallObject(cachedir.InfoFile, typeCacheInfo, infoData),
 		paths: map[string]*storePath{}, invalid: append(d.CheckLayout(), g.Invalid...)}
 	nars := map[string]*object{}
+	bad := map[string]bool{} // hash parts of invalid narinfos and of skipped paths
+	for _, err := range g.Invalid {
+		if rel, ok := d.Rel(err); ok {
+			bad[strings.TrimSuffix(rel, ".narinfo")] = true
+		}
+	}
 	for _, sp := range slices.Sorted(maps.Keys(g.Paths)) {
 		p, err := c.readPath(g.Paths[sp], nars)
 		if errors.Is(err, cachedir.ErrInvalidEntry) {
 			c.invalid = append(c.invalid, err)
+			bad[narinfo.HashPart(sp)] = true
 			continue
 		}
 		if err != nil {
@@ -101,6 +108,7 @@ func readCache(ctx context.Context, d *cachedir.Dir) (*localCache, error) {
 		}
 		c.paths[p.hash] = p
 	}
+	c.dropReferrers(bad)
 	debug, invalid, err := cachegraph.LoadDebugInfo(d)
 	if err != nil {
 		return nil, err
@@ -113,6 +121,25 @@ func readCache(ctx context.Context, d *cachedir.Dir) (*localCache, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// dropReferrers leaves out, with an error each, the paths that refer to
+// a skipped one, until none does: no narinfo is published without its
+// closure. (Their NARs may go up all the same: named by their hash, they
+// are harmless.)
+func (c *localCache) dropReferrers(bad map[string]bool) {
+	for changed := len(bad) > 0; changed; {
+		changed = false
+		for _, h := range slices.Sorted(maps.Keys(c.paths)) {
+			p := c.paths[h]
+			if i := slices.IndexFunc(p.refs, func(r string) bool { return bad[r] && r != h }); i >= 0 {
+				c.invalid = append(c.invalid, fmt.Errorf("%s: not published: its reference %s is not", c.dir.Name(h+".narinfo"), p.refBase[p.refs[i]]))
+				bad[h] = true
+				delete(c.paths, h)
+				changed = true
+			}
+		}
+	}
 }
 
 // readLogs lists the build logs (stat only): log/<drv>, uploaded raw.
@@ -154,11 +181,13 @@ func (c *localCache) readPath(e *cachegraph.Entry, nars map[string]*object) (*st
 			return nil, &cachedir.EntryError{Name: d.Name(u), What: "not a regular file but " + cachedir.DescribeMode(fi.Mode())}
 		}
 		nar = &object{key: u, file: u, size: fi.Size(), contentType: typeNAR}
-		nars[u] = nar
-		c.nars = append(c.nars, nar)
 	}
 	if ni.FileSize != 0 && uint64(nar.size) != ni.FileSize {
-		return nil, fmt.Errorf("%s: its NAR %s has %d bytes, FileSize says %d", d.Name(e.File), u, nar.size, ni.FileSize)
+		return nil, &cachedir.EntryError{Name: d.Name(e.File), What: fmt.Sprintf("its NAR %s has %d bytes, FileSize says %d", u, nar.size, ni.FileSize)}
+	}
+	if nars[u] == nil {
+		nars[u] = nar
+		c.nars = append(c.nars, nar)
 	}
 	p.nar = nar
 	ls := hash + ".ls"
