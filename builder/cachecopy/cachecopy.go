@@ -231,7 +231,7 @@ func (c *copier) invalid(err error) {
 	c.stats.Invalid++
 	var ee *cachedir.EntryError
 	if errors.As(err, &ee) {
-		c.report(Event{Kind: Invalid, Path: ee.Name, Msg: ee.What})
+		c.report(Event{Kind: Invalid, Path: cachedir.Printable(ee.Name), Msg: ee.What})
 		return
 	}
 	c.report(Event{Kind: Invalid, Msg: err.Error()})

@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,8 +33,18 @@ type EntryError struct {
 	What string
 }
 
-func (e *EntryError) Error() string        { return e.Name + ": " + e.What }
+func (e *EntryError) Error() string        { return Printable(e.Name) + ": " + e.What }
 func (e *EntryError) Is(target error) bool { return target == ErrInvalidEntry }
+
+// Printable is name, quoted when it holds a byte that could forge a line
+// of output (a newline, any control character) or is not UTF-8: a name
+// in a cache is untrusted.
+func Printable(name string) string {
+	if !utf8.ValidString(name) || strings.IndexFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0 {
+		return strconv.Quote(name)
+	}
+	return name
+}
 
 // What EntryError.What says of a symbolic link.
 const symlinkWhat = "a symbolic link (not followed)"
@@ -177,7 +189,8 @@ func (d *Dir) explain(rel, op string, err error) error {
 			switch mode := st.Mode & unix.S_IFMT; {
 			case mode == unix.S_IFLNK:
 				return &EntryError{Name: d.Name(prefix), What: symlinkWhat}
-			case i < len(comps)-1 && mode != unix.S_IFDIR:
+			case mode != unix.S_IFDIR && (i < len(comps)-1 || errors.Is(err, unix.ENOTDIR)):
+				// On the way, or opened as a directory.
 				return &EntryError{Name: d.Name(prefix), What: "not a directory but " + DescribeMode(unixMode(st.Mode))}
 			}
 		}
@@ -318,6 +331,51 @@ func (d *Dir) Remove(rel string) error {
 		return &fs.PathError{Op: "remove", Path: d.Name(rel), Err: err}
 	}
 	return nil
+}
+
+// maxRemoveDepth bounds RemoveAll's descent into a hostile tree.
+const maxRemoveDepth = 256
+
+// RemoveAll removes the entry rel itself: a file or symlink as Remove
+// does, a directory with everything in it, never following a symlink.
+func (d *Dir) RemoveAll(rel string) error {
+	dirfd, base, done, err := d.parent(rel)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := removeAt(dirfd, base, 0); err != nil {
+		return &fs.PathError{Op: "remove", Path: d.Name(rel), Err: err}
+	}
+	return nil
+}
+
+func removeAt(dirfd int, name string, depth int) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if depth >= maxRemoveDepth {
+		return fmt.Errorf("nested deeper than %d directories", maxRemoveDepth)
+	}
+	fd, err := openatRetry(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	ents, err := f.ReadDir(-1)
+	if err == nil {
+		for _, e := range ents {
+			if err = removeAt(fd, e.Name(), depth+1); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
 }
 
 // Entry is one entry of a listed directory.

@@ -371,3 +371,41 @@ func TestNarFile(t *testing.T) {
 		}
 	}
 }
+
+// RemoveAll removes a directory where a file must be with what it holds,
+// and never what a symlink inside points to.
+func TestRemoveAll(t *testing.T) {
+	resolvers(t, func(t *testing.T, open func(*testing.T, string) *Dir) {
+		o := newOutside(t)
+		dir := t.TempDir()
+		tree := filepath.Join(dir, "x.narinfo", "a", "b")
+		if err := os.MkdirAll(tree, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		symlink(t, o.dir, filepath.Join(tree, "link"))
+		writeFile(t, filepath.Join(tree, "f"), "f")
+		d := open(t, dir)
+		if err := d.RemoveAll("x.narinfo"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "x.narinfo")); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("x.narinfo is still there: %v", err)
+		}
+	})
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"/c/nar/x.nar":           "/c/nar/x.nar",
+		"/c/a\nINJECTED.narinfo": `"/c/a\nINJECTED.narinfo"`,
+		"/c/\xff.narinfo":        `"/c/\xff.narinfo"`,
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %s, want %s", in, got, want)
+		}
+	}
+	err := &EntryError{Name: "/c/a\nb", What: "a symbolic link (not followed)"}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("EntryError %q carries a newline", err.Error())
+	}
+}

@@ -157,12 +157,10 @@ type victim struct {
 	size int64
 }
 
-// bad is an invalid entry to remove; a directory is only reported (a
-// tree a cache may not hold is not gc's to empty).
+// bad is an invalid entry to remove (a directory with what it holds).
 type bad struct {
 	victim
 	err error
-	dir bool
 }
 
 // removal is what a collection removes, in order.
@@ -261,9 +259,9 @@ func plan(ctx context.Context, d *cachedir.Dir, o Options, report func(Event)) (
 
 	// NARs: the files of nar/ with a NAR's name that no kept narinfo
 	// names (those of removed narinfos, and those interrupted runs or
-	// other tools left). Other entries of nar/ are not NARs: a symlink or
-	// a special file is removed as invalid (a directory is reported), a
-	// regular file with another name left alone.
+	// other tools left). Other entries of nar/ are not NARs: anything but
+	// a regular file is removed as invalid, a regular file with another
+	// name left alone.
 	if layoutOK["nar"] {
 		ents, err := d.List("nar")
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -354,12 +352,9 @@ func (r *removal) addInvalid(d *cachedir.Dir, err error) {
 	if !ok {
 		return
 	}
-	fi, err2 := d.Lstat(rel)
-	v := victim{name: rel}
-	if err2 == nil {
-		v.size = fi.Size()
-	}
-	r.invalid = append(r.invalid, bad{v, err, err2 == nil && fi.IsDir()})
+	v, _ := stat(d, rel)
+	v.name = rel
+	r.invalid = append(r.invalid, bad{v, err})
 }
 
 // planDebugInfo removes the debuginfo entries that point to NARs no kept
@@ -459,20 +454,17 @@ func (r *removal) execute(ctx context.Context, d *cachedir.Dir, o Options, repor
 		return errors.Join(errs...)
 	}
 	for _, b := range r.invalid {
-		msg := strings.TrimPrefix(b.err.Error(), d.Name(b.name)+": ")
-		if b.dir {
-			report(Event{Kind: Warning, Path: d.Name(b.name), Msg: msg + "; left alone"})
-			continue
-		}
 		if !o.DryRun {
-			if err := d.Remove(b.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := d.RemoveAll(b.name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return stats, err
 			}
 		}
 		stats.Invalid++
 		stats.Files++
 		stats.Bytes += b.size
-		report(Event{Kind: Invalid, Path: d.Name(b.name), Msg: msg})
+		var ee *cachedir.EntryError
+		errors.As(b.err, &ee)
+		report(Event{Kind: Invalid, Path: cachedir.Printable(ee.Name), Msg: ee.What})
 	}
 	for _, n := range slices.Sorted(maps.Keys(r.repoint)) {
 		if !o.DryRun {

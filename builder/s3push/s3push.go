@@ -159,7 +159,7 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 		}
 		var ee *cachedir.EntryError
 		if errors.As(err, &ee) {
-			events(Event{Kind: Invalid, Key: ee.Name, Msg: ee.What})
+			events(Event{Kind: Invalid, Key: cachedir.Printable(ee.Name), Msg: ee.What})
 		} else {
 			events(Event{Kind: Invalid, Msg: err.Error()})
 		}

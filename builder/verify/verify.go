@@ -107,7 +107,7 @@ func Cache(ctx context.Context, o Options, report func(Problem)) (Stats, error) 
 	emitErr := func(err error) {
 		var ee *cachedir.EntryError
 		if errors.As(err, &ee) {
-			emit(ee.Name, []string{ee.What})
+			emit(cachedir.Printable(ee.Name), []string{ee.What})
 		} else {
 			emit(o.Dir, []string{err.Error()})
 		}
@@ -307,7 +307,7 @@ func logs(d *cachedir.Dir, emit func(string, []string), emitErr func(error)) err
 	for _, rel := range names {
 		name := path.Base(rel)
 		if !cachedir.LogName(name) {
-			emit(d.Name(rel), []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
+			emit(cachedir.Printable(d.Name(rel)), []string{"a build log whose name is not a derivation's (log/<hash>-<name>.drv)"})
 		}
 	}
 	return nil
