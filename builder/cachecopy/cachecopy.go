@@ -195,12 +195,36 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 			return c.stats, err
 		}
 	}
-	if len(missing) > 0 {
-		var names []string
-		for _, m := range missing {
+	// A reference whose narinfo is invalid (reported above) takes its
+	// referrers out of the copy; one without any narinfo is an error.
+	invalid := map[string]bool{}
+	for _, err := range g.Invalid {
+		if rel, ok := src.Rel(err); ok {
+			invalid[rel] = true
+		}
+	}
+	var names []string
+	bad := map[string]bool{}
+	for _, m := range missing {
+		if invalid[cachedir.NarInfoName(m.Path)] {
+			bad[m.Path] = true
+		} else {
 			names = append(names, m.String())
 		}
+	}
+	if len(names) > 0 {
 		return c.stats, fmt.Errorf("%s is not closed: no valid narinfo (nor one upstream) for %s", o.Src, strings.Join(names, ", "))
+	}
+	for changed := len(bad) > 0; changed; {
+		changed = false
+		for _, p := range slices.Sorted(maps.Keys(want)) {
+			if i := slices.IndexFunc(g.Refs(p), func(r string) bool { return bad[r] }); i >= 0 {
+				report(Event{Kind: Warning, Path: p, Msg: "not copied: its reference " + g.Refs(p)[i] + " has an invalid narinfo"})
+				delete(want, p)
+				bad[p] = true
+				changed = true
+			}
+		}
 	}
 	if err := dst.Init(info); err != nil {
 		return c.stats, err

@@ -352,3 +352,34 @@ func TestCopySkipsBadNAR(t *testing.T) {
 	}
 	testkit.CheckCache(t, dst)
 }
+
+// A reference whose narinfo is invalid takes its referrers out of the
+// copy, and nothing else.
+func TestCopySkipsReferrersOfInvalid(t *testing.T) {
+	s, src := source(t)
+	o := testkit.NewOutside(t, "narinfo")
+	lib := filepath.Join(src, cachedir.NarInfoName(s.Path("lib")))
+	testkit.Must(t, os.Remove(lib))
+	testkit.Must(t, os.Symlink(o.Path("narinfo"), lib))
+	dst := filepath.Join(t.TempDir(), "dst")
+	var warned []string
+	_, err := Copy(context.Background(), Options{Src: src, Dst: dst, LockWait: -1}, func(e Event) {
+		if e.Kind == Warning {
+			warned = append(warned, e.Path)
+		}
+	})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("copy: %v, want ErrInvalid", err)
+	}
+	if d := cmp.Diff([]string{s.Path("app")}, warned); d != "" {
+		t.Errorf("referrers skipped (-want +got):\n%s", d)
+	}
+	var got []string
+	for p := range testkit.NarInfos(t, dst) {
+		got = append(got, filepath.Base(p)[33:])
+	}
+	slices.Sort(got)
+	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, got); d != "" {
+		t.Errorf("copied (-want +got):\n%s", d)
+	}
+}

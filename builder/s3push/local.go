@@ -3,14 +3,18 @@ package s3push
 import (
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
@@ -38,6 +42,9 @@ type object struct {
 	// md5 is the hex MD5 of files that can change under the same key
 	// (narinfos gain signatures); "" for NARs, whose key is their hash.
 	md5 string
+	// want is a NAR's SHA-256 as its narinfo says (FileHash), nil if it
+	// names none: checked before the NAR is uploaded.
+	want []byte
 }
 
 func smallObject(key, contentType string, data []byte) *object {
@@ -123,6 +130,37 @@ func readCache(ctx context.Context, d *cachedir.Dir) (*localCache, error) {
 	return c, nil
 }
 
+// hashFile is the SHA-256 of the cache's file rel.
+func (c *localCache) hashFile(rel string) ([]byte, error) {
+	f, err := c.dir.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("read %s: %w", c.dir.Name(rel), err)
+	}
+	return h.Sum(nil), nil
+}
+
+// dropNARs leaves out the NARs in bad (with their errors), the paths
+// naming them and those paths' referrers.
+func (c *localCache) dropNARs(bad map[*object]error) {
+	hashes := map[string]bool{}
+	for h, p := range c.paths {
+		if bad[p.nar] != nil {
+			hashes[h] = true
+			delete(c.paths, h)
+		}
+	}
+	c.nars = slices.DeleteFunc(c.nars, func(o *object) bool { return bad[o] != nil })
+	for _, o := range slices.SortedFunc(maps.Keys(bad), func(a, b *object) int { return strings.Compare(a.key, b.key) }) {
+		c.invalid = append(c.invalid, bad[o])
+	}
+	c.dropReferrers(hashes)
+}
+
 // dropReferrers leaves out, with an error each, the paths that refer to
 // a skipped one, until none does: no narinfo is published without its
 // closure. (Their NARs may go up all the same: named by their hash, they
@@ -181,6 +219,13 @@ func (c *localCache) readPath(e *cachegraph.Entry, nars map[string]*object) (*st
 			return nil, &cachedir.EntryError{Name: d.Name(u), What: "not a regular file but " + cachedir.DescribeMode(fi.Mode())}
 		}
 		nar = &object{key: u, file: u, size: fi.Size(), contentType: typeNAR}
+		want := ni.FileHash
+		if want == nil && ni.Compression == "none" {
+			want = ni.NarHash // the file is the NAR
+		}
+		if want != nil && want.Algo() == nixhash.SHA256 {
+			nar.want = want.Digest()
+		}
 	}
 	if ni.FileSize != 0 && uint64(nar.size) != ni.FileSize {
 		return nil, &cachedir.EntryError{Name: d.Name(e.File), What: fmt.Sprintf("its NAR %s has %d bytes, FileSize says %d", u, nar.size, ni.FileSize)}

@@ -153,17 +153,6 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
-	for _, err := range local.invalid {
-		if events == nil {
-			break
-		}
-		var ee *cachedir.EntryError
-		if errors.As(err, &ee) {
-			events(Event{Kind: Invalid, Key: cachedir.Printable(ee.Name), Msg: ee.What})
-		} else {
-			events(Event{Kind: Invalid, Msg: err.Error()})
-		}
-	}
 	client, err := newClient(o)
 	if err != nil {
 		return Stats{}, err
@@ -171,6 +160,17 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	p := &push{o: o, client: client, core: minio.Core{Client: client}, local: local, events: events}
 	if err := p.list(ctx); err != nil {
 		return Stats{}, err
+	}
+	if err := p.checkNARs(ctx); err != nil {
+		return Stats{}, err
+	}
+	for _, err := range local.invalid {
+		var ee *cachedir.EntryError
+		if errors.As(err, &ee) {
+			p.emit(Event{Kind: Invalid, Key: cachedir.Printable(ee.Name), Msg: ee.What})
+		} else {
+			p.emit(Event{Kind: Invalid, Msg: err.Error()})
+		}
 	}
 	pl, err := p.plan(ctx)
 	if err != nil {
@@ -339,6 +339,43 @@ func (p *push) plan(ctx context.Context) (*plan, error) {
 	}
 	add([]*object{local.infoO})
 	return pl, nil
+}
+
+// checkNARs hashes each NAR the bucket lacks against its narinfo's
+// FileHash before anything is uploaded: a NAR that is not what its
+// narinfo says is not published, nor the narinfos naming it, nor their
+// referrers.
+func (p *push) checkNARs(ctx context.Context) error {
+	var todo []*object
+	for _, o := range p.local.nars {
+		if o.want != nil && !p.stored(o) {
+			todo = append(todo, o)
+		}
+	}
+	var mu sync.Mutex
+	var errs []error
+	bad := map[*object]error{}
+	pool.Each(ctx, p.o.Jobs, todo, func(o *object) {
+		sum, err := p.local.hashFile(o.file)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !bytes.Equal(sum, o.want):
+			bad[o] = &cachedir.EntryError{Name: p.local.dir.Name(o.file), What: "does not hash to its narinfo's FileHash"}
+		}
+	})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		p.local.dropNARs(bad)
+	}
+	return nil
 }
 
 // get downloads a small object.
