@@ -144,19 +144,22 @@ func (c *localCache) hashFile(rel string) ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// dropNARs leaves out the NARs in bad (with their errors), the paths
+// dropNARs leaves out the NARs in bad (each an invalid entry), the paths
 // naming them and those paths' referrers.
-func (c *localCache) dropNARs(bad map[*object]error) {
+func (c *localCache) dropNARs(bad map[*object]bool) {
 	hashes := map[string]bool{}
-	for h, p := range c.paths {
-		if bad[p.nar] != nil {
+	namedBy := map[*object][]string{}
+	for _, h := range slices.Sorted(maps.Keys(c.paths)) {
+		if p := c.paths[h]; bad[p.nar] {
 			hashes[h] = true
+			namedBy[p.nar] = append(namedBy[p.nar], cachedir.Printable(c.dir.Name(h+".narinfo")))
 			delete(c.paths, h)
 		}
 	}
-	c.nars = slices.DeleteFunc(c.nars, func(o *object) bool { return bad[o] != nil })
+	c.nars = slices.DeleteFunc(c.nars, func(o *object) bool { return bad[o] })
 	for _, o := range slices.SortedFunc(maps.Keys(bad), func(a, b *object) int { return strings.Compare(a.key, b.key) }) {
-		c.invalid = append(c.invalid, bad[o])
+		c.invalid = append(c.invalid, &cachedir.EntryError{Name: c.dir.Name(o.file),
+			What: "does not hash to the FileHash of " + strings.Join(namedBy[o], ", ")})
 	}
 	c.dropReferrers(hashes)
 }
