@@ -203,9 +203,15 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 		return DirStats{}, err
 	}
 	defer lock.Release()
-	// An invalid nix-cache-info is refused, named, before any narinfo.
+	// An invalid nix-cache-info or nar/, which sign reads, is refused,
+	// named, before any narinfo.
 	if _, _, err := d.ReadInfo(); err != nil {
 		return DirStats{}, err
+	}
+	for _, err := range d.CheckLayout() {
+		if rel, _ := d.Rel(err); rel == "nar" {
+			return DirStats{}, err
+		}
 	}
 	storeDir, err := cachedir.ResolveStoreDir(o.Dir, o.StoreDir)
 	if err != nil {

@@ -477,7 +477,7 @@ func hostileCases(h *hostile) []hostileCase {
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, "nar"), []byte("x\n"), 0o644))
 				return "nar"
 			}},
-		{class: "more", name: "file as debuginfo dir", victims: []string{"dbg"}, want: allReport,
+		{class: "more", name: "file as debuginfo dir", victims: []string{"dbg"}, want: with(allReport, cSign, ok),
 			mutate: func(t *testing.T, r *row, dir string) string {
 				testkit.Must(t, os.RemoveAll(filepath.Join(dir, "debuginfo")))
 				testkit.Must(t, os.WriteFile(filepath.Join(dir, "debuginfo"), []byte("x\n"), 0o644))
