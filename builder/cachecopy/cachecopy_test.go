@@ -342,12 +342,7 @@ func TestCopySkipsBadNAR(t *testing.T) {
 	if d := cmp.Diff([]string{s.Path("app")}, warned); d != "" {
 		t.Errorf("referrers skipped (-want +got):\n%s", d)
 	}
-	var got []string
-	for p := range testkit.NarInfos(t, dst) {
-		got = append(got, filepath.Base(p)[33:])
-	}
-	slices.Sort(got)
-	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, got); d != "" {
+	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, copied(t, dst)); d != "" {
 		t.Errorf("copied (-want +got):\n%s", d)
 	}
 	testkit.CheckCache(t, dst)
@@ -374,12 +369,17 @@ func TestCopySkipsReferrersOfInvalid(t *testing.T) {
 	if d := cmp.Diff([]string{s.Path("app")}, warned); d != "" {
 		t.Errorf("referrers skipped (-want +got):\n%s", d)
 	}
+	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, copied(t, dst)); d != "" {
+		t.Errorf("copied (-want +got):\n%s", d)
+	}
+}
+
+// copied are the names of the store paths whose narinfos dst has, sorted.
+func copied(t *testing.T, dst string) []string {
 	var got []string
 	for p := range testkit.NarInfos(t, dst) {
 		got = append(got, filepath.Base(p)[33:])
 	}
 	slices.Sort(got)
-	if d := cmp.Diff([]string{"app.drv", "lib.drv", "libc", "other"}, got); d != "" {
-		t.Errorf("copied (-want +got):\n%s", d)
-	}
+	return got
 }

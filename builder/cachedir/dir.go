@@ -205,17 +205,7 @@ func (d *Dir) Open(rel string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), d.Name(rel))
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, &EntryError{Name: d.Name(rel), What: "not a regular file but " + DescribeMode(fi.Mode())}
-	}
-	return f, nil
+	return onlyRegular(os.NewFile(uintptr(fd), d.Name(rel)), func(m fs.FileMode) error { return d.regular(rel, m) })
 }
 
 // ReadFile reads the regular file rel.

@@ -18,6 +18,14 @@ func OpenRegular(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return onlyRegular(f, func(m fs.FileMode) error {
+		return &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file but %s", DescribeMode(m))}
+	})
+}
+
+// onlyRegular returns f if it is a regular file, else closes it and
+// returns notRegular's error for its mode.
+func onlyRegular(f *os.File, notRegular func(fs.FileMode) error) (*os.File, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -25,7 +33,7 @@ func OpenRegular(name string) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file but %s", DescribeMode(fi.Mode()))}
+		return nil, notRegular(fi.Mode())
 	}
 	return f, nil
 }
