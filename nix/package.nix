@@ -58,7 +58,7 @@ buildGo {
   # go.mod, go.sum and the imports of the sources above (tests included).
   # It changes whenever go.mod, go.sum or the set of imported packages does;
   # nix/nix_test.go's TestVendorHash recomputes it and names the new value.
-  vendorHash = "sha256-w6NTH/4eg3P/e+FdnN+VZAwqC3gATDb+KDmkpqudEfE=";
+  vendorHash = "sha256-5aQ8xyd+9AW5QX50gXvug54Y8f6g3HLB/2AJoJ26swg=";
 
   subPackages = [ "builder/cmd/mkbinarycache" ];
 
