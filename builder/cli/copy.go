@@ -11,15 +11,18 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 )
 
-const copyUsage = `Usage: mkbinarycache copy --from SRC --to DST [--build-closure] [STORE-PATH...]
+const copyUsage = `Usage: mkbinarycache copy --from SRC --to DST [--build-closure] [--upstream URL]... [STORE-PATH...]
 
 Copies the closures of the store paths (all of SRC when none are given)
 from the cache SRC to the cache DST, by SRC's References: NAR files byte for
 byte (checked against their FileHash and FileSize, not recompressed),
 narinfos with their signatures, .ls listings and debuginfo/ entries. Paths
-DST has are skipped, and with --upstream those the upstream serves. A new DST gets SRC's nix-cache-info; an existing one
-must be for the same store. SRC is only read. DST is written as a cache
-writer does: each narinfo after its NAR and its references, durably.
+DST has are skipped, and with --upstream those the upstream serves. A new
+DST gets SRC's nix-cache-info; an existing one must be for the same store.
+SRC is only read. DST is written as a cache writer does: each narinfo
+after its NAR and its references, durably. A path whose narinfo or NAR in
+SRC is invalid is skipped with the paths that refer to it; the rest is
+copied, then copy exits 1.
 
 Options:
 `

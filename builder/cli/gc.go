@@ -14,7 +14,7 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/nixquery"
 )
 
-const gcUsage = `Usage: mkbinarycache gc [--keep STORE-PATH]... [--keep-file FILE] [--build-closure] [--dry-run] DIR
+const gcUsage = `Usage: mkbinarycache gc [--keep STORE-PATH]... [--keep-file FILE] [--build-closure] [--upstream URL]... [--dry-run] DIR
 
 Removes from the cache DIR everything the closures of the kept store paths
 do not need, judged by the cache's own narinfos (no Nix store needed):
@@ -25,7 +25,8 @@ those derivations' closures and their outputs.
 
 A kept path without a narinfo in DIR is an error, before anything is
 removed; with --upstream (the URLs are not asked: gc needs no network) it
-is taken as served upstream, and so are references without a narinfo. gc holds the cache alone: hooks and other writers wait for it.
+is taken as served upstream, and so are references without a narinfo.
+gc holds the cache alone: hooks and other writers wait for it.
 Removal keeps the cache substitutable at every moment, power cuts included.
 Each removed store path (with --dry-run, each that would be) is printed on
 standard output, one a line; the summary goes to standard error.

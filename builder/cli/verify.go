@@ -12,14 +12,15 @@ import (
 	"github.com/mkbinarycache/mkbinarycache/builder/verify"
 )
 
-const verifyUsage = `Usage: mkbinarycache verify [--public-key KEY]... [--jobs N] [--store-dir DIR] [--quiet] CACHE-DIR
+const verifyUsage = `Usage: mkbinarycache verify [--public-key KEY]... [--upstream URL]... [--jobs N] [--store-dir DIR] [--quiet] CACHE-DIR
 
 Checks a binary cache (written by mkbinarycache, nix copy or others): every
 narinfo parses, its NAR exists with the recorded FileSize and FileHash,
 decompresses to NarSize bytes with the NarHash and is a well-formed NAR,
-every reference has a narinfo (or, with --upstream, is served there), .ls listings match their NARs, debuginfo
-entries point to NARs of the cache, and, with --public-key, every narinfo
-has a valid signature by one of the keys. Prints one line per problem,
+every reference has a narinfo (or, with --upstream, is served there),
+.ls listings match their NARs, debuginfo entries point to NARs of the
+cache, and, with --public-key, every narinfo has a valid signature by one
+of the keys. Prints one line per problem,
 "FILE: problem", and exits 1 if there is any.
 
 Options:
