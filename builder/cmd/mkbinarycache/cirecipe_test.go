@@ -168,3 +168,19 @@ tar -cf %[6]s.new -C "$NIX_CI_CACHE" . && mv %[6]s.new %[6]s
 	// must not fail the recipe for being slow.
 	t.Logf("the recipe test took %v (4 minutes is its budget on a quiet machine)", time.Since(start))
 }
+
+// TestSelfHostedRecipeIsTheDocs checks that the hook script and nix.conf
+// lines the CI loop tests (recipeHook, recipeConf) are the ones docs/ci.md
+// shows for a self-hosted runner, which says they are tested as written.
+func TestSelfHostedRecipeIsTheDocs(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(nixtest.RepoRoot(t), "docs", "ci.md"))
+	testkit.Must(t, err)
+	for name, want := range map[string]string{
+		"hook script":    "```sh\n" + recipeHook + "```\n",
+		"nix.conf lines": "```\n" + fmt.Sprintf(recipeConf, "ci-cache-1:…   # the line in /etc/nix/ci-cache.pub") + "```\n",
+	} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("docs/ci.md does not show the %s the CI loop tests:\n%s", name, want)
+		}
+	}
+}
