@@ -27,12 +27,25 @@ import (
 // mismatch (never the content), unless it is what ni says. NarHash and
 // NarSize are required; FileHash and FileSize are checked when given.
 func Check(ctx context.Context, r io.Reader, ni *narinfo.NarInfo) error {
+	_, err := Read(ctx, r, ni, nil)
+	return err
+}
+
+// Sizes are the bytes read of a NAR file and, decompressed, of its NAR.
+type Sizes struct{ File, Nar uint64 }
+
+// Read checks the NAR file from r as Check does and, unless parse is nil,
+// gives parse the NAR as it is decompressed (at most a byte past NarSize).
+// The error parse returns is reported as the NAR not being well-formed,
+// unless its decompression failed or it is longer than NarSize, which
+// tells more. Each problem is one error of the errors.Join returned.
+func Read(ctx context.Context, r io.Reader, ni *narinfo.NarInfo, parse func(nar io.Reader) error) (Sizes, error) {
 	if ni.NarHash == nil || ni.NarSize == 0 {
-		return errors.New("no NarHash or NarSize to check the NAR against")
+		return Sizes{}, errors.New("no NarHash or NarSize to check the NAR against")
 	}
 	m, err := compress.Parse(ni.Compression)
 	if err != nil {
-		return err
+		return Sizes{}, err
 	}
 	file := newCounter(ni.FileHash)
 	in := io.Reader(ctxReader{ctx, r})
@@ -40,32 +53,31 @@ func Check(ctx context.Context, r io.Reader, ni *narinfo.NarInfo) error {
 		in = io.LimitReader(in, int64(ni.FileSize)+1)
 	}
 	in = io.TeeReader(in, file)
-	dec, err := compress.NewReader(in, m)
-	if err != nil {
-		return fmt.Errorf("does not decompress as %s: %w", m, err)
-	}
-	defer dec.Close()
 	nar := newCounter(ni.NarHash)
-	// One byte past NarSize tells a longer NAR, and no more is read.
-	if _, err := io.Copy(nar, io.LimitReader(dec, int64(ni.NarSize)+1)); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("does not decompress as %s: %w", m, err)
-	}
 	var errs []error
-	if nar.n != ni.NarSize {
-		if nar.n > ni.NarSize {
-			errs = append(errs, fmt.Errorf("NarSize is %d, the NAR has more bytes", ni.NarSize))
-		} else {
-			errs = append(errs, fmt.Errorf("NarSize is %d, the NAR has %d bytes", ni.NarSize, nar.n))
+	if parseErr, err := readNAR(in, m, ni.NarSize, nar, parse); err != nil {
+		if ctx.Err() != nil {
+			return Sizes{}, ctx.Err()
 		}
-	} else if err := nar.check("NarHash", ni.NarHash); err != nil {
 		errs = append(errs, err)
+	} else if nar.n > ni.NarSize {
+		errs = append(errs, fmt.Errorf("NarSize is %d, the NAR has more bytes", ni.NarSize))
+	} else {
+		if parseErr != nil {
+			errs = append(errs, fmt.Errorf("not a well-formed NAR: %w", parseErr))
+		}
+		if nar.n != ni.NarSize {
+			errs = append(errs, fmt.Errorf("NarSize is %d, the NAR has %d bytes", ni.NarSize, nar.n))
+		} else if err := nar.check("NarHash", "the NAR", ni.NarHash); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// The file hash covers the whole file, whatever the decoder read.
 	if _, err := io.Copy(io.Discard, in); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return Sizes{}, ctx.Err()
+		}
+		return Sizes{}, err
 	}
 	if ni.FileSize > 0 && file.n != ni.FileSize {
 		if file.n > ni.FileSize {
@@ -74,11 +86,50 @@ func Check(ctx context.Context, r io.Reader, ni *narinfo.NarInfo) error {
 			errs = append(errs, fmt.Errorf("FileSize is %d, the file has %d bytes", ni.FileSize, file.n))
 		}
 	} else if ni.FileHash != nil {
-		if err := file.check("FileHash", ni.FileHash); err != nil {
+		if err := file.check("FileHash", "the file", ni.FileHash); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return Sizes{File: file.n, Nar: nar.n}, errors.Join(errs...)
+}
+
+// readNAR decompresses in (m) into nar, no further than a byte past
+// narSize, which tells a longer NAR, through parse if not nil; err is the
+// decompressor's.
+func readNAR(in io.Reader, m compress.Method, narSize uint64, nar *counter, parse func(io.Reader) error) (parseErr, err error) {
+	dec, err := compress.NewReader(in, m)
+	if err != nil {
+		return nil, fmt.Errorf("does not decompress as %s: %w", m, err)
+	}
+	defer dec.Close()
+	de := &errReader{r: dec}
+	out := io.TeeReader(io.LimitReader(de, int64(narSize)+1), nar)
+	if parse != nil {
+		parseErr = parse(out)
+	}
+	// Hash the rest, past a malformed part.
+	if _, err := io.Copy(io.Discard, out); err != nil && de.err == nil {
+		de.err = err
+	}
+	if de.err != nil {
+		return nil, fmt.Errorf("does not decompress as %s: %w", m, de.err)
+	}
+	return parseErr, nil
+}
+
+// errReader remembers the error its reader returned, to tell a
+// decompression error from a malformed NAR.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // counter hashes, in the algorithm of a narinfo's hash, and counts what is
@@ -101,7 +152,7 @@ func (c *counter) Write(p []byte) (int, error) {
 	return c.h.Write(p)
 }
 
-func (c *counter) check(field string, want *nixhash.HashWithEncoding) error {
+func (c *counter) check(field, what string, want *nixhash.HashWithEncoding) error {
 	got := c.h.Sum(nil)
 	if bytes.Equal(got, want.Digest()) {
 		return nil
@@ -110,7 +161,7 @@ func (c *counter) check(field string, want *nixhash.HashWithEncoding) error {
 	if err != nil {
 		return fmt.Errorf("%s does not match", field)
 	}
-	return fmt.Errorf("%s is %s, the content hashes to %s", field, want.Format(nixhash.NixBase32, true), h.Format(nixhash.NixBase32, true))
+	return fmt.Errorf("%s is %s, %s hashes to %s", field, want.Format(nixhash.NixBase32, true), what, h.Format(nixhash.NixBase32, true))
 }
 
 type ctxReader struct {

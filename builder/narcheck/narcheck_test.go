@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{"good", func(*narinfo.NarInfo) {}, file, ""},
 		{"no FileHash or FileSize", func(ni *narinfo.NarInfo) { ni.FileHash, ni.FileSize = nil, 0 }, file, ""},
-		{"NarHash", func(ni *narinfo.NarInfo) { ni.NarHash = sum(other) }, file, "NarHash is " + sum(other).String() + ", the content hashes to " + sum(nar).String()},
+		{"NarHash", func(ni *narinfo.NarInfo) { ni.NarHash = sum(other) }, file, "NarHash is " + sum(other).String() + ", the NAR hashes to " + sum(nar).String()},
 		{"NarSize short", func(ni *narinfo.NarInfo) { ni.NarSize-- }, file, "the NAR has more bytes"},
 		{"NarSize long", func(ni *narinfo.NarInfo) { ni.NarSize++ }, file, "the NAR has 12000 bytes"},
 		{"FileHash", func(ni *narinfo.NarInfo) { ni.FileHash = sum(other) }, file, "FileHash is"},
@@ -94,5 +95,42 @@ func TestCheckBounded(t *testing.T) {
 	ni = narinfo.NarInfo{Compression: "zstd", NarHash: sum([]byte("x")), NarSize: 1, FileSize: 10}
 	if err := narcheck.Check(context.Background(), big, &ni); err == nil || big.n > 1<<20 {
 		t.Errorf("Check = %v after reading %d bytes of a file that claims 10", err, big.n)
+	}
+}
+
+// Read gives the parser the NAR as decompressed; what it refuses is a
+// malformed NAR, unless the NAR is longer than NarSize (the parser saw it
+// cut) or does not decompress.
+func TestReadParse(t *testing.T) {
+	nar := bytes.Repeat([]byte("nix archive "), 1000)
+	file := zstd(t, nar)
+	good := narinfo.NarInfo{Compression: "zstd", FileHash: sum(file), FileSize: uint64(len(file)), NarHash: sum(nar), NarSize: uint64(len(nar))}
+	refuse := func(r io.Reader) error {
+		seen, err := io.ReadAll(io.LimitReader(r, 100))
+		if err != nil || !bytes.Equal(seen, nar[:100]) {
+			t.Errorf("parser saw %q, %v", seen, err)
+		}
+		return errors.New("bad token")
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*narinfo.NarInfo)
+		file []byte
+		want string
+	}{
+		{"malformed", func(*narinfo.NarInfo) {}, file, "not a well-formed NAR: bad token"},
+		{"cut", func(ni *narinfo.NarInfo) { ni.NarSize-- }, file, "NarSize is 11999, the NAR has more bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ni := good
+			tc.edit(&ni)
+			sizes, err := narcheck.Read(context.Background(), bytes.NewReader(tc.file), &ni, refuse)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("Read = %v, want %q", err, tc.want)
+			}
+			if sizes.File != uint64(len(file)) || sizes.Nar != ni.NarSize+1 && sizes.Nar != ni.NarSize {
+				t.Errorf("Read sizes %+v", sizes)
+			}
+		})
 	}
 }

@@ -14,13 +14,8 @@ package verify
 import (
 	"bytes"
 	"context"
-	_ "crypto/md5" // the hash algorithms a narinfo may name
-	_ "crypto/sha1"
-	_ "crypto/sha256"
-	_ "crypto/sha512"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path"
@@ -30,12 +25,11 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/narinfo/signature"
-	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/mkbinarycache/mkbinarycache/builder/cachedir"
 	"github.com/mkbinarycache/mkbinarycache/builder/cachegraph"
-	"github.com/mkbinarycache/mkbinarycache/builder/compress"
 	"github.com/mkbinarycache/mkbinarycache/builder/listing"
+	"github.com/mkbinarycache/mkbinarycache/builder/narcheck"
 	"github.com/mkbinarycache/mkbinarycache/builder/nardump"
 	"github.com/mkbinarycache/mkbinarycache/builder/narinfo"
 	"github.com/mkbinarycache/mkbinarycache/builder/sign"
@@ -351,61 +345,10 @@ func (c *checker) sigs(r *result, ni *narinfo.NarInfo) {
 	}
 }
 
-// hasher hashes and counts what is read through it.
-type hasher struct {
-	h hash.Hash
-	n uint64
-}
-
-func newHasher(want *nixhash.HashWithEncoding) (*hasher, nixhash.Algorithm) {
-	algo := nixhash.SHA256
-	if want != nil {
-		algo = want.Algo()
-	}
-	return &hasher{h: algo.Func().New()}, algo
-}
-
-func (h *hasher) Write(p []byte) (int, error) {
-	h.n += uint64(len(p))
-	return h.h.Write(p)
-}
-
-// errReader remembers the error its reader returned, to tell a
-// decompression error from a malformed NAR.
-type errReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	return n, err
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashPart string) {
 	u := ni.URL
 	if _, err := cachedir.NarFile(u); err != nil {
 		r.add("%v", err)
-		return
-	}
-	m, err := compress.Parse(ni.Compression)
-	if err != nil {
-		r.add("NAR %s not checked: %v", u, err)
 		return
 	}
 	f, err := c.d.Open(u)
@@ -417,75 +360,32 @@ func (c *checker) nar(ctx context.Context, r *result, ni *narinfo.NarInfo, hashP
 		return
 	}
 	defer f.Close()
-
-	fileH, fileAlgo := newHasher(ni.FileHash)
-	narH, narAlgo := newHasher(ni.NarHash)
-	file := io.TeeReader(ctxReader{ctx, f}, fileH)
-	dec, err := compress.NewReader(file, m)
-	if err != nil {
-		r.add("NAR %s does not decompress as %s: %v", u, m, err)
-	} else {
-		de := &errReader{r: dec}
-		// No more than a byte past NarSize, which tells a longer NAR: a
-		// small file that inflates without end must not keep verify busy.
-		var nar io.Reader = de
-		if ni.NarSize > 0 {
-			nar = io.LimitReader(de, int64(ni.NarSize)+1)
-		}
-		root, lerr := listing.Read(io.TeeReader(nar, narH))
-		if de.err == nil {
-			// Finish the NAR hash past a malformed part.
-			if _, err := io.Copy(narH, nar); err != nil && de.err == nil {
-				r.add("NAR %s does not decompress as %s: %v", u, m, err)
-			}
-		}
-		cut := ni.NarSize > 0 && narH.n > ni.NarSize
-		switch {
-		case de.err != nil:
-			r.add("NAR %s does not decompress as %s: %v", u, m, de.err)
-		case lerr != nil && !cut: // a cut NAR ends early: NarSize says it all
-			r.add("NAR %s is not a well-formed NAR: %v", u, lerr)
-		}
-		dec.Close()
-		if de.err == nil {
-			r.narBytes = narH.n
-			switch {
-			case cut:
-				r.add("NarSize is %d, the NAR has more bytes", ni.NarSize)
-			case ni.NarSize != 0 && narH.n != ni.NarSize:
-				r.add("NarSize is %d, the NAR has %d bytes", ni.NarSize, narH.n)
-			}
-			if got := narH.h.Sum(nil); ni.NarHash != nil && !cut && !bytes.Equal(got, ni.NarHash.Digest()) {
-				r.add("NarHash is %s, the NAR hashes to %s", fmtHash(ni.NarHash.Digest(), narAlgo), fmtHash(got, narAlgo))
-			}
-		}
-		if root != nil {
-			c.listing(r, root, hashPart)
-			if msg := nardump.DepthProblem(root.Depth()); msg != "" {
-				r.add("NAR %s: %s", u, msg)
-			}
-		}
-	}
-	// The file hash covers the whole file, whatever the decompressor read.
-	if _, err := io.Copy(fileH, ctxReader{ctx, f}); err != nil {
+	var root *listing.Node
+	sizes, err := narcheck.Read(ctx, f, ni, func(nar io.Reader) (err error) {
+		root, err = listing.Read(nar)
+		return err
+	})
+	r.narBytes, r.fileBytes = sizes.Nar, sizes.File
+	for _, err := range joined(err) {
 		r.add("NAR %s: %v", u, err)
-		return
 	}
-	r.fileBytes = fileH.n
-	if ni.FileSize != 0 && fileH.n != ni.FileSize {
-		r.add("FileSize is %d, %s has %d bytes", ni.FileSize, u, fileH.n)
-	}
-	if got := fileH.h.Sum(nil); ni.FileHash != nil && !bytes.Equal(got, ni.FileHash.Digest()) {
-		r.add("FileHash is %s, %s hashes to %s", fmtHash(ni.FileHash.Digest(), fileAlgo), u, fmtHash(got, fileAlgo))
+	if root != nil {
+		c.listing(r, root, hashPart)
+		if msg := nardump.DepthProblem(root.Depth()); msg != "" {
+			r.add("NAR %s: %s", u, msg)
+		}
 	}
 }
 
-func fmtHash(digest []byte, algo nixhash.Algorithm) string {
-	h, err := nixhash.NewHash(algo, digest)
-	if err != nil {
-		return fmt.Sprintf("%x", digest)
+// joined is the errors err joins, or err alone.
+func joined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	return h.Format(nixhash.NixBase32, true)
+	if err != nil {
+		return []error{err}
+	}
+	return nil
 }
 
 // listing compares <hashPart>.ls, when there is one, with the NAR: byte for

@@ -106,16 +106,27 @@ func TestProblems(t *testing.T) {
 			os.WriteFile(f, b, 0o644)
 		},
 		want: []string{
-			libHash + ".narinfo: FileHash is sha256:*, nar/*.nar.zst hashes to sha256:*",
-			libHash + ".narinfo: NAR nar/*.nar.zst does not decompress as zstd: *",
+			libHash + ".narinfo: NAR nar/*.nar.zst: FileHash is sha256:*, the file hashes to sha256:*",
+			libHash + ".narinfo: NAR nar/*.nar.zst: does not decompress as zstd: *",
 		},
 	}, {
-		name: "wrong sizes and hash",
+		name: "wrong sizes",
 		m:    compress.XZ,
 		break_: func(t *testing.T, dir string) {
 			edit(t, dir, appHash, func(s string) string {
 				s = strings.Replace(s, "NarSize: ", "NarSize: 1", 1)
-				s = strings.Replace(s, "FileSize: ", "FileSize: 9", 1)
+				return strings.Replace(s, "FileSize: ", "FileSize: 9", 1)
+			})
+		},
+		want: []string{
+			appHash + ".narinfo: NAR nar/*.nar.xz: FileSize is 9*, the file has * bytes",
+			appHash + ".narinfo: NAR nar/*.nar.xz: NarSize is 1*, the NAR has * bytes",
+		},
+	}, {
+		name: "wrong NarHash",
+		m:    compress.XZ,
+		break_: func(t *testing.T, dir string) {
+			edit(t, dir, appHash, func(s string) string {
 				h := field(s, "NarHash")
 				last := "0"
 				if strings.HasSuffix(h, "0") {
@@ -124,11 +135,7 @@ func TestProblems(t *testing.T) {
 				return strings.Replace(s, h, h[:len(h)-1]+last, 1)
 			})
 		},
-		want: []string{
-			appHash + ".narinfo: FileSize is 9*, nar/*.nar.xz has * bytes",
-			appHash + ".narinfo: NarHash is sha256:*, the NAR hashes to sha256:*",
-			appHash + ".narinfo: NarSize is 1*, the NAR has * bytes",
-		},
+		want: []string{appHash + ".narinfo: NAR nar/*.nar.xz: NarHash is sha256:*, the NAR hashes to sha256:*"},
 	}, {
 		name: "dangling reference",
 		m:    compress.None,
@@ -200,7 +207,7 @@ func TestProblems(t *testing.T) {
 				return s
 			})
 		},
-		want: []string{libHash + ".narinfo: NAR nar/*.nar is not a well-formed NAR: read NAR: unexpected EOF"},
+		want: []string{libHash + ".narinfo: NAR nar/*.nar: not a well-formed NAR: read NAR: unexpected EOF"},
 	}, {
 		name: "unknown keys, bzip2 without Compression line",
 		m:    compress.Bzip2,
