@@ -52,10 +52,11 @@ func runSign(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	o := sign.DirOptions{Dir: pos[0], StoreDir: *cacheStore, Jobs: jobs, Durable: true,
-		Local: nix(env, storeDir("", env)).ValidPathInfo, ReplaceInvalid: *replaceInvalid}
-	keyName := sign.KeyName(key)
 	m := newMeter(env.Stderr, "narinfos", *quiet)
+	o := sign.DirOptions{Dir: pos[0], StoreDir: *cacheStore, Jobs: jobs, Durable: true,
+		Local: nix(env, storeDir("", env)).ValidPathInfo, ReplaceInvalid: *replaceInvalid,
+		Warn: func(msg string) { m.warn(pos[0], msg) }}
+	keyName := sign.KeyName(key)
 	stats, err := sign.SignDir(ctx, key, o, func(file string, out sign.Outcome, err error) {
 		m.done("")
 		if out == sign.Replaced && err == nil && !*quiet {

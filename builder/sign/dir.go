@@ -173,6 +173,9 @@ type DirOptions struct {
 	// verify be replaced; without it, such a narinfo is refused
 	// (ErrInvalidSignature): the key may not be the one that made it.
 	ReplaceInvalid bool
+	// Warn, if not nil, is told of what does not stop signing but should
+	// be known: a file system that cannot lock the cache.
+	Warn func(msg string)
 }
 
 // DirStats count what SignDir did.
@@ -203,6 +206,9 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 		return DirStats{}, err
 	}
 	defer lock.Release()
+	if !lock.Supported() && o.Warn != nil {
+		o.Warn("the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this run signs")
+	}
 	// An invalid nix-cache-info or nar/, which sign reads, is refused,
 	// named, before any narinfo.
 	if _, _, err := d.ReadInfo(); err != nil {

@@ -431,3 +431,24 @@ func TestSignDirRefusesInvalid(t *testing.T) {
 		t.Errorf("the symlink was replaced: %v", err)
 	}
 }
+
+// On a file system without flock sign warns, and signs; with flock it
+// does not warn.
+func TestSignDirWithoutFlockWarns(t *testing.T) {
+	for _, noFlock := range []bool{false, true} {
+		dir, _, _ := fakeCache(t)
+		ctx := context.Background()
+		if noFlock {
+			ctx = cachedir.WithFlock(ctx, func(int, int) error { return syscall.ENOLCK })
+		}
+		var warnings []string
+		o := sign.DirOptions{Dir: dir, Warn: func(msg string) { warnings = append(warnings, msg) }}
+		stats, err := sign.SignDir(ctx, mustKey(t), o, nil)
+		if err != nil || stats.Added != 2 {
+			t.Fatalf("no flock %v: %+v, %v", noFlock, stats, err)
+		}
+		if warned := len(warnings) == 1 && strings.Contains(warnings[0], "no flock"); warned != noFlock {
+			t.Errorf("no flock %v: warnings %q", noFlock, warnings)
+		}
+	}
+}
