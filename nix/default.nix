@@ -151,7 +151,7 @@ let
       # Extensions:
       compressionLevel ? null, # int; null = the builder's default for `compression`
       narListing ? false, # write <hashpart>.ls NAR listings (like ?write-nar-listing=1)
-      indexDebugInfo ? false, # write debuginfo/<build-id> (like ?index-debug-info=1)
+      indexDebugInfo ? false, # write debuginfo/<build-id>.debug (like ?index-debug-info=1)
       priority ? null, # int: nix-cache-info "Priority:"
       wantMassQuery ? null, # bool: nix-cache-info "WantMassQuery:"
       derivers ? null, # null = computed from rootPaths; { } = no Deriver lines
