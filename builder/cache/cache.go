@@ -160,7 +160,7 @@ func (w *Writer) Write(ctx context.Context, c closure.Closure, report func(Event
 	}
 	defer lock.Release()
 	if !lock.Supported() && report != nil {
-		report(Event{Kind: Warning, Path: w.dir, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this run adds"})
+		report(Event{Kind: Warning, Path: w.dir, Msg: cachedir.UnlockedWarning("what this run adds")})
 	}
 	// Nothing is written through a symlink: a layout directory or a file
 	// in the way that is one stops the run, named.

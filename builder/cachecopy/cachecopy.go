@@ -148,7 +148,7 @@ func Copy(ctx context.Context, o Options, report func(Event)) (Stats, error) {
 	}
 	defer lock.Release()
 	if !lock.Supported() {
-		report(Event{Kind: Warning, Path: o.Dst, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this copy adds"})
+		report(Event{Kind: Warning, Path: o.Dst, Msg: cachedir.UnlockedWarning("what this copy adds")})
 	}
 
 	g, err := cachegraph.Load(ctx, src, o.Jobs)

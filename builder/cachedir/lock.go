@@ -38,6 +38,16 @@ type Lock struct {
 // files, must then refuse to run, and writers should say so.
 func (l *Lock) Supported() bool { return l.supported }
 
+// NoFlock begins what every command says of a cache whose file system
+// cannot lock it.
+const NoFlock = "the file system cannot lock the cache (no flock)"
+
+// UnlockedWarning is the warning of a command that adds to or reads a
+// cache it could not lock: a gc could remove what (what it adds, reads).
+func UnlockedWarning(what string) string {
+	return NoFlock + ": a gc running meanwhile could remove " + what
+}
+
 // pollInterval is how often a waiting Lock tries again.
 const pollInterval = 20 * time.Millisecond
 

@@ -198,7 +198,7 @@ func storeLog(ctx context.Context, n nixquery.Nix, f hookFlags, drv string, m *m
 	}
 	defer lock.Release()
 	if !lock.Supported() {
-		m.notice("warning: %s: the file system cannot lock the cache (no flock): a gc running meanwhile could remove the log", f.out)
+		m.warn(f.out, cachedir.UnlockedWarning("the log"))
 	}
 	// Nothing is written through a symlinked log/.
 	if err := d.MkdirLayout(); err != nil {

@@ -97,7 +97,7 @@ type Stats struct {
 
 // ErrNoLock is returned (wrapped) on a file system without flock: gc,
 // which removes files, does not run unlocked beside writers.
-var ErrNoLock = errors.New("the file system cannot lock the cache (no flock): gc does not run unlocked")
+var ErrNoLock = errors.New(cachedir.NoFlock + ": gc does not run unlocked")
 
 // Collect removes everything outside the closures of o.Keep from the cache
 // at o.Dir, holding its lock alone (a read-only shared lock for a dry run). A kept path
@@ -135,7 +135,7 @@ func Collect(ctx context.Context, o Options, report func(Event)) (Stats, error) 
 		if !o.DryRun {
 			return Stats{}, fmt.Errorf("%s: %w", o.Dir, ErrNoLock)
 		}
-		report(Event{Kind: Warning, Path: o.Dir, Msg: "the file system cannot lock the cache (no flock): a writer may change it meanwhile"})
+		report(Event{Kind: Warning, Path: o.Dir, Msg: cachedir.NoFlock + ": a writer may change it meanwhile"})
 	}
 	if infoErr != nil {
 		// Without the store directory nothing can be judged: the entry

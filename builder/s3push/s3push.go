@@ -147,7 +147,7 @@ func Push(ctx context.Context, o Options, events func(Event)) (Stats, error) {
 	}
 	defer lock.Release()
 	if !lock.Supported() && events != nil {
-		events(Event{Kind: Warning, Key: o.Dir, Msg: "the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this push reads"})
+		events(Event{Kind: Warning, Key: o.Dir, Msg: cachedir.UnlockedWarning("what this push reads")})
 	}
 	local, err := readCache(ctx, d)
 	if err != nil {

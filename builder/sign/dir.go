@@ -207,7 +207,7 @@ func SignDir(ctx context.Context, key signature.SecretKey, o DirOptions, report 
 	}
 	defer lock.Release()
 	if !lock.Supported() && o.Warn != nil {
-		o.Warn("the file system cannot lock the cache (no flock): a gc running meanwhile could remove what this run signs")
+		o.Warn(cachedir.UnlockedWarning("what this run signs"))
 	}
 	// An invalid nix-cache-info or nar/, which sign reads, is refused,
 	// named, before any narinfo.
