@@ -1,7 +1,9 @@
 package main_test
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -174,6 +176,10 @@ tar -cf %[6]s.new -C "$NIX_CI_CACHE" . && mv %[6]s.new %[6]s
 // shows for a self-hosted runner, which says they are tested as written.
 func TestSelfHostedRecipeIsTheDocs(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(nixtest.RepoRoot(t), "docs", "ci.md"))
+	if errors.Is(err, fs.ErrNotExist) {
+		// The package's source (nix/package.nix) holds the program only.
+		t.Skip("no docs/ci.md in this source tree")
+	}
 	testkit.Must(t, err)
 	for name, want := range map[string]string{
 		"hook script":    "```sh\n" + recipeHook + "```\n",
